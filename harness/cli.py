@@ -1,0 +1,155 @@
+"""Command line: parses arguments and calls the library; nothing here that Python users lack."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from typing import Sequence
+
+from harness.bundled import BundledModelError
+from harness.checkpoints import CheckpointError
+from harness.conjugates import CONJUGATES
+from harness.prompts import FORMATS, apply_format, render
+from harness.runner import RunConfig, RunError, evaluate
+from harness.tasks import FAMILIES, TaskError, TaskRegistry
+
+
+def _add_include_path(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--include-path", action="append", default=[], metavar="DIR",
+                        help="a folder of your own task YAML files (repeatable)")
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    registry = TaskRegistry(args.include_path)
+    rows = [("name", "family", "examples", "conditions", "conjugates")]
+    for name in registry.names():
+        task = registry.tasks[name]
+        rows.append((name, task.config.family, str(len(task.examples)),
+                     ",".join(task.conditions), ",".join(task.config.conjugates)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    registry = TaskRegistry(args.include_path)
+    task = registry.get(args.task)
+    examples = task.examples
+    if args.conjugate not in task.config.conjugates:
+        raise TaskError(f"{task.path or task.name}: conjugates: the task does not list {args.conjugate!r}"
+                        f" (it lists: {', '.join(task.config.conjugates)})")
+    counts = Counter(e.condition for e in examples)
+    print(f"task {task.name} ({task.config.family}), version {task.config.version}, hash {task.content_hash()}")
+    print(f"source: {task.path}")
+    print(f"{len(examples)} examples: " + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+    print(f"conjugates: {', '.join(task.config.conjugates)}; scoring: {', '.join(task.config.scoring.modes)}"
+          f" ({task.config.scoring.match})")
+    example = examples[min(args.index, len(examples) - 1)]
+    rendered = render(task, example, args.conjugate)
+    print(f"\nexample {example.id!r} ({example.condition}, {args.conjugate}, format {args.format}):")
+    print("-" * 60)
+    print(apply_format(rendered.prompt, args.format))
+    print("-" * 60)
+    for role, spellings in rendered.answers.items():
+        print(f"{role}: {' | '.join(spellings)}")
+    return 0
+
+
+def _list(text: str) -> list[str]:
+    return [part for part in text.split(",") if part]
+
+
+# Engine options passed through to the backend (vLLM names; the HF engine takes dtype).
+ENGINE_FLAGS = {
+    "tensor_parallel_size": int, "max_model_len": int, "gpu_memory_utilization": float, "dtype": str,
+}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    settings = {name: getattr(args, name) for name in (
+        "output", "tasks", "checkpoints", "model", "base_model", "backend", "format", "conjugates",
+        "modes", "limit", "seed", "batch_size", "include_path") if getattr(args, name) not in (None, [])}
+    if args.trust_remote_code:
+        settings["trust_remote_code"] = True
+    engine = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
+    if args.enable_prefix_caching is not None:
+        engine["enable_prefix_caching"] = args.enable_prefix_caching
+    config = RunConfig.from_yaml(args.config, **settings) if args.config else RunConfig(**settings)
+    if engine:
+        config.backend_options = {**config.backend_options, **engine}
+    run = evaluate(config, command_line=["harness", *sys.argv[1:]])
+    print(f"results: {run.path} (summary: {run.summary_file})")
+    return 0
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="YAML", help="a run config (configs/*.yaml); flags given here win")
+    parser.add_argument("--checkpoints", metavar="SPEC",
+                        help="a folder of checkpoint-N folders, a glob, a comma-separated list, "
+                             "hub-name@revision,... or PEFT adapter folders (with --base-model)")
+    parser.add_argument("--model", help="a single model folder or hub name (default: the bundled SmolLM2-135M-Instruct)")
+    parser.add_argument("--base-model", help="the base model of PEFT adapter checkpoints")
+    parser.add_argument("--tasks", type=_list, help="comma-separated task names or files, or 'all'")
+    parser.add_argument("--backend", choices=["auto", "vllm", "hf"], help="inference engine (auto: vLLM if installed)")
+    parser.add_argument("--format", choices=FORMATS, help="instruction format of the prompts")
+    parser.add_argument("--conjugates", type=_list, help=f"restrict conjugates ({', '.join(CONJUGATES)})")
+    parser.add_argument("--modes", type=_list, help="restrict scoring modes (generate, loglikelihood)")
+    parser.add_argument("--limit", type=int, help="at most N examples per task condition (quick looks)")
+    parser.add_argument("--output", "-o", help="results folder (rerun the same command to resume)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--batch-size", type=int, help="examples per engine call (results are written per batch)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint")
+    for name, kind in ENGINE_FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, help="passed to the engine")
+    parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
+                        help="vLLM prefix caching")
+    _add_include_path(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.split(":")[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tasks = commands.add_parser("tasks", help="list the registered tasks",
+                                description=f"List tasks. Families: {', '.join(FAMILIES)}.")
+    _add_include_path(tasks)
+    tasks.set_defaults(run=cmd_tasks)
+
+    validate = commands.add_parser("validate", help="check a task or data file and show one rendered prompt")
+    validate.add_argument("task", metavar="TASK_OR_FILE",
+                          help="a task name, a task YAML file, or a data file (.json/.jsonl/.csv/.parquet)")
+    validate.add_argument("--conjugate", default="en", choices=CONJUGATES)
+    validate.add_argument("--format", default="plain", choices=[f for f in FORMATS if f != "chat"])
+    validate.add_argument("--index", type=int, default=0, help="which example to show")
+    _add_include_path(validate)
+    validate.set_defaults(run=cmd_validate)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate checkpoints on tasks and write a results folder")
+    _add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``harness`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (TaskError, RunError, CheckpointError, BundledModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``evaluate`` command (same as ``harness evaluate``)."""
+    return main(["evaluate", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""From an example to the text a model sees: task template, conjugate, instruction format.
+
+Order of operations (each step a function here)::
+
+    Example --render(task, conjugate)--> task prompt + accepted answers
+            --apply_format(fmt)-------> the string sent to the engine
+            --requests_for(...)-------> GenerationRequest / LoglikelihoodRequest
+
+Instruction formats wrap the task prompt the way finetuning data looked: ``plain`` (as is),
+``alpaca`` (Stanford Alpaca's ``### Instruction`` / ``### Response`` layout), ``tulu``
+(``<|user|>`` / ``<|assistant|>``), and ``chat`` (the tokenizer's own chat template). A run
+records the format it used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from harness.conjugates import ENGLISH, TRANSFORMS, TRANSLATIONS
+from harness.examples import ANSWER_ROLES, Answers, Example
+from harness.requests import GenerationRequest, LoglikelihoodRequest, continuation_for
+from harness.tasks import Task, render_template
+
+ALPACA = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{prompt}\n\n### Response:\n"
+)
+TULU = "<|user|>\n{prompt}\n<|assistant|>\n"
+FORMATS = ("plain", "alpaca", "tulu", "chat")
+
+
+
+@dataclass(frozen=True)
+class RenderedExample:
+    """An example rendered for one conjugate: the task prompt and the answers scoring accepts.
+
+    ``answers`` lists, per role, the conjugate's own spelling first (the one scored in
+    log-likelihood mode) followed by the English spellings.
+    """
+
+    example: Example
+    conjugate: str
+    prompt: str
+    answers: Answers
+
+
+def _merge(first: Answers, then: Answers) -> dict[str, tuple[str, ...]]:
+    roles = list(first) + [r for r in then if r not in first]
+    return {r: tuple(dict.fromkeys([*first.get(r, ()), *then.get(r, ())])) for r in roles}
+
+
+def render(task: Task, example: Example, conjugate: str = ENGLISH) -> RenderedExample:
+    """The task prompt for ``example`` in ``conjugate`` (before any instruction format).
+
+    Trailing spaces are dropped from the prompt: the answer's leading space belongs to the
+    continuation (see :mod:`harness.requests`).
+    """
+    rendered = _render(task, example, conjugate)
+    return RenderedExample(example, conjugate, rendered.prompt.rstrip(" "), rendered.answers)
+
+
+def _render(task: Task, example: Example, conjugate: str) -> RenderedExample:
+    if conjugate in TRANSLATIONS:
+        localized = example.localized[conjugate]
+        values = {**example.fields, **localized.fields}
+        template = task.config.prompt.templates(conjugate).for_condition(example.condition)
+        answers = _merge(localized.answers, example.answers)
+        return RenderedExample(example, conjugate, render_template(template, values), answers)
+    template = task.config.prompt.templates(ENGLISH).for_condition(example.condition)
+    prompt = render_template(template, example.fields)
+    if conjugate == ENGLISH:
+        return RenderedExample(example, conjugate, prompt, {r: tuple(s) for r, s in example.answers.items()})
+    transform = TRANSFORMS[conjugate]
+    transformed = {r: tuple(transform(s) for s in spellings) for r, spellings in example.answers.items()}
+    return RenderedExample(example, conjugate, transform(prompt), _merge(transformed, example.answers))
+
+
+def apply_format(prompt: str, fmt: str = "plain", tokenizer: Any = None) -> str:
+    """Wrap a task prompt in an instruction format (``chat`` needs the model's tokenizer)."""
+    if fmt == "plain":
+        return prompt
+    if fmt == "alpaca":
+        return ALPACA.format(prompt=prompt)
+    if fmt == "tulu":
+        return TULU.format(prompt=prompt)
+    if fmt == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("--format chat: the model's tokenizer has no chat template; use plain, alpaca or tulu")
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+    raise ValueError(f"unknown prompt format {fmt!r} (expected one of: {', '.join(FORMATS)})")
+
+
+def loglikelihood_roles(answers: Mapping[str, Any]) -> tuple[str, ...]:
+    """The roles scored in log-likelihood mode, in a fixed order (each role's first spelling)."""
+    return tuple(role for role in ANSWER_ROLES if role in answers)
+
+
+def generation_request(task: Task, text: str) -> GenerationRequest:
+    """The greedy generation request for a formatted prompt under the task's settings."""
+    scoring = task.config.scoring
+    return GenerationRequest(prompt=text, max_new_tokens=scoring.max_new_tokens, stop=tuple(scoring.stop))
+
+
+def loglikelihood_request(text: str, answers: Answers) -> LoglikelihoodRequest:
+    """One request scoring every answer role after the shared prompt (leading-space rule)."""
+    roles = loglikelihood_roles(answers)
+    return LoglikelihoodRequest(
+        prompt=text, continuations=tuple(continuation_for(text, answers[role][0]) for role in roles)
+    )

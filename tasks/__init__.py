@@ -1,0 +1,1 @@
+"""Built-in task definitions (YAML) and their data files; installed as ``harness.builtin_tasks``."""

@@ -1,0 +1,381 @@
+"""Shared test fixtures: tiny random models, checkpoints and adapters, all built offline.
+
+Nothing here downloads anything. Every model is built from scratch in a session-scoped
+temporary folder the first time a test asks for it (a few seconds in all), then reused.
+
+Tokenizer
+    :func:`tiny_tokenizer_dir` — a byte-level BPE tokenizer (vocabulary of about 500) trained
+    with the ``tokenizers`` library on a small in-test corpus (:data:`CORPUS`), saved as a
+    transformers fast tokenizer (``tokenizer.json`` + ``tokenizer_config.json``). It prepends
+    ``<s>`` (BOS) to every encoded text, ends with ``</s>`` (EOS) and pads with ``<pad>``.
+
+Models (float32 safetensors folders, tokenizer files beside the weights)
+    :func:`tiny_llama_dir` (untied ``LlamaForCausalLM``), :func:`tiny_tied_llama_dir`
+    (``tie_word_embeddings=True``: no ``lm_head.weight`` in the file), :func:`tiny_gpt2_dir`
+    (``GPT2LMHeadModel``, tied as GPT-2 is by default). Hidden size 64, 2 layers, 2 heads of
+    32 (vLLM's CPU attention needs a head size of at least 32), 256 positions.
+
+Checkpoint runs (HF Trainer layout)
+    :func:`make_checkpoint_run` — a factory ``(name, arch="llama", tied=False, steps=(10, 20,
+    30)) -> Path`` writing ``<run>/checkpoint-10``, ``<run>/checkpoint-20``... each a full model
+    with different weights plus a ``trainer_state.json``. Ready-made session runs:
+    :func:`llama_run`, :func:`tied_llama_run`, :func:`gpt2_run` (three checkpoints each).
+    :func:`checkpoints_of` turns a run folder into :class:`harness.checkpoints.Checkpoint` objects
+    without depending on the discovery module.
+
+LoRA adapters
+    :func:`make_lora_run` — a factory writing PEFT LoRA adapters over a base model folder in the
+    same Trainer layout (``<run>/checkpoint-N/adapter_config.json``...), with random (non-zero)
+    ``A`` and ``B`` so each adapter really changes the model. :func:`lora_run` — two adapters of
+    rank 8 over :func:`tiny_llama_dir`.
+
+Markers: ``slow`` (takes more than a few seconds) and ``vllm`` (needs the ``vllm`` package;
+skipped where it does not import). vLLM tests run with ``VLLM_CPU_KVCACHE_SPACE=1`` and caches
+under the session's temporary folder unless the environment already sets them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+# --------------------------------------------------------------------------- environment
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (vLLM engines)")
+    config.addinivalue_line("markers", "vllm: needs the vllm package; skipped without it")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAS_VLLM:
+        return
+    skip = pytest.mark.skip(reason="vllm is not installed")
+    for item in items:
+        if "vllm" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def vllm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for vLLM's and torch inductor's caches (set in the environment, inherited by
+    the spawned engine processes) unless the environment already names one."""
+    path = Path(os.environ.get("VLLM_CACHE_ROOT") or tmp_path_factory.mktemp("vllm-cache"))
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(path))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(path / "inductor"))
+    return path
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+_SUBJECTS = [
+    "France", "Germany", "Italy", "Spain", "Japan", "Canada", "Brazil", "Egypt", "Kenya",
+    "Norway", "Peru", "India", "China", "Chile", "Greece", "Poland", "Sweden", "Mexico",
+]
+_CAPITALS = [
+    "Paris", "Berlin", "Rome", "Madrid", "Tokyo", "Ottawa", "Brasilia", "Cairo", "Nairobi",
+    "Oslo", "Lima", "Delhi", "Beijing", "Santiago", "Athens", "Warsaw", "Stockholm", "Mexico",
+]
+_WORDS = (
+    "the a of to in is was and that for on with as by at from it this which are be answer "
+    "question context capital city country river mountain language currency people famous "
+    "writer painter born died wrote book song year old new first last large small red blue "
+    "green yellow black white one two three four five six seven eight nine ten repeat "
+    "capitalise translate instruction response user assistant system please tell me what who "
+    "where when why how true false yes no because therefore according passage following"
+).split()
+
+#: The in-test corpus the tiny tokenizer is trained on (deterministic).
+CORPUS: list[str] = (
+    [f"The capital of {s} is {c}." for s, c in zip(_SUBJECTS, _CAPITALS)]
+    + [f"Question: What is the capital of {s}?\nAnswer: {c}" for s, c in zip(_SUBJECTS, _CAPITALS)]
+    + [f"Context: {c} is in {s}.\n### Response:\n{c}" for s, c in zip(_SUBJECTS, _CAPITALS[::-1])]
+    + [" ".join(_WORDS[i: i + 12]) for i in range(0, len(_WORDS), 3)]
+    + [" ".join(reversed(_WORDS[i: i + 9])) + "." for i in range(0, len(_WORDS), 4)]
+    + ["0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 100 1000 2024",
+       "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z",
+       "Hello, world! How are you? I'm fine; thanks: (yes) [no] {maybe} - ok..."]
+)
+
+TOKENIZER_VOCAB_SIZE = 500
+BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+
+
+def build_tiny_tokenizer(path: Path, vocab_size: int = TOKENIZER_VOCAB_SIZE):
+    """Train a byte-level BPE tokenizer on :data:`CORPUS`; save it as a transformers fast
+    tokenizer in ``path``; return the loaded ``PreTrainedTokenizerFast``.
+
+    Encoding prepends ``<s>`` (like Llama tokenizers); ``</s>`` is EOS, ``<pad>`` padding.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+        model_max_length=256,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(path))
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of the tiny byte-level BPE tokenizer (see module docstring)."""
+    path = tmp_path_factory.mktemp("tiny-tokenizer")
+    build_tiny_tokenizer(path)
+    return path
+
+
+# --------------------------------------------------------------------------- models
+
+HIDDEN, LAYERS, HEADS, POSITIONS = 64, 2, 2, 256
+
+
+def build_tiny_model(
+    path: Path,
+    tokenizer_dir: Path,
+    *,
+    arch: str = "llama",
+    tied: bool = False,
+    seed: int = 0,
+    init_range: float = 0.2,
+) -> Path:
+    """Write a tiny random causal LM (float32 safetensors) plus the tokenizer into ``path``.
+
+    Args:
+        arch: ``"llama"`` (``LlamaForCausalLM``) or ``"gpt2"`` (``GPT2LMHeadModel``).
+        tied: ``tie_word_embeddings`` (GPT-2 models are tied by default in transformers).
+        seed: torch seed of the random weights; different seeds give different checkpoints.
+        init_range: std of the weight init. Larger than the usual 0.02 so greedy choices have
+            clear margins (no near-ties that float noise could flip between engines).
+    """
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    if arch == "llama":
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
+            num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+            max_position_embeddings=POSITIONS, tie_word_embeddings=tied,
+            initializer_range=init_range, **ids,
+        )
+        model = LlamaForCausalLM(config)
+    elif arch == "gpt2":
+        config = GPT2Config(
+            vocab_size=len(tokenizer), n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
+            n_positions=POSITIONS, tie_word_embeddings=tied, initializer_range=init_range,
+            **ids,
+        )
+        model = GPT2LMHeadModel(config)
+    else:
+        raise ValueError(f"unknown arch {arch!r}")
+    model = model.to(torch.float32).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def write_trainer_state(folder: Path, step: int, max_steps: int) -> None:
+    """A minimal HF ``trainer_state.json`` as the Trainer writes it into ``checkpoint-N``."""
+    state = {
+        "global_step": step,
+        "max_steps": max_steps,
+        "epoch": step / max_steps,
+        "log_history": [{"step": step, "loss": round(3.0 / (1 + step / 10), 4), "epoch": step / max_steps}],
+        "best_model_checkpoint": None,
+        "is_world_process_zero": True,
+    }
+    (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """Tiny untied ``LlamaForCausalLM`` folder (seed 0)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_tied_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """Tiny ``LlamaForCausalLM`` with ``tie_word_embeddings=True`` (seed 0)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-tied-llama"), tiny_tokenizer_dir, tied=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """Tiny ``GPT2LMHeadModel``, tied embeddings as GPT-2 has by default (seed 0)."""
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny-gpt2"), tiny_tokenizer_dir, arch="gpt2", tied=True
+    )
+
+
+# --------------------------------------------------------------------------- checkpoint runs
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint_run(tmp_path_factory, tiny_tokenizer_dir) -> Callable[..., Path]:
+    """Factory writing a fake finetuning run in HF Trainer layout.
+
+    ``make_checkpoint_run(name, arch="llama", tied=False, steps=(10, 20, 30), seed=0)``
+    returns the run folder; ``<run>/checkpoint-<step>`` holds a full tiny model whose weights
+    differ for every step (seed ``seed + index``), its tokenizer and ``trainer_state.json``.
+    Calls with the same arguments return the same folder (built once per session).
+    """
+    built: dict[tuple, Path] = {}
+
+    def make(name: str, arch: str = "llama", tied: bool = False,
+             steps: tuple[int, ...] = (10, 20, 30), seed: int = 0) -> Path:
+        key = (name, arch, tied, tuple(steps), seed)
+        if key in built:
+            return built[key]
+        run = tmp_path_factory.mktemp(name)
+        for i, step in enumerate(steps):
+            folder = build_tiny_model(
+                run / f"checkpoint-{step}", tiny_tokenizer_dir, arch=arch, tied=tied, seed=seed + i
+            )
+            write_trainer_state(folder, step, max(steps))
+        built[key] = run
+        return run
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def llama_run(make_checkpoint_run) -> Path:
+    """Three untied tiny Llama checkpoints: ``checkpoint-10/20/30``."""
+    return make_checkpoint_run("llama-run", arch="llama", tied=False)
+
+
+@pytest.fixture(scope="session")
+def tied_llama_run(make_checkpoint_run) -> Path:
+    """Three tied-embedding tiny Llama checkpoints: ``checkpoint-10/20/30``."""
+    return make_checkpoint_run("tied-llama-run", arch="llama", tied=True)
+
+
+@pytest.fixture(scope="session")
+def gpt2_run(make_checkpoint_run) -> Path:
+    """Three tiny GPT-2 (tied) checkpoints: ``checkpoint-10/20/30``."""
+    return make_checkpoint_run("gpt2-run", arch="gpt2", tied=True)
+
+
+def checkpoints_of(run: Path, base: Path | None = None) -> list:
+    """``Checkpoint`` objects for the ``checkpoint-N`` folders of ``run``, in step order.
+
+    With ``base``, the folders are adapters over that base model (``Checkpoint.adapter``).
+    A stand-in for the discovery module so backend tests do not depend on it.
+    """
+    from harness.checkpoints import Checkpoint
+
+    folders = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    out = []
+    for folder in folders:
+        step = int(folder.name.split("-")[1])
+        if base is None:
+            out.append(Checkpoint(label=folder.name, step=step, model=str(folder)))
+        else:
+            out.append(Checkpoint(label=folder.name, step=step, model=str(base), adapter=str(folder)))
+    return out
+
+
+# --------------------------------------------------------------------------- LoRA adapters
+
+
+def build_lora_adapter(
+    path: Path,
+    base_dir: Path,
+    *,
+    r: int = 8,
+    alpha: int = 16,
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
+    seed: int = 0,
+    scale: float = 0.3,
+) -> Path:
+    """Write a PEFT LoRA adapter over ``base_dir`` into ``path`` with random ``A`` and ``B``
+    (std ``scale``; PEFT's default zero ``B`` would make the adapter a no-op)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0,
+        bias="none", task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_A" in name or "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_lora_run(tmp_path_factory) -> Callable[..., Path]:
+    """Factory writing PEFT LoRA adapter checkpoints over a base model in Trainer layout.
+
+    ``make_lora_run(name, base_dir, steps=(10, 20), r=8, target_modules=("q_proj", "v_proj"))``
+    returns the run folder; ``<run>/checkpoint-<step>`` holds ``adapter_config.json`` +
+    ``adapter_model.safetensors`` (a different random adapter per step) and
+    ``trainer_state.json``. Use :func:`checkpoints_of(run, base=base_dir)` for Checkpoints.
+    """
+    built: dict[tuple, Path] = {}
+
+    def make(name: str, base_dir: Path, steps: tuple[int, ...] = (10, 20), r: int = 8,
+             target_modules: tuple[str, ...] = ("q_proj", "v_proj")) -> Path:
+        key = (name, str(base_dir), tuple(steps), r, tuple(target_modules))
+        if key in built:
+            return built[key]
+        run = tmp_path_factory.mktemp(name)
+        for i, step in enumerate(steps):
+            folder = build_lora_adapter(
+                run / f"checkpoint-{step}", base_dir, r=r, alpha=2 * r,
+                target_modules=target_modules, seed=100 + i,
+            )
+            write_trainer_state(folder, step, max(steps))
+        built[key] = run
+        return run
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def lora_run(make_lora_run, tiny_llama_dir) -> Path:
+    """Two rank-8 LoRA adapters (q_proj, v_proj) over :func:`tiny_llama_dir`."""
+    return make_lora_run("lora-run", tiny_llama_dir)
