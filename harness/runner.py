@@ -254,65 +254,108 @@ def _load_chat_tokenizer(checkpoint: Checkpoint, config: RunConfig):
                                              trust_remote_code=config.trust_remote_code)
 
 
+class Sweep:
+    """An evaluation in progress: one results folder, its tasks, and the checkpoints done.
+
+    :func:`evaluate` drives a sweep over discovered checkpoints; a training loop
+    (:mod:`harness.callbacks`) drives one step by step with :meth:`evaluate_checkpoint`.
+    """
+
+    def __init__(self, config: RunConfig, *, command_line: Sequence[str] | None = None):
+        config.validate()
+        self.config = config
+        self.tasks = TaskRegistry(config.include_path).select(config.tasks)
+        self.items = plan(self.tasks, config)
+        self.run = RunDirectory(config.output)
+        self.record: dict[str, Any] = {
+            "config": dataclasses.asdict(config),
+            "task_hashes": {t.name: t.content_hash() for t in self.tasks},
+            "task_versions": {t.name: t.config.version for t in self.tasks},
+            "checkpoints": [],
+            "skipped_checkpoints": {},
+            "packages": _package_versions(),
+            "command_line": list(command_line if command_line is not None else sys.argv),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        _check_resume(self.run, self.record)
+        previous = self.run.read_run() or {}
+        self.record["checkpoints"] = previous.get("checkpoints", [])
+        self.summary: dict[str, list[dict[str, Any]]] = {}
+        self.run.write_run(self.record)
+
+    def skip(self, checkpoint: Checkpoint, reason: str) -> None:
+        """Record a checkpoint that could not be evaluated (the sweep goes on)."""
+        log.warning("skipping checkpoint %s (%s): %s", checkpoint.label, checkpoint.adapter or checkpoint.model, reason)
+        self.record["skipped_checkpoints"][checkpoint.label] = reason
+        self.run.write_run(self.record)
+
+    def evaluate_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
+                            position: str = "", progress: bool = True) -> list[dict[str, Any]]:
+        """Score every not-yet-scored work item on ``checkpoint`` and update the summary.
+
+        ``load=False`` uses the backend's current model as it is (a live model in training).
+        Returns this checkpoint's summary rows. A load failure is recorded and skipped.
+        """
+        done = {task.name: self.run.done_keys(checkpoint.label, task.name) for task in self.tasks}
+        todo = [item for item in self.items
+                if (item.rendered.example.id, item.rendered.example.condition,
+                    item.rendered.conjugate) not in done[item.task.name]]
+        if todo:
+            if load:
+                try:
+                    backend.load(checkpoint)
+                except Exception as error:  # a broken checkpoint must not end the sweep
+                    self.skip(checkpoint, f"load failed: {error}")
+                    return []
+            tokenizer = _load_chat_tokenizer(checkpoint, self.config) if self.config.format == "chat" else None
+            _run_items(self.run, backend, checkpoint, todo, tokenizer, self.config,
+                       desc=f"{position}{checkpoint.label}", progress=progress)
+        entry = dataclasses.asdict(checkpoint)
+        if entry not in self.record["checkpoints"]:
+            self.record["checkpoints"].append(entry)
+        rows = summarize(self.run, self.tasks, checkpoint, self.config, self.record["task_hashes"])
+        self.summary[checkpoint.label] = rows
+        self._write_summary()
+        return rows
+
+    def _write_summary(self) -> None:
+        # Rows of checkpoints evaluated by an earlier (interrupted) invocation are kept.
+        kept = [row for row in self.run.read_summary() if row["checkpoint"] not in self.summary]
+        self.run.write_summary(kept + [row for rows in self.summary.values() for row in rows])
+
+    def finish(self) -> None:
+        self.record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.run.write_run(self.record)
+
+
 def evaluate(config: RunConfig, *, backend: Backend | None = None,
              progress: bool = True, command_line: Sequence[str] | None = None) -> RunDirectory:
     """Evaluate every checkpoint of ``config`` on its tasks and write the results folder.
 
-    ``backend`` lets a caller reuse an engine it already has (a training loop); otherwise
-    one is made from ``config.backend`` and closed at the end.
+    ``backend`` lets a caller reuse an engine it already has; otherwise one is made from
+    ``config.backend`` and closed at the end.
     """
     config.validate()
-    registry = TaskRegistry(config.include_path)
-    tasks = registry.select(config.tasks)
     checkpoints = resolve_checkpoints(config)
+    sweep = Sweep(config, command_line=command_line)
     loadable, broken = split_loadable(checkpoints)
     for checkpoint, reason in broken:
-        log.warning("skipping checkpoint %s (%s): %s", checkpoint.label, checkpoint.adapter or checkpoint.model, reason)
-    run = RunDirectory(config.output)
-    record = {
-        "config": dataclasses.asdict(config),
-        "task_hashes": {t.name: t.content_hash() for t in tasks},
-        "task_versions": {t.name: t.config.version for t in tasks},
-        "checkpoints": [dataclasses.asdict(c) for c in checkpoints],
-        "skipped_checkpoints": {c.label: reason for c, reason in broken},
-        "packages": _package_versions(),
-        "command_line": list(command_line if command_line is not None else sys.argv),
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    _check_resume(run, record)
-    run.write_run(record)
-    items = plan(tasks, config)
+        sweep.skip(checkpoint, reason)
     owned = backend is None
     if backend is None:
         from harness.backends import make_backend
 
         backend = make_backend(config.backend, seed=config.seed, trust_remote_code=config.trust_remote_code,
                                **config.backend_options)
-    summary: dict[str, list[dict[str, Any]]] = {}
     try:
         for index, checkpoint in enumerate(loadable, 1):
-            done = {task.name: run.done_keys(checkpoint.label, task.name) for task in tasks}
-            todo = [item for item in items if (item.rendered.example.id, item.rendered.example.condition,
-                                               item.rendered.conjugate) not in done[item.task.name]]
-            if todo:
-                try:
-                    backend.load(checkpoint)
-                except Exception as error:  # a broken checkpoint must not end the sweep
-                    log.error("checkpoint %s could not be loaded, skipped: %s", checkpoint.label, error)
-                    record["skipped_checkpoints"][checkpoint.label] = f"load failed: {error}"
-                    run.write_run(record)
-                    continue
-                tokenizer = _load_chat_tokenizer(checkpoint, config) if config.format == "chat" else None
-                _run_items(run, backend, checkpoint, todo, tokenizer, config,
-                           desc=f"checkpoint {index}/{len(loadable)} {checkpoint.label}", progress=progress)
-            summary[checkpoint.label] = summarize(run, tasks, checkpoint, config, record["task_hashes"])
-            run.write_summary(row for rows in summary.values() for row in rows)
+            sweep.evaluate_checkpoint(checkpoint, backend, position=f"checkpoint {index}/{len(loadable)} ",
+                                      progress=progress)
     finally:
         if owned:
             backend.close()
-    record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    run.write_run(record)
-    return run
+    sweep.finish()
+    return sweep.run
 
 
 def _run_items(run: RunDirectory, backend: Backend, checkpoint: Checkpoint, todo: Sequence[WorkItem],

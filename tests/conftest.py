@@ -113,9 +113,28 @@ TOKENIZER_VOCAB_SIZE = 500
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
 
+def _ascii_byte_alphabet() -> list[str]:
+    """Byte-level symbols of the 128 ASCII bytes (GPT-2's byte-to-unicode map).
+
+    Only ASCII bytes are in the vocabulary, so every token decodes to valid text on its own:
+    random models then never emit half a UTF-8 character, which engines may render
+    differently (vLLM holds incomplete bytes back, ``tokenizer.decode`` prints U+FFFD).
+    Consequence: the tiny tokenizer cannot encode non-ASCII text.
+    """
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return [mapping[b] for b in range(128)]
+
+
 def build_tiny_tokenizer(path: Path, vocab_size: int = TOKENIZER_VOCAB_SIZE):
-    """Train a byte-level BPE tokenizer on :data:`CORPUS`; save it as a transformers fast
-    tokenizer in ``path``; return the loaded ``PreTrainedTokenizerFast``.
+    """Train a byte-level BPE tokenizer (ASCII bytes only) on :data:`CORPUS`; save it as a
+    transformers fast tokenizer in ``path``; return the ``PreTrainedTokenizerFast``.
 
     Encoding prepends ``<s>`` (like Llama tokenizers); ``</s>`` is EOS, ``<pad>`` padding.
     """
@@ -128,7 +147,7 @@ def build_tiny_tokenizer(path: Path, vocab_size: int = TOKENIZER_VOCAB_SIZE):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=[PAD, BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=_ascii_byte_alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)

@@ -63,8 +63,8 @@ def test_hash_changes_with_content(tmp_path):
         ({"modes: [generate, loglikelihood]": "modes: [generate]\n  matc: prefix"}, "mine.yaml: scoring.matc: unknown key"),
         ({"version: 1": "version: one"}, "mine.yaml: version: expected an integer, got 'one'"),
         ({"family: knowledge_conflict": "family: trivia"}, "family: unknown family 'trivia'"),
-        ({"{{question}}": "{{question.upper}}"}, "prompt.template: placeholder {question.upper} is not a plain {field}"),
-        ({"{{question}}": "{{question!r}}"}, "is not a plain {field}"),
+        ({"{question}": "{question.upper}"}, "prompt.template: placeholder {question.upper} is not a plain {field}"),
+        ({"{question}": "{question!r}"}, "is not a plain {field}"),
         ({"version: 1": "version: 1\nconjugates: [en, klingon]"}, "conjugates: unknown conjugate 'klingon'"),
         ({"version: 1": "version: 1\nconjugates: [en, fr]"}, "prompt.translations.fr: missing"),
         ({"source:\n": "source:\n  builder: capitals\n"}, "source: give exactly one of builder, file, hf"),
@@ -80,7 +80,7 @@ def test_yaml_validation_errors_name_file_and_key(tmp_path, replace, message):
 
 
 def test_placeholder_without_value_is_named(tmp_path):
-    path = write_task(tmp_path, minimal(tmp_path, **{"{{question}}": "{{query}}"}))
+    path = write_task(tmp_path, minimal(tmp_path, **{"{question}": "{query}"}))
     with pytest.raises(TaskError, match=r"placeholder \{query\} has no value in example '1'"):
         load_task_file(path).examples
 
@@ -212,7 +212,7 @@ def test_cli_tasks_lists_every_family(capsys):
 def test_cli_validate_accepts_external_formats(name, capsys):
     assert main(["validate", str(DATA / name)]) == 0
     out = capsys.readouterr().out
-    assert "examples" in out and "context:" in out
+    assert " examples: " in out and "\nexample '" in out
 
 
 def test_cli_validate_rejects_with_one_line(capsys):

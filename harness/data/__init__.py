@@ -6,6 +6,6 @@ Importing this package registers every builder in :data:`BUILDERS`.
 """
 
 from harness.data.registry import BUILDERS, builder, builder_options
-from harness.data import facts, proverbs, recall, icl_vs_if, icl_functions  # noqa: F401  (registers builders)
+from harness.data import facts, proverbs, recall, icl_vs_if, icl_functions, world  # noqa: F401  (registers builders)
 
 __all__ = ["BUILDERS", "builder", "builder_options"]

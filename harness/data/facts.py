@@ -161,13 +161,24 @@ def _well_posed(fact: Fact) -> bool:
     return not any(
         contains(fact.names(lang).subject, spelling)
         for lang in LANGUAGES
-        for spelling in _accepted(fact, lang)
+        for spelling in accepted_spellings(fact, lang)
     )
 
 
-def _accepted(fact: Fact, lang: str) -> tuple[str, ...]:
+def accepted_spellings(fact: Fact, lang: str) -> tuple[str, ...]:
     """Spellings scoring accepts for a prompt in ``lang``: the localised ones, then English."""
     return tuple(dict.fromkeys(fact.names(lang).answers + fact.spellings))
+
+
+def shares_words(first: Iterable[str], second: Iterable[str]) -> bool:
+    """Whether a text of ``first`` and one of ``second`` contain each other as whole words.
+
+    Scoring finds answers in outputs by whole words after normalisation
+    (:func:`harness.scoring.contains`), so two such texts cannot be told apart in an output:
+    "Dinar" and "Kuwaiti Dinar", or "Africa" and "South Africa".
+    """
+    second = tuple(second)
+    return any(contains(a, b) or contains(b, a) for a in first for b in second)
 
 
 # ----- package data --------------------------------------------------------------------------
@@ -225,8 +236,9 @@ def _cldr(lang: str) -> babel.Locale:
 
 
 @functools.lru_cache(maxsize=None)
-def _iso_translation(domain: str, lang: str) -> gettext.NullTranslations:
-    return gettext.translation(domain, pycountry.LOCALES_DIR, languages=[lang], fallback=True)
+def _iso4217_translation(lang: str) -> gettext.NullTranslations:
+    # English has no catalogue: the fallback returns the ISO names unchanged.
+    return gettext.translation("iso4217", pycountry.LOCALES_DIR, languages=[lang], fallback=True)
 
 
 def _strip_qualifier(name: str) -> str:
@@ -249,17 +261,24 @@ def _spellings(*names: str | None) -> tuple[str, ...]:
     return tuple(out.values())
 
 
-def _names(subject: str, answers: Iterable[str]) -> Names:
-    return Names(subject, _spellings(*answers))
-
-
-def _localized(country_names: Mapping[str, str], answers: Mapping[str, Sequence[str]]):
+def _localized(
+    subject_names: Mapping[str, str], answers: Mapping[str, Sequence[str]]
+) -> Mapping[str, Names]:
     return MappingProxyType(
-        {lang: _names(country_names[lang], answers[lang]) for lang in LOCALIZED_LANGUAGES}
+        {
+            lang: Names(subject_names[lang], _spellings(*answers[lang]))
+            for lang in LOCALIZED_LANGUAGES
+        }
     )
 
 
-def _fact(relation, subject, spellings, localized, avoid=()) -> Fact:
+def _fact(
+    relation: str,
+    subject: str,
+    spellings: Sequence[str],
+    localized: Mapping[str, Names],
+    avoid: Iterable[str] = (),
+) -> Fact:
     answer, *aliases = spellings
     return Fact(relation, subject, answer, tuple(aliases), localized, tuple(avoid))
 
@@ -288,7 +307,8 @@ def _capital_facts(countries: Sequence[_Country]) -> list[Fact]:
         same_form = normalize(other_name) == normalize(geonames_name)
         stated = other_name if same_form else geonames_name
         english = _CAPITAL_RENAMES.get(stated, stated)
-        local = cities.get((country.iso, geonames_name)) or cities.get((country.iso, other_name), {})
+        local = cities.get((country.iso, geonames_name)) or cities.get((country.iso, other_name))
+        local = local or {}
         spellings = _spellings(english, geonames_name, other_name, *local.get("en", ()))
         localized = _localized(
             country.names,
@@ -309,15 +329,20 @@ def _timezone_cities() -> dict[tuple[str, str], dict[str, tuple[str, ...]]]:
     """``(iso, English city) -> lang -> names`` for cities that name a CLDR time zone.
 
     CLDR localises the exemplar city of each time zone ("Europe/Vienna": Vienne, Viena,
-    Wien), which covers most capitals of Europe, Africa and Asia. The zone id itself keeps
-    older English spellings ("Europe/Kiev" for Kyiv), which become aliases. Read from the
-    locale data directly: babel's ``get_timezone_location`` needs a system time-zone
-    database for every zone, which not every machine has.
+    Wien), which covers most capitals of Europe, Africa and Asia. Its locale data is keyed by
+    the older zone ids ("Europe/Kiev", now "Europe/Kyiv"), whose last part keeps older English
+    spellings that become aliases. Read from the locale data directly: babel's
+    ``get_timezone_location`` needs a system time-zone database, which not every machine has.
     """
+    current_id = get_global("zone_aliases")  # old zone id -> current id
+    territory = get_global("zone_territories")  # current zone id -> ISO country code
     cities: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}
-    for zone, iso in sorted(get_global("zone_territories").items()):
+    for zone in sorted({*territory, *current_id}):
+        iso = territory.get(current_id.get(zone, zone))
+        if iso is None:
+            continue
         zone_city = zone.rsplit("/", 1)[-1].replace("_", " ")
-        english = _zone_city(zone, "en")
+        english = _zone_city(zone, "en") or zone_city
         names = cities.setdefault((iso, english), {})
         names["en"] = _spellings(*names.get("en", ()), english, zone_city)
         for lang in LOCALIZED_LANGUAGES:
@@ -326,10 +351,13 @@ def _timezone_cities() -> dict[tuple[str, str], dict[str, tuple[str, ...]]]:
     return cities
 
 
-def _zone_city(zone: str, lang: str) -> str:
-    # CLDR stores an exemplar city only where it differs from the zone id's last part.
+def _zone_city(zone: str, lang: str) -> str | None:
+    """CLDR's exemplar city of ``zone`` in ``lang``; None where it stores none.
+
+    CLDR leaves it out where the name is the zone id's last part ("Europe/Paris").
+    """
     city = _cldr(lang).time_zones.get(zone, {}).get("city")
-    return _strip_qualifier(city) if city else zone.rsplit("/", 1)[-1].replace("_", " ")
+    return _strip_qualifier(city) if city else None
 
 
 # ----- currencies ----------------------------------------------------------------------------
@@ -355,7 +383,7 @@ def _currency_names(code: str, lang: str) -> tuple[str, ...]:
     if cldr == code:
         return ()
     iso = pycountry.currencies.get(alpha_3=code)
-    iso_name = _iso_translation("iso4217", lang).gettext(iso.name) if iso else ""
+    iso_name = _iso4217_translation(lang).gettext(iso.name) if iso else ""
     # Qualified ISO names ("Kwanza (ajusté)", "CFA-Franc (West)") name variants or are
     # ambiguous once the qualifier goes; CLDR's name already covers the currency.
     return _spellings(cldr, iso_name if "(" not in iso_name else None)
@@ -376,10 +404,13 @@ def _continent_facts(countries: Sequence[_Country]) -> list[Fact]:
     facts = []
     for country in countries:
         code = country.geonames["continentcode"]
-        if country.iso in _TRANSCONTINENTAL or country.countryinfo.get("region") != _REGION.get(code):
-            continue  # also drops Timor-Leste (GeoNames: Oceania, countryinfo: Asia)
+        if country.iso in _TRANSCONTINENTAL:
+            continue
+        if country.countryinfo.get("region") != _REGION.get(code):
+            continue  # the sources disagree (Timor-Leste: GeoNames Oceania, countryinfo Asia)
         names = {lang: (_cldr(lang).territories[_M49[code]],) for lang in LANGUAGES}
-        facts.append(_fact("continent", country.name, names["en"], _localized(country.names, names)))
+        localized = _localized(country.names, names)
+        facts.append(_fact("continent", country.name, names["en"], localized))
     return facts
 
 
@@ -480,7 +511,9 @@ TEMPLATES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "fr": (
             "Pays : {subject}. Monnaie officielle : {answer}.",
             "Dans le pays nommé {subject}, on paie en {answer}.",
-            "{answer} : telle est la monnaie officielle du pays nommé {subject}.",
+            # Not "{answer} ..." first: French currency names are lowercase ("euro"), and
+            # a capitalised copy would differ from the canonical spelling.
+            "La monnaie officielle du pays nommé {subject} est la suivante : {answer}.",
         ),
         "es": (
             "País: {subject}. Moneda oficial: {answer}.",
@@ -636,7 +669,8 @@ def fact_sentence(fact: Fact, lang: str, value: str | None = None, template: int
     """
     templates = TEMPLATES[fact.relation][lang]
     answer = fact.names(lang).answers[0] if value is None else value
-    text = templates[template % len(templates)].format(subject=_subject_text(fact, lang), answer=answer)
+    phrasing = templates[template % len(templates)]
+    text = phrasing.format(subject=_subject_text(fact, lang), answer=answer)
     return _sentence_case(text)
 
 
@@ -676,18 +710,16 @@ def take(items: Sequence[T], seed: int, limit: int | None) -> list[T]:
 def _clashes(fact: Fact, other: Fact) -> bool:
     """Whether stating ``other``'s answer for ``fact`` would not make a clean conflict.
 
-    It clashes if, in any language, one of its spellings and one of the real answer's (or of
-    ``fact.avoid``) contain each other as whole words ("Euro"/"Euro", "Dinar"/"Kuwaiti Dinar"),
-    or the subject's name contains it, since scoring could then not tell the two apart.
+    It clashes if, in any language, it :func:`shares_words` with the real answer or with
+    ``fact.avoid`` ("Euro"/"Euro"), or the subject's name contains it ("Africa" for South
+    Africa), since scoring could then not tell the two answers apart.
     """
     for lang in LANGUAGES:
-        real = _accepted(fact, lang) + fact.avoid
-        subject = fact.names(lang).subject
-        for spelling in _accepted(other, lang):
-            if contains(subject, spelling):
-                return True
-            if any(contains(r, spelling) or contains(spelling, r) for r in real):
-                return True
+        wrong = accepted_spellings(other, lang)
+        if shares_words(accepted_spellings(fact, lang) + fact.avoid, wrong):
+            return True
+        if any(contains(fact.names(lang).subject, spelling) for spelling in wrong):
+            return True
     return False
 
 
@@ -749,7 +781,7 @@ def fact_example(
 
     Answers: ``target`` (real spellings) + ``alternative`` (the counterfactual's canonical
     spelling) without a conflict; ``context`` (counterfactual) + ``parametric`` (real) with
-    one. Localised answers hold the spellings in that language only.
+    one. Localised answers hold the spellings :meth:`Fact.names` gives in that language.
     """
     other = counterfactual(fact, seed)
     stated = other if context == COUNTERFACTUAL_CONTEXT else fact
@@ -785,6 +817,7 @@ def fact_example(
             "subject": fact.subject,
             "counterfactual": other.answer,
             "template": template,
+            **({"distractors": [d.key for d in distractors]} if distractors else {}),
         },
     )
 

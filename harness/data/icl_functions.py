@@ -14,7 +14,7 @@ Three function classes, one condition each:
 
 Prompt layout (numbers with 2 decimals, one exemplar a line, the query last)::
 
-    x = 0.52, -1.30, 0.07, 2.11 -> label: A
+    x = 0.52, -1.30, 0.07, 2.11 -> label: red
     ...
     x = -0.44, 0.91, 1.02, -0.15 -> label:
 """
@@ -29,11 +29,12 @@ import numpy as np
 from harness.data.registry import builder
 from harness.examples import ALTERNATIVE, TARGET, Example
 
-# The two labels. Letters rather than words or digits: "A" and "B" are single tokens in
-# common tokenisers with or without a leading space (so their log-likelihoods compare
-# fairly), carry no sentiment or truth prior the way "yes"/"no" or "positive"/"negative"
-# do, and cannot be confused with the numbers of the inputs the way "0"/"1" could.
-POSITIVE, NEGATIVE = "A", "B"
+# The two labels: common words that are one token each, with or without a leading space, in
+# the usual tokenisers (so their log-likelihoods compare fairly), and that carry no truth or
+# sentiment prior the way "yes"/"no" or "positive"/"negative" do. Not "A"/"B": scoring
+# normalisation drops the article "a", so an answer "A" could never match; not "0"/"1",
+# which read like one more number of the input.
+POSITIVE, NEGATIVE = "red", "blue"
 LABELS = (POSITIVE, NEGATIVE)
 
 FUNCTIONS = ("linear", "mlp", "tree")
@@ -226,14 +227,16 @@ def build(
 ) -> list[Example]:
     """ICL of random linear / MLP / tree classifiers: ``n_per_function`` examples per class.
 
-    Each example draws a fresh function. Query labels alternate A, B, A, ... within a
+    Each example draws a fresh function. Query labels alternate red, blue, red, ... within a
     class, so a constant guess scores 50% (exactly, for even ``n_per_function``); the
     exemplars always contain both labels. Examples are interleaved across classes
     (``linear:0, mlp:0, tree:0, linear:1, ...``) so ``limit`` keeps the classes balanced.
     Every class has its own random stream, so ``linear:i`` does not depend on the others.
     """
-    if dim < 1 or n_exemplars < 2 or n_per_function < 0:
-        raise ValueError("icl_functions needs dim >= 1, n_exemplars >= 2, n_per_function >= 0")
+    if dim < 1 or n_exemplars < 2 or n_per_function < 0 or (limit is not None and limit < 0):
+        raise ValueError(
+            "icl_functions needs dim >= 1, n_exemplars >= 2, n_per_function >= 0, limit >= 0"
+        )
     rngs = {name: np.random.default_rng([seed, k]) for k, name in enumerate(FUNCTIONS)}
     examples = []
     for i in range(n_per_function):

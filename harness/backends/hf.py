@@ -1,0 +1,382 @@
+"""The transformers engine: the reference every other engine is checked against, the
+fallback where vLLM does not import, and the engine for a model inside a training loop.
+
+Greedy generation is batched over length-sorted, left-padded prompts; log-likelihoods are
+batched forward passes over left-padded ``context + continuation`` sequences (explicit
+position ids, so absolute-position models such as GPT-2 see the same positions as unpadded),
+with log-softmax in float32. Tokenisation is :mod:`harness.backends.tokens`', shared with vLLM.
+
+No gradients are ever computed (``torch.no_grad``), and a model's train/eval flags are
+restored module by module after every call, so :meth:`HFBackend.from_model` can be used on a
+model in the middle of finetuning.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from harness.backends import tokens as tk
+from harness.checkpoints import Checkpoint
+from harness.requests import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
+
+logger = logging.getLogger("harness")
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def resolve_dtype(dtype: Any):
+    """A ``torch.dtype`` from a name (``"float32"``, ``"bf16"``...) or a dtype; ``"auto"``
+    stays ``"auto"`` (the checkpoint's own dtype)."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    name = _DTYPES.get(str(dtype).lower().replace("torch.", ""))
+    if name is None:
+        raise ValueError(f"unknown dtype {dtype!r}")
+    return getattr(torch, name)
+
+
+@contextmanager
+def inference_mode(model: Any) -> Iterator[None]:
+    """Eval mode and no gradients for the duration; every module's ``training`` flag is put
+    back exactly as it was afterwards (also a mix of train and eval submodules)."""
+    import torch
+
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+class HFBackend:
+    """transformers engine (see module docstring).
+
+    Args:
+        dtype: weights' dtype when loading checkpoints: ``"float32"`` (default, right on CPU),
+            ``"bfloat16"``, ``"float16"``, ``"auto"`` (the checkpoint's) or a ``torch.dtype``.
+        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... where loaded models live.
+        batch_size: sequences per forward / generate call.
+        trust_remote_code: passed to ``from_pretrained``; off unless the user asks.
+        max_length: window in tokens (prompts are cut from the left to fit); default the
+            model's ``max_position_embeddings`` when it has one.
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        *,
+        dtype: Any = "float32",
+        device: str = "cpu",
+        batch_size: int = 16,
+        trust_remote_code: bool = False,
+        max_length: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.dtype = resolve_dtype(dtype)
+        self.device = device
+        self.batch_size = batch_size
+        self.trust_remote_code = trust_remote_code
+        self._max_length_option = max_length
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.checkpoint: Checkpoint | None = None
+        self._base_key: tuple[str, str | None] | None = None  # base of a PEFT model
+        self._owns_model = True
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_model(
+        cls, model: Any, tokenizer: Any, *, batch_size: int = 16, max_length: int | None = None
+    ) -> "HFBackend":
+        """Wrap an already-loaded model (e.g. the one being finetuned) and its tokenizer.
+
+        The model stays where it is (device, dtype); calls never change its train/eval mode
+        for good and never compute gradients. :meth:`close` leaves it alone.
+        """
+        backend = cls(batch_size=batch_size, max_length=max_length)
+        backend.model = model
+        backend.tokenizer = tokenizer
+        backend._owns_model = False
+        try:
+            param = next(model.parameters())
+            backend.device, backend.dtype = str(param.device), param.dtype
+        except StopIteration:  # pragma: no cover
+            pass
+        return backend
+
+    def load(self, checkpoint: Checkpoint) -> None:
+        """Load ``checkpoint.model`` (at ``revision``) and, for an adapter checkpoint, apply the
+        PEFT adapter over it. Consecutive adapters over the same base reuse the loaded base."""
+        import torch  # noqa: F401
+        from transformers import AutoModelForCausalLM
+
+        base_key = (checkpoint.model, checkpoint.revision)
+        reuse_base = (
+            checkpoint.adapter is not None
+            and self._base_key == base_key
+            and self.model is not None
+            and self._owns_model
+        )
+        if reuse_base:
+            base = self.model.unload()  # drops the previous adapter's layers, no merge
+            logger.info("hf: swapping adapter over loaded base %s", checkpoint.model)
+        else:
+            self.close()
+            logger.info("hf: loading %s%s", checkpoint.model,
+                        f"@{checkpoint.revision}" if checkpoint.revision else "")
+            base = AutoModelForCausalLM.from_pretrained(
+                checkpoint.model,
+                revision=checkpoint.revision,
+                dtype=self.dtype,
+                trust_remote_code=self.trust_remote_code,
+            ).to(self.device)
+        if checkpoint.adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(base, checkpoint.adapter, is_trainable=False)
+            model.to(self.device)
+            self._base_key = base_key
+        else:
+            model = base
+            self._base_key = None
+        model.eval()
+        model.requires_grad_(False)
+        self.model = model
+        self.tokenizer = tk.load_tokenizer(checkpoint, trust_remote_code=self.trust_remote_code)
+        self.checkpoint = checkpoint
+        self._owns_model = True
+
+    def close(self) -> None:
+        """Drop the loaded model (a model given to :meth:`from_model` is only forgotten)."""
+        if self.model is None:
+            return
+        owned = self._owns_model
+        self.model = None
+        self.tokenizer = None
+        self.checkpoint = None
+        self._base_key = None
+        if owned:
+            gc.collect()
+            if str(self.device).startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _require_model(self) -> None:
+        if self.model is None or self.tokenizer is None:
+            raise RuntimeError("no model loaded: call load(checkpoint) first")
+
+    @property
+    def max_length(self) -> int | None:
+        if self._max_length_option is not None:
+            return self._max_length_option
+        config = getattr(self.model, "config", None)
+        for attr in ("max_position_embeddings", "n_positions"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
+    def _device(self):
+        try:
+            return next(self.model.parameters()).device
+        except StopIteration:  # pragma: no cover
+            return self.device
+
+    def _pad_id(self) -> int:
+        for tid in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
+            if tid is not None:
+                return int(tid)
+        return 0  # pragma: no cover
+
+    def _eos_ids(self) -> list[int]:
+        ids: set[int] = set()
+        for source in (getattr(self.model, "generation_config", None), self.tokenizer):
+            value = getattr(source, "eos_token_id", None)
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return sorted(ids)
+
+    def _left_pad(self, seqs: Sequence[Sequence[int]]):
+        """Left-padded ids, attention mask and position ids (0 at each row's first token)."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        pad = self._pad_id()
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            if seq:
+                ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
+                mask[row, width - len(seq):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self._device
+        return ids.to(device), mask.to(device), positions.to(device)
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Greedy generation, cut at the first stop string, in request order."""
+        self._require_model()
+        if not requests:
+            return []
+        window = self.max_length
+        prompts = [
+            tk.encode_prompt(
+                self.tokenizer, r.prompt,
+                max_length=None if window is None else max(window - r.max_new_tokens, 1),
+            )
+            for r in requests
+        ]
+        order = sorted(range(len(requests)), key=lambda i: -len(prompts[i]))
+        texts: list[str] = [""] * len(requests)
+        with inference_mode(self.model):
+            for start in range(0, len(order), self.batch_size):
+                batch = [i for i in order[start: start + self.batch_size]
+                         if requests[i].max_new_tokens > 0]
+                if batch:
+                    for i, text in zip(batch, self._generate_batch(
+                            [prompts[i] for i in batch], [requests[i] for i in batch])):
+                        texts[i] = text
+        return [Generation(text=t) for t in texts]
+
+    def _generate_batch(self, prompts: list[list[int]], requests: list[GenerationRequest]) -> list[str]:
+        import torch
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        ids, mask, _ = self._left_pad(prompts)
+        width = ids.shape[1]
+        limits = [r.max_new_tokens for r in requests]
+        eos = self._eos_ids()
+        tokenizer = self.tokenizer
+
+        def finished(row: int, generated: list[int]) -> bool:
+            if len(generated) >= limits[row] or any(t in eos for t in generated):
+                return True
+            stop = requests[row].stop
+            if stop:
+                text = tk.decode_continuation(tokenizer, prompts[row], generated)
+                return any(s and s in text for s in stop)
+            return False
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):  # type: ignore[override]
+                rows = input_ids[:, width:].tolist()
+                return torch.tensor([finished(r, g) for r, g in enumerate(rows)],
+                                    dtype=torch.bool, device=input_ids.device)
+
+        config = GenerationConfig(
+            do_sample=False, num_beams=1, max_new_tokens=max(limits),
+            pad_token_id=self._pad_id(), eos_token_id=eos or None,
+            temperature=None, top_p=None, top_k=None,
+        )
+        out = self.model.generate(
+            input_ids=ids, attention_mask=mask, generation_config=config,
+            stopping_criteria=StoppingCriteriaList([_Stop()]),
+        )
+        texts = []
+        for row, generated in enumerate(out[:, width:].tolist()):
+            generated = generated[: limits[row]]
+            for n, t in enumerate(generated):
+                if t in eos:
+                    generated = generated[:n]
+                    break
+            text = tk.decode_continuation(tokenizer, prompts[row], generated)
+            texts.append(tk.cut_at_stop(text, requests[row].stop))
+        return texts
+
+    # ------------------------------------------------------------------ log-likelihood
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest]
+    ) -> list[tuple[ContinuationScore, ...]]:
+        """Summed log-probability, token count and greediness of every continuation."""
+        self._require_model()
+        pairs = tk.encode_loglikelihood(self.tokenizer, requests, max_length=self.max_length)
+        flat = [p for group in pairs for p in group]
+        scores = self.score_pairs(flat)
+        out, k = [], 0
+        for group in pairs:
+            out.append(tuple(scores[k: k + len(group)]))
+            k += len(group)
+        return out
+
+    def score_pairs(self, pairs: Sequence[tk.ScoringPair]) -> list[ContinuationScore]:
+        """Score already-tokenised pairs (batched, longest first), in input order."""
+        self._require_model()
+        results: list[ContinuationScore | None] = [None] * len(pairs)
+        todo = []
+        for i, pair in enumerate(pairs):
+            if not pair.continuation:
+                results[i] = ContinuationScore(logprob=0.0, n_tokens=0, is_greedy=True)
+            else:
+                todo.append(i)
+        todo.sort(key=lambda i: -len(pairs[i].ids))
+        with inference_mode(self.model):
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start: start + self.batch_size]
+                for i, score in zip(batch, self._score_batch([pairs[i] for i in batch])):
+                    results[i] = score
+        return results  # type: ignore[return-value]
+
+    def token_logprobs(self, ids: Sequence[int]) -> list[float]:
+        """Log-prob of each token of ``ids`` after its predecessors (``len(ids) - 1`` values):
+        the reference side of an engine's canary check."""
+        self._require_model()
+        pair = tk.ScoringPair(tuple(ids[:1]), tuple(ids[1:]))
+        with inference_mode(self.model):
+            logprobs, _ = self._continuation_logprobs([pair])
+        return logprobs[0]
+
+    def _forward_logits(self, ids, mask, positions, keep: int):
+        try:
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                              logits_to_keep=keep, use_cache=False).logits
+        except TypeError:  # a model without logits_to_keep
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                              use_cache=False).logits[:, -keep:]
+
+    def _continuation_logprobs(self, pairs: Sequence[tk.ScoringPair]):
+        import torch
+
+        ids, mask, positions = self._left_pad([p.ids for p in pairs])
+        keep = max(len(p.continuation) for p in pairs) + 1
+        logits = self._forward_logits(ids, mask, positions, keep).float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        values, greedy = [], []
+        for row, pair in enumerate(pairs):
+            n = len(pair.continuation)
+            # logits at position t predict token t + 1: the continuation's n tokens are
+            # predicted by the n positions before the last one.
+            lp = logprobs[row, keep - n - 1: keep - 1]
+            target = torch.tensor(pair.continuation, device=lp.device)
+            values.append(lp.gather(-1, target[:, None])[:, 0].tolist())
+            greedy.append(bool((lp.argmax(-1) == target).all()))
+        return values, greedy
+
+    def _score_batch(self, pairs: Sequence[tk.ScoringPair]) -> list[ContinuationScore]:
+        values, greedy = self._continuation_logprobs(pairs)
+        return [
+            ContinuationScore(logprob=float(sum(v)), n_tokens=len(v), is_greedy=g)
+            for v, g in zip(values, greedy)
+        ]
+

