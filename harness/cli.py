@@ -6,12 +6,14 @@ import argparse
 import logging
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Sequence
 
 from harness.bundled import BundledModelError
 from harness.checkpoints import CheckpointError
 from harness.conjugates import CONJUGATES
 from harness.prompts import FORMATS, apply_format, render
+from harness.report import X_AXES, ReportError, compare, write_report
 from harness.runner import RunConfig, RunError, evaluate
 from harness.tasks import FAMILIES, TaskError, TaskRegistry
 
@@ -82,6 +84,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         config.backend_options = {**config.backend_options, **engine}
     run = evaluate(config, command_line=["harness", *sys.argv[1:]])
     print(f"results: {run.path} (summary: {run.summary_file})")
+    if not args.no_report:
+        try:
+            print(f"report: {write_report(run.path)}")
+        except ReportError as error:  # the results stand without a report (e.g. every checkpoint skipped)
+            logging.getLogger("harness").warning("no report: %s", error)
     return 0
 
 
@@ -106,7 +113,41 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=kind, help="passed to the engine")
     parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
                         help="vLLM prefix caching")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html and plots/ at the end")
     _add_include_path(parser)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(write_report(args.run_dir))
+    return 0
+
+
+def _labelled_run(text: str) -> tuple[str, str]:
+    name, separator, run_dir = text.partition("=")
+    if not (separator and name and run_dir):
+        raise argparse.ArgumentTypeError(f"expected NAME=RUN_DIR, got {text!r}")
+    return name, run_dir
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    labels = {Path(run_dir).resolve(): name for name, run_dir in args.label}
+    # A labelled folder that is also given as a positional argument is one run, not two.
+    runs = {Path(run_dir).resolve(): run_dir for run_dir in [*args.run_dirs, *(run_dir for _, run_dir in args.label)]}
+    if not runs:
+        raise ReportError("no runs to compare: give RUN_DIR arguments or --label NAME=RUN_DIR")
+    names = [labels.get(path, path.name) for path in runs] if labels else None
+    print(compare(list(runs.values()), labels=names, x=args.x, output=args.output))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from harness.finetune import FinetuneConfig, run_finetune  # torch and transformers: only when used
+
+    overrides = {name: getattr(args, name) for name in ("model", "dataset", "output_dir", "max_steps", "seed")
+                 if getattr(args, name) is not None}
+    output_dir = run_finetune(FinetuneConfig.from_yaml(args.config, **overrides))
+    print(f"checkpoints: {output_dir} (evaluate them: harness evaluate --checkpoints {output_dir})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate checkpoints on tasks and write a results folder")
     _add_evaluate_arguments(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
+
+    report = commands.add_parser("report", help="write plots/*.png and report.html for a results folder")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a results folder (the --output of evaluate)")
+    report.set_defaults(run=cmd_report)
+
+    compare_runs = commands.add_parser("compare", help="overlay several runs task by task in compare.html")
+    compare_runs.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="results folders")
+    compare_runs.add_argument("--label", action="append", type=_labelled_run, default=[], metavar="NAME=RUN_DIR",
+                              help="name a run in the charts (repeatable; the folder is added if not listed)")
+    compare_runs.add_argument("--x", choices=X_AXES, default="step",
+                              help="x axis: training step, epoch or tokens seen (from trainer_state.json)")
+    compare_runs.add_argument("--output", "-o", metavar="DIR",
+                              help="where compare.html and plots/ go (default: compare/ beside the runs)")
+    compare_runs.set_defaults(run=cmd_compare)
+    finetune = commands.add_parser("finetune", help="instruction-tune a model (Trainer, LoRA or full) with the "
+                                                    "inversion mitigations as options")
+    finetune.add_argument("--config", required=True, metavar="YAML",
+                          help="a finetuning recipe (configs/finetune-*.yaml); flags given here win")
+    finetune.add_argument("--model", help="a local model folder or hub name")
+    finetune.add_argument("--dataset", help="a local instruction file (Alpaca records or 'messages')")
+    finetune.add_argument("--output-dir", help="where the checkpoint-N folders go (must hold none yet)")
+    finetune.add_argument("--max-steps", type=int)
+    finetune.add_argument("--seed", type=int)
+    finetune.set_defaults(run=cmd_finetune)
     return parser
 
 
@@ -141,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (TaskError, RunError, CheckpointError, BundledModelError) as error:
+    except (TaskError, RunError, CheckpointError, BundledModelError, ReportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

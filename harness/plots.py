@@ -12,15 +12,16 @@ colour blindness; lines also differ by marker, so a chart still reads in greysca
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
 
 DPI = 150
+# Size of one panel, inches: two or three side by side fill a report page.
+PANEL_SIZE = (4.3, 3.1)
 
 # Okabe & Ito (2008). Yellow comes last: it is the hardest to see on white.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -62,7 +63,7 @@ class Line:
     """One series: ``y`` at ``x`` with an optional confidence band ``[low, high]``.
 
     NaN values leave a gap. A series with a single point is drawn as a point with an error
-    bar (a band needs two points).
+    bar (a band needs two points), or as a bar (see :func:`save_panels`).
     """
 
     label: str
@@ -93,44 +94,64 @@ class XAxis:
     ticks: tuple[Sequence[float], Sequence[str]] | None = None
 
 
-def _draw(ax, line: Line) -> None:
-    x = np.asarray(line.x, dtype=float)
-    y = np.asarray(line.y, dtype=float)
-    has_band = line.low is not None and line.high is not None
-    common = {"color": line.style.color, "marker": line.style.marker, "label": line.label}
-    if x.size == 1:
-        error = None
-        if has_band:
-            error = np.abs(np.array([[line.low[0]], [line.high[0]]], dtype=float) - y)
-        ax.errorbar(x, y, yerr=error, linestyle="none", capsize=4, **common)
+def _has_band(line: Line) -> bool:
+    return line.low is not None and line.high is not None
+
+
+def _error_bar(line: Line) -> np.ndarray | None:
+    """The band of a one-point line as matplotlib's ``yerr`` (distances below and above)."""
+    if not _has_band(line):
+        return None
+    return np.abs(np.array([[line.low[0]], [line.high[0]]], dtype=float) - float(line.y[0]))
+
+
+def _draw(ax, lines: Sequence[Line]) -> None:
+    if len(lines) > 1 and all(len(line.x) == 1 and line.x[0] == lines[0].x[0] for line in lines):
+        # One checkpoint: points at one x would hide each other, so bars stand side by side.
+        width = 0.8 / len(lines)
+        for slot, line in enumerate(lines):
+            ax.bar(line.x[0] + (slot - (len(lines) - 1) / 2) * width, line.y[0], width=width,
+                   yerr=_error_bar(line), capsize=3, color=line.style.color, edgecolor="white",
+                   label=line.label)
         return
-    ax.plot(x, y, linestyle=line.style.linestyle, **common)
-    if has_band:
-        ax.fill_between(x, np.asarray(line.low, dtype=float), np.asarray(line.high, dtype=float),
-                        color=line.style.color, alpha=0.15, linewidth=0)
+    for line in lines:
+        common = {"color": line.style.color, "marker": line.style.marker, "label": line.label}
+        if len(line.x) == 1:
+            ax.errorbar(line.x, line.y, yerr=_error_bar(line), linestyle="none", capsize=4, **common)
+            continue
+        ax.plot(line.x, line.y, linestyle=line.style.linestyle, **common)
+        if _has_band(line):
+            ax.fill_between(np.asarray(line.x, dtype=float), np.asarray(line.low, dtype=float),
+                            np.asarray(line.high, dtype=float), color=line.style.color, alpha=0.15, linewidth=0)
 
 
 def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str | None = None,
                 ncols: int = 3) -> Path:
     """Draw ``panels`` as a grid of small multiples sharing one legend, and save a PNG.
 
-    Lines with the same label in several panels share one legend entry, so give a quantity
+    A panel whose lines are all one point at the same x (a run of one checkpoint) is drawn
+    as side-by-side bars with their error bars. Lines with the same label in several panels share one legend entry, so give a quantity
     the same label and style wherever it appears.
     """
+    # matplotlib is imported here, not at the top: it takes over a second to import, and the
+    # command line imports this module on every start.
+    import matplotlib
+    from matplotlib.figure import Figure
+
     ncols = max(1, min(ncols, len(panels)))
     nrows = math.ceil(len(panels) / ncols)
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=(4.3 * ncols, 3.1 * nrows + 0.7), layout="constrained")
+        figure = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + 0.7), layout="constrained")
         axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
         handles: dict[str, object] = {}
         for ax, panel in zip(axes, panels):
-            for line in panel.lines:
-                _draw(ax, line)
+            _draw(ax, panel.lines)
             if panel.zero_line:
                 ax.axhline(0, color="0.4", linewidth=0.8, zorder=0)
             if panel.ylim is not None:
                 ax.set_ylim(*panel.ylim)
-            ax.set_title(panel.title)
+            # Long titles wrap rather than run into the neighbouring panel's.
+            ax.set_title(textwrap.fill(panel.title, 45))
             ax.set_xlabel(xaxis.label)
             ax.set_ylabel(panel.ylabel)
             if xaxis.ticks is not None:
@@ -143,8 +164,12 @@ def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str
         if title:
             figure.suptitle(title, fontsize=12)
         if handles:
-            figure.legend(list(handles.values()), list(handles), loc="outside lower center",
-                          ncols=min(len(handles), 4), frameon=False)
+            # As many legend columns as fit the figure's width (about 0.07 inch a character at
+            # the legend's font size, plus the line sample).
+            entry_width = 0.07 * max(len(label) for label in handles) + 0.8
+            columns = max(1, min(len(handles), int(PANEL_SIZE[0] * ncols // entry_width)))
+            figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=columns,
+                          frameon=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         # No "Software" metadata: it would carry matplotlib's web address into the report.
         figure.savefig(path, dpi=DPI, metadata={"Software": None})

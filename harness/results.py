@@ -16,6 +16,7 @@ to a temporary file and renamed over the old one, so readers never see half a fi
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -129,11 +130,29 @@ class RunDirectory:
         atomic_write_text(self.summary_file, "".join(_dumps(r) + "\n" for r in rows))
 
 
+def checkpoint_progress(run: RunDirectory) -> dict[str, dict[str, int | float]]:
+    """Each checkpoint's training progress (label -> :func:`harness.checkpoints.training_progress`).
+
+    Read from the ``trainer_state.json`` of the checkpoint folders that ``run.json`` lists
+    (the adapter folder of an adapter checkpoint); a folder that is gone or has no such file
+    gives an empty dict.
+    """
+    from harness.checkpoints import training_progress
+
+    record = run.read_run() or {}
+    return {
+        entry["label"]: training_progress(entry.get("adapter") or entry["model"])
+        for entry in record.get("checkpoints", [])
+    }
+
+
 def load(run_dir: str | Path):
     """A run's ``summary.jsonl`` as a pandas DataFrame (one row a metric value).
 
     Columns: checkpoint, step, task, task_hash, condition, conjugate, mode, metric, value,
-    ci_low, ci_high, n, plus the run's name in ``run``.
+    ci_low, ci_high, n, plus the run's name in ``run`` and each checkpoint's training
+    progress in ``epoch`` and ``tokens`` (input tokens seen), both from the checkpoint's
+    ``trainer_state.json`` and NaN where it has none.
     """
     import pandas as pd
 
@@ -143,4 +162,8 @@ def load(run_dir: str | Path):
         raise FileNotFoundError(f"{run.summary_file}: no summary (is {run_dir} a results folder?)")
     frame = pd.DataFrame(rows)
     frame.insert(0, "run", run.path.name)
+    progress = checkpoint_progress(run)
+    labels = frame["checkpoint"] if "checkpoint" in frame else []
+    for column, key in (("epoch", "epoch"), ("tokens", "num_input_tokens_seen")):
+        frame[column] = [float(progress.get(label, {}).get(key, math.nan)) for label in labels]
     return frame

@@ -345,7 +345,7 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None,
     if backend is None:
         from harness.backends import make_backend
 
-        backend = make_backend(config.backend, seed=config.seed, trust_remote_code=config.trust_remote_code,
+        backend = make_backend(config.backend, trust_remote_code=config.trust_remote_code,
                                **config.backend_options)
     try:
         for index, checkpoint in enumerate(loadable, 1):
