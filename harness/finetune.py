@@ -77,7 +77,6 @@ from typing import Any, Mapping, Sequence
 
 import datasets
 import torch
-import yaml
 from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments,
@@ -93,7 +92,7 @@ from harness.prompts import FORMATS, apply_format
 from harness.requests import continuation_for
 from harness.results import atomic_write_text
 from harness.runner import RunError
-from harness.schema import from_mapping
+from harness.schema import load_config
 from harness.tasks import DATA_SUFFIXES, examples_from_records, read_records
 
 log = logging.getLogger("harness")
@@ -206,14 +205,7 @@ class FinetuneConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "FinetuneConfig":
         """Read a finetuning recipe; ``overrides`` (command-line flags) win over it."""
-        path = Path(path)
-        if not path.is_file():
-            raise FinetuneError(f"{path}: --config: no such file")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise FinetuneError(f"{path}: not valid YAML: {error}") from None
-        config = dataclasses.replace(from_mapping(cls, data, str(path), FinetuneError), **overrides)
+        config = load_config(cls, path, FinetuneError, **overrides)
         config.validate(str(path))
         return config
 

@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 from tqdm.auto import tqdm
 
 from harness.backends.base import Backend
 from harness.checkpoints import Checkpoint, discover, split_loadable
 from harness.prompts import FORMATS, RenderedExample, apply_format, generation_request, loglikelihood_request, loglikelihood_roles, render
 from harness.results import RunDirectory
-from harness.schema import from_mapping
+from harness.schema import load_config
 from harness.scoring import GENERATE, LOGLIKELIHOOD, aggregate, metric_names, score_generation, score_loglikelihood
 from harness.tasks import Task, TaskRegistry
 
@@ -72,15 +71,7 @@ class RunConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
         """Read a run config file; ``overrides`` (from the command line) win over it."""
-        path = Path(path)
-        if not path.is_file():
-            raise RunError(f"{path}: --config: no such file")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise RunError(f"{path}: not valid YAML: {error}") from None
-        config = from_mapping(cls, data, str(path), RunError)
-        return dataclasses.replace(config, **overrides)
+        return load_config(cls, path, RunError, **overrides)
 
     def validate(self) -> None:
         if self.format not in FORMATS:

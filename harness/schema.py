@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
+
+import yaml
 
 T = TypeVar("T")
 
@@ -79,3 +82,18 @@ def from_mapping(cls: type[T], data: Any, file: str, error: type[Exception] = Va
     """Build dataclass ``cls`` from parsed YAML ``data``; problems raise ``error`` naming
     ``file`` and the dotted key (``scoring.match``)."""
     return _from_mapping(cls, data, "", file, error)
+
+
+def load_config(cls: type[T], path: str | Path, error: type[Exception], **overrides: Any) -> T:
+    """Read a YAML config file into dataclass ``cls``; ``overrides`` (command-line flags) win.
+
+    A missing file, bad YAML, unknown keys and wrong types raise ``error`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: --config: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as failure:
+        raise error(f"{path}: not valid YAML: {failure}") from None
+    return dataclasses.replace(from_mapping(cls, data, str(path), error), **overrides)
