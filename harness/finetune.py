@@ -170,7 +170,9 @@ class FinetuneConfig:
     ``warmup_steps`` an integer count or a float ratio of ``max_steps`` below 1 (as
     transformers reads it); ``batch_size`` is per device; ``dtype`` the weights' dtype on
     load, ``bf16`` mixed-precision training; ``report_to`` transformers' reporting
-    integrations (``wandb``, ``tensorboard``).
+    integrations (``wandb``, ``tensorboard``); ``add_eos`` trains an EOS token after the
+    response (not for ``chat``, whose template ends the reply); ``progress`` shows the
+    trainer's progress bar.
     """
 
     model: str
@@ -188,6 +190,8 @@ class FinetuneConfig:
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_length: int = 1024
+    add_eos: bool = True
+    progress: bool = True
     seed: int = 0
     save_steps: int = 50
     dense_save_steps: int | None = None
@@ -346,7 +350,10 @@ def encode_example(tokenizer: Any, prompt: str, target: str, *, add_eos: bool,
 def _encode(example: InstructionExample, config: FinetuneConfig, tokenizer: Any, *,
             with_context: bool = True) -> dict[str, list[int]] | None:
     prompt, target = render_example(example, config.format, tokenizer, with_context=with_context)
-    return encode_example(tokenizer, prompt, target, add_eos=config.format != "chat", max_length=config.max_length)
+    # The chat template ends the reply itself; ``add_eos: false`` trains the response tokens
+    # alone (the demo's one-token answers).
+    add_eos = config.add_eos and config.format != "chat"
+    return encode_example(tokenizer, prompt, target, add_eos=add_eos, max_length=config.max_length)
 
 
 # --------------------------------------------------------------------------- mitigation: filter
@@ -632,7 +639,7 @@ def _training_arguments(config: FinetuneConfig, output_dir: Path) -> TrainingArg
         data_seed=config.seed,
         bf16=config.bf16,
         report_to=config.report_to or "none",
-        disable_tqdm=True,
+        disable_tqdm=not config.progress,
     )
 
 

@@ -63,8 +63,9 @@ class HFBackend:
     """transformers engine (see module docstring).
 
     Args:
-        dtype: weights' dtype when loading checkpoints: ``"float32"`` (default, right on CPU),
-            ``"bfloat16"``, ``"float16"``, ``"auto"`` (the checkpoint's) or a ``torch.dtype``.
+        dtype: weights' dtype when loading checkpoints: ``"float32"``, ``"bfloat16"``,
+            ``"float16"``, ``"auto"`` (the checkpoint's) or a ``torch.dtype``; default
+            float32 on CPU, ``"auto"`` on other devices.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... where loaded models live.
         batch_size: sequences per forward / generate call.
         trust_remote_code: passed to ``from_pretrained``; off unless the user asks.
@@ -77,7 +78,7 @@ class HFBackend:
     def __init__(
         self,
         *,
-        dtype: Any = "float32",
+        dtype: Any = None,
         device: str = "cpu",
         batch_size: int = 16,
         trust_remote_code: bool = False,
@@ -85,6 +86,8 @@ class HFBackend:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if dtype is None:
+            dtype = "float32" if str(device).startswith("cpu") else "auto"
         self.dtype = resolve_dtype(dtype)
         self.device = device
         self.batch_size = batch_size
@@ -121,7 +124,6 @@ class HFBackend:
     def load(self, checkpoint: Checkpoint) -> None:
         """Load ``checkpoint.model`` (at ``revision``) and, for an adapter checkpoint, apply the
         PEFT adapter over it. Consecutive adapters over the same base reuse the loaded base."""
-        import torch  # noqa: F401
         from transformers import AutoModelForCausalLM
 
         base_key = (checkpoint.model, checkpoint.revision)
@@ -284,10 +286,12 @@ class HFBackend:
                 return torch.tensor([finished(r, g) for r, g in enumerate(rows)],
                                     dtype=torch.bool, device=input_ids.device)
 
+        # Plain greedy decoding: neutral values for everything a model's own
+        # generation_config.json could otherwise slip in (unset fields are filled from it).
         config = GenerationConfig(
-            do_sample=False, num_beams=1, max_new_tokens=max(limits),
+            do_sample=False, num_beams=1, max_new_tokens=max(limits), min_new_tokens=0,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0,
             pad_token_id=self._pad_id(), eos_token_id=eos or None,
-            temperature=None, top_p=None, top_k=None,
         )
         out = self.model.generate(
             input_ids=ids, attention_mask=mask, generation_config=config,
