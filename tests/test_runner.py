@@ -184,7 +184,7 @@ def test_engines_agree_through_the_sweep(run_fixture, request, tmp_path):
     settings = dict(tasks=["capitals", str(DATA / "cf_world_facts.json")], conjugates=["en"], limit=3)
     evaluate(config_for(run, tmp_path / "hf", **settings), progress=False)
     evaluate(config_for(run, tmp_path / "vllm", backend="vllm", **settings,
-                        backend_options={"max_model_len": 256}), progress=False)
+                        backend_options={"max_model_len": 256, "dtype": "float32"}), progress=False)
     for label in ("checkpoint-10", "checkpoint-20", "checkpoint-30"):
         for task in ("capitals", "cf_world_facts"):
             hf = RunDirectory(tmp_path / "hf").read_samples(label, task)
