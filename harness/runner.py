@@ -346,6 +346,9 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None,
         if owned:
             backend.close()
     sweep.finish()
+    if not sweep.summary:
+        reasons = "; ".join(f"{label}: {why}" for label, why in sweep.record["skipped_checkpoints"].items())
+        raise RunError(f"no checkpoint could be evaluated ({reasons or 'none found'}); see {sweep.run.run_json}")
     return sweep.run
 
 

@@ -294,8 +294,9 @@ def test_make_backend_names():
     assert isinstance(make_backend("hf", batch_size=2), HFBackend)
     with pytest.raises(ValueError):
         make_backend("tgi")
+    assert isinstance(make_backend("hf", tensor_parallel_size=2, max_model_len=64), HFBackend)  # vLLM-only: dropped
     with pytest.raises(TypeError):
-        make_backend("hf", tensor_parallel_size=2)
+        make_backend("hf", colour="red")
 
 
 def test_make_backend_auto_falls_back_to_hf(monkeypatch, caplog):

@@ -40,6 +40,9 @@ def __getattr__(name: str) -> Any:  # lazy: importing harness.backends must not 
 
 def vllm_import_error() -> str | None:
     """None when ``import vllm`` works, else why it does not (a short message)."""
+    from harness.backends.vllm import set_environment_defaults
+
+    set_environment_defaults()  # before vllm is first imported: it reads them then
     try:
         import vllm  # noqa: F401
     except Exception as exc:  # ImportError, or a broken build raising anything else
@@ -72,12 +75,15 @@ def make_backend(name: str = "auto", **options: Any) -> Backend:
 def _hf_backend(options: dict[str, Any]) -> Backend:
     """The transformers engine for options written for either engine: ``max_model_len``
     becomes ``max_length`` and vLLM-only options are dropped (logged), so one run config
-    serves both engines."""
+    serves both engines. Options neither engine knows are a ``TypeError``."""
+    from harness.backends.vllm import VLLMBackend
+
     hf_options = dict(options)
     if "max_model_len" in hf_options and "max_length" not in hf_options:
         hf_options["max_length"] = hf_options.pop("max_model_len")
     accepted = set(inspect.signature(HFBackend.__init__).parameters) - {"self"}
-    dropped = sorted(k for k in hf_options if k not in accepted)
+    vllm_only = set(inspect.signature(VLLMBackend.__init__).parameters) - accepted
+    dropped = sorted(k for k in hf_options if k in vllm_only)
     if dropped:
         logger.info("transformers engine: ignoring vLLM-only options: %s", ", ".join(dropped))
-    return HFBackend(**{k: v for k, v in hf_options.items() if k in accepted})
+    return HFBackend(**{k: v for k, v in hf_options.items() if k not in vllm_only})

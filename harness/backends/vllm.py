@@ -84,6 +84,21 @@ _CONFIG_KEYS_IGNORED = {
 }
 
 
+def set_environment_defaults() -> None:
+    """Environment defaults vLLM reads when it is imported; values already set win.
+
+    On CPU, vLLM otherwise reserves ``gpu_memory_utilization`` (0.92) of the machine's memory
+    for its KV cache and refuses to start when other processes hold more than the rest;
+    1 GiB of KV cache serves a small model's evaluation prompts. Compile caches go to the
+    harness's cache folder so later runs start faster.
+    """
+    from harness.bundled import cache_dir
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torchinductor"))
+
+
 class EngineMismatchError(RuntimeError):
     """A freshly started engine disagrees with transformers on the canary sequence."""
 
@@ -195,6 +210,7 @@ class VLLMBackend:
         shutdown_timeout: float | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        set_environment_defaults()
         self.engine_options: dict[str, Any] = {
             k: v for k, v in dict(
                 tensor_parallel_size=tensor_parallel_size,
