@@ -348,3 +348,34 @@ def test_lora_run_saves_adapters_and_evaluates_in_training(tmp_path, alpaca_file
     assert results.read_run()["config"]["format"] == "alpaca"  # evaluated in the training format
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "ctx/cf_world_facts/conflicting/context_rate" in e] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_finetune_runs_sweep_and_compare_end_to_end(tmp_path, alpaca_file, tiny_llama_dir, capsys):
+    """`harness finetune` (standard and each mitigation) -> `harness evaluate --checkpoints`
+    -> `harness compare`, all through the CLI."""
+    from harness.cli import main
+
+    mitigations = {
+        "standard": {},
+        "cc_filter": {"filter_non_context_critical": {"fraction": 0.25}},
+        "cf_augment": {"counterfactual_augmentation": {"fraction": 0.25, "source": str(DATA / "nq_swap.jsonl")}},
+        "qk_only": {"qk_only": True},
+    }
+    results = []
+    for name, settings in mitigations.items():
+        recipe = dataclasses.asdict(config(tmp_path, tiny_llama_dir, alpaca_file, output_dir=str(tmp_path / name),
+                                           max_steps=4, save_steps=2, progress=False, **settings))
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps({k: v for k, v in recipe.items() if v is not None}))
+        assert main(["finetune", "--config", str(path)]) == 0
+        output = tmp_path / "results" / name
+        assert main(["evaluate", "--checkpoints", str(tmp_path / name), "--tasks", str(DATA / "cf_world_facts.json"),
+                     "--backend", "hf", "--format", "alpaca", "--conjugates", "en", "--output", str(output)]) == 0
+        rows = RunDirectory(output).read_summary()
+        assert {r["checkpoint"] for r in rows} == {"checkpoint-2", "checkpoint-4"}
+        results.append(str(output))
+    assert main(["compare", *results, "--output", str(tmp_path / "compare")]) == 0
+    html = (tmp_path / "compare" / "compare.html").read_text()
+    for name in mitigations:
+        assert name in html
