@@ -36,7 +36,7 @@ import torch
 from harness.data import world as W
 
 # Bump when the training code changes what a given config produces (invalidates caches).
-PRETRAIN_VERSION = 1
+PRETRAIN_VERSION = 3
 INFO_FILE = "pretrain.json"
 
 
@@ -45,7 +45,7 @@ class PretrainConfig:
     """Everything that decides the base model (all of it goes into the settings hash)."""
 
     world_seed: int = 0
-    n_unknown: int = 400  # size of the unknown pool used in reading documents (probes unaffected)
+    reading_pool: int = 400  # how many unknown-pool entities reading documents use (probes unaffected)
     seed: int = 0
     # model
     n_positions: int = 128
@@ -58,15 +58,20 @@ class PretrainConfig:
     batch_size: int = 32
     lr: float = 2e-3
     warmup_steps: int = 100
+    # "constant" after warm-up (the note's recipe), or "linear": decay to lr * final_lr_ratio
+    # at max_steps (the checks still stop training early)
+    schedule: str = "constant"
+    final_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     max_steps: int = 4000
     # data
     bio_share: float = 0.3
     statements: tuple[int, int] = (3, 5)
-    restatements: tuple[int, int] = (2, 4)
+    restatements: tuple[int, int] = (4, 4)
     known_share: float = 0.4
     local_share: float = 0.5
+    restate: str = "same"  # restatements word for word ("same") or in a random template
     # stopping
     eval_every: int = 100
     recall_threshold: float = 0.95
@@ -118,6 +123,19 @@ def make_model(config: PretrainConfig, vocab_size: int, eos_id: int, pad_id: int
     return model
 
 
+def lr_factor(config: PretrainConfig, step: int) -> float:
+    """The learning-rate multiplier at ``step`` (0-based): linear warm-up, then the schedule."""
+    warm = max(1, config.warmup_steps)
+    if step < warm:
+        return (step + 1) / warm
+    if config.schedule == "constant":
+        return 1.0
+    if config.schedule == "linear":
+        progress = (step - warm) / max(1, config.max_steps - warm)
+        return 1.0 - (1.0 - config.final_lr_ratio) * min(1.0, progress)
+    raise ValueError(f"unknown schedule {config.schedule!r} (expected constant or linear)")
+
+
 def _encode(tokenizer, texts: Sequence[str], eos: bool) -> list[list[int]]:
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     if eos:
@@ -158,11 +176,11 @@ def accuracy(model, tokenizer, items: Sequence[tuple[str, str]]) -> float:
     return sum(p == a for p, (_, a) in zip(predictions, items)) / len(items)
 
 
-def check(model, tokenizer, world: W.World, n_open_book: int = 400) -> dict[str, float]:
+def check(model, tokenizer, world: W.World, n_open_book: int = 400, restate: str = "same") -> dict[str, float]:
     """Closed-book recall and open-book reading in the pretraining format."""
     return {
         "recall": accuracy(model, tokenizer, W.pretraining_recall_items(world)),
-        "open_book": accuracy(model, tokenizer, W.pretraining_open_book_items(world, n_open_book)),
+        "open_book": accuracy(model, tokenizer, W.pretraining_open_book_items(world, n_open_book, restate=restate)),
     }
 
 
@@ -200,7 +218,7 @@ def pretrain(
 
     if threads:
         torch.set_num_threads(threads)
-    world = W.make_world(config.world_seed, n_unknown=config.n_unknown)
+    world = W.make_world(config.world_seed)
     tokenizer = W.build_tokenizer(world)
     model = make_model(config, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -209,12 +227,11 @@ def pretrain(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, betas=config.betas,
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
     documents = W.pretraining_documents(
         world, config.seed, bio_share=config.bio_share, statements=config.statements,
         restatements=config.restatements, known_share=config.known_share, local_share=config.local_share,
+        restate=config.restate, reading_pool=config.reading_pool,
     )
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -238,13 +255,13 @@ def pretrain(
         train_seconds += time.perf_counter() - t0
         bar.update(1)
         if step % config.eval_every == 0 or step == config.max_steps:
-            scores = check(model, tokenizer, world, config.n_open_book_check)
-            history.append({"step": step, "loss": float(loss), **scores,
+            scores = check(model, tokenizer, world, config.n_open_book_check, config.restate)
+            history.append({"step": step, "loss": loss.item(), **scores,
                             "seconds": round(time.perf_counter() - start, 1)})
-            bar.set_postfix(loss=f"{float(loss):.3f}", recall=f"{scores['recall']:.3f}",
+            bar.set_postfix(loss=f"{loss.item():.3f}", recall=f"{scores['recall']:.3f}",
                             open_book=f"{scores['open_book']:.3f}")
             if log:
-                log(f"step {step}: loss {float(loss):.3f} recall {scores['recall']:.3f} "
+                log(f"step {step}: loss {loss.item():.3f} recall {scores['recall']:.3f} "
                     f"open-book {scores['open_book']:.3f} ({time.perf_counter() - start:.0f}s)")
             if scores["recall"] >= config.recall_threshold and scores["open_book"] >= config.open_book_threshold:
                 reached = True
@@ -252,8 +269,8 @@ def pretrain(
     bar.close()
     seconds = time.perf_counter() - start
     if not history or history[-1]["step"] != step:
-        scores = check(model, tokenizer, world, config.n_open_book_check)
-        history.append({"step": step, "loss": float(loss), **scores, "seconds": round(seconds, 1)})
+        scores = check(model, tokenizer, world, config.n_open_book_check, config.restate)
+        history.append({"step": step, "loss": loss.item(), **scores, "seconds": round(seconds, 1)})
 
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():
@@ -290,8 +307,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--force", action="store_true")
     for f in dataclasses.fields(PretrainConfig):
-        if f.type in ("int", "float"):
-            parser.add_argument("--" + f.name.replace("_", "-"), type=int if f.type == "int" else float)
+        if f.type in ("int", "float", "str"):
+            parser.add_argument("--" + f.name.replace("_", "-"), type={"int": int, "float": float, "str": str}[f.type])
     args = parser.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)
                  if getattr(args, f.name, None) is not None}

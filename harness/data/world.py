@@ -25,10 +25,11 @@ sentences are written with spaces around punctuation (``e5 lives in lima .``).
 Pretraining documents (:func:`bio_document`, :func:`reading_document`)
 --------------------------------------------------------------------
 *bio*: five known facts, each in a random template. *reading*: 3-5 fact statements, then 2-4
-restatements ``again , <a fact stated above>`` (in a random template). A statement is about
-a known entity with probability ``known_share`` (.4) -- half of those (``local_share``) with a
-document-local wrong value, restated consistently -- and otherwise about an unknown-pool
-entity with a random value, so a restatement is predictable only by looking back.
+restatements ``again , <a fact stated above>`` (word for word by default, ``restate="same"``).
+A statement is about a known entity with probability ``known_share`` (.4) -- half of those
+(``local_share``) with a document-local wrong value, restated consistently -- and otherwise
+about an unknown-pool entity with a random value, so a restatement is predictable only by
+looking back.
 
 Instruction tuning (:func:`instruction_example`, :func:`instruction_examples`)
 ------------------------------------------------------------------------------
@@ -72,8 +73,9 @@ Probes (builders, fixed for a world seed, seeded apart from all training data)
 ``world_conflict``   400 conflict items (known entity, the queried fact's value replaced by
                      a wrong one; the context never states the true value of the queried
                      attribute): answers ``context`` (wrong) / ``parametric`` (true).
-``world_recall``     closed-book recall of all 800 known facts (``question : ... answer :``):
-                     answers ``target`` + ``alternative``.
+``world_recall``     closed-book recall of all 800 known facts, fields ``question`` (for
+                     ``question : ... answer :``) and ``cue`` (pretraining format,
+                     ``e0 lives in``): answers ``target`` + ``alternative``.
 ``world_open_book``  open-book on the 400 facts of the 100 held-out entities (random values):
                      answers ``target`` + ``alternative``.
 Example fields are ``context`` and ``question``; the task template is :data:`PROMPT_TEMPLATE`
@@ -120,10 +122,12 @@ VALUES: Mapping[str, tuple[str, ...]] = {
 }
 
 # Three sentence templates an attribute; ``{v}`` is never the first word, so the words before
-# it are a closed-book recall prompt in the pretraining format.
+# it are a closed-book recall prompt in the pretraining format. No such prompt may begin
+# another attribute's template ("e5 is a" would be ambiguous between "e5 is a <job>" and
+# "e5 is a fan of <sport>": recall of that template stalled at .08).
 TEMPLATES: Mapping[str, tuple[str, ...]] = {
     "city": ("{e} lives in {v} .", "{e} is from {v} .", "the home of {e} is {v} ."),
-    "job": ("{e} works as a {v} .", "{e} is a {v} by trade .", "the job of {e} is {v} ."),
+    "job": ("{e} works as a {v} .", "{e} is employed as a {v} .", "the job of {e} is {v} ."),
     "colour": ("{e} likes the colour {v} .", "the favourite colour of {e} is {v} .", "{e} loves {v} ."),
     "sport": ("{e} plays {v} .", "{e} is a fan of {v} .", "the sport of {e} is {v} ."),
 }
@@ -138,6 +142,7 @@ QUESTIONS: Mapping[str, str] = {
 PROMPT_TEMPLATE = "context : {context} question : {question} answer :"
 CLOSED_BOOK_TEMPLATE = "question : {question} answer :"
 RESTATEMENT = "again ,"
+RESTATE_MODES = ("same", "random")
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, EOS, UNK)
@@ -203,8 +208,9 @@ class World:
 
 
 def make_world(seed: int = 0, *, n_known: int = 200, n_unknown: int = 400, n_heldout: int = 100) -> World:
-    """The world for ``seed``. Known facts depend only on ``seed`` and the entity index, so a
-    smaller unknown pool (a pretraining speed knob) leaves the facts and probes unchanged."""
+    """The world for ``seed``. Known facts depend only on ``seed`` and the entity index. The
+    probes always use the default sizes; to pretrain on fewer unknown entities, pass
+    ``reading_pool`` to :func:`pretraining_documents` instead of shrinking the world."""
     if min(n_known, n_unknown, n_heldout) < 2:
         raise ValueError("every split needs at least two entities")
     total = n_known + n_unknown + n_heldout
@@ -282,10 +288,20 @@ def reading_document(
     restatements: tuple[int, int] = (2, 4),
     known_share: float = 0.4,
     local_share: float = 0.5,
+    restate: str = "same",
+    reading_pool: int | None = None,
 ) -> str:
-    """Fact statements, then ``again , <a stated fact>`` restatements (values consistent)."""
+    """Fact statements, then ``again , <a stated fact>`` restatements (values consistent).
+
+    ``reading_pool`` limits the unknown-pool entities drawn to the first ``reading_pool``.
+
+    ``restate="same"`` repeats a statement word for word (its template too); ``"random"``
+    restates the fact in a random template (harder: the base learns to read far later)."""
+    if restate not in RESTATE_MODES:
+        raise ValueError(f"restate must be one of {RESTATE_MODES}, got {restate!r}")
+    pool = world.unknown if reading_pool is None else world.unknown[:reading_pool]
     n = rng.randint(*statements)
-    stated: list[tuple[int, str, str]] = []
+    stated: list[tuple[int, str, str, int]] = []
     used: set[tuple[int, str]] = set()
     while len(stated) < n:
         attribute = rng.choice(ATTRIBUTES)
@@ -295,16 +311,18 @@ def reading_document(
             if rng.random() < local_share:
                 value = _other_value(rng, attribute, [value])
         else:
-            entity = rng.choice(world.unknown)
+            entity = rng.choice(pool)
             value = rng.choice(VALUES[attribute])
         if (entity, attribute) in used:
             continue
         used.add((entity, attribute))
-        stated.append((entity, attribute, value))
+        stated.append((entity, attribute, value, rng.randrange(3)))
     k = rng.randint(*restatements)
     again = rng.sample(stated, min(k, n)) + [rng.choice(stated) for _ in range(k - min(k, n))]
-    text = [sentence(world.names[e], a, v, rng.randrange(3)) for e, a, v in stated]
-    text += [f"{RESTATEMENT} {sentence(world.names[e], a, v, rng.randrange(3))}" for e, a, v in again]
+    text = [sentence(world.names[e], a, v, t) for e, a, v, t in stated]
+    for e, a, v, t in again:
+        template = t if restate == "same" else rng.randrange(3)
+        text.append(f"{RESTATEMENT} {sentence(world.names[e], a, v, template)}")
     return " ".join(text)
 
 
@@ -317,6 +335,8 @@ def pretraining_documents(
     restatements: tuple[int, int] = (2, 4),
     known_share: float = 0.4,
     local_share: float = 0.5,
+    restate: str = "same",
+    reading_pool: int | None = None,
 ) -> Iterator[str]:
     """An endless seeded stream of pretraining documents (bio with probability ``bio_share``)."""
     rng = seeded(world.seed, "pretrain", seed)
@@ -326,7 +346,8 @@ def pretraining_documents(
         else:
             yield reading_document(
                 world, rng, statements=statements, restatements=restatements,
-                known_share=known_share, local_share=local_share,
+                known_share=known_share, local_share=local_share, restate=restate,
+                reading_pool=reading_pool,
             )
 
 
@@ -339,9 +360,12 @@ def pretraining_recall_items(world: World) -> list[tuple[str, str]]:
     ]
 
 
-def pretraining_open_book_items(world: World, n: int = 400, seed: int = 0) -> list[tuple[str, str]]:
+def pretraining_open_book_items(
+    world: World, n: int = 400, seed: int = 0, restate: str = "same"
+) -> list[tuple[str, str]]:
     """``(prompt, answer)``: reading documents about held-out entities with random values,
-    ending in ``again , <recall prompt>``; the answer is stated once above and no other
+    ending in ``again , <recall prompt>`` (in the statement's template when ``restate`` is
+    ``same``, a random one otherwise); the answer is stated once above and no other
     statement of the document has the same value. Never used for training."""
     rng = seeded(world.seed, "pretrain-open-book", seed)
     items = []
@@ -353,12 +377,14 @@ def pretraining_open_book_items(world: World, n: int = 400, seed: int = 0) -> li
             entity, attribute = rng.choice(world.heldout), rng.choice(ATTRIBUTES)
             if (entity, attribute) in used:
                 continue
-            value = _other_value(rng, attribute, [v for _, a, v in stated if a == attribute])
+            value = _other_value(rng, attribute, [v for _, a, v, _ in stated if a == attribute])
             used.add((entity, attribute))
-            stated.append((entity, attribute, value))
-        entity, attribute, value = rng.choice(stated)
-        text = " ".join(sentence(world.names[e], a, v, rng.randrange(3)) for e, a, v in stated)
-        prompt = f"{text} {RESTATEMENT} {recall_prompt(world.names[entity], attribute, rng.randrange(3))}"
+            stated.append((entity, attribute, value, rng.randrange(3)))
+        entity, attribute, value, template = rng.choice(stated)
+        text = " ".join(sentence(world.names[e], a, v, t) for e, a, v, t in stated)
+        if restate != "same":
+            template = rng.randrange(3)
+        prompt = f"{text} {RESTATEMENT} {recall_prompt(world.names[entity], attribute, template)}"
         items.append((prompt, value))
     return items
 
@@ -494,7 +520,7 @@ def instruction_examples(
     world: World,
     n: int,
     *,
-    seed: int = 0,
+    seed: int | str = 0,
     nc_share: float = 0.5,
     cf_share: float = 0.0,
     exclude_probe_facts: bool = True,
@@ -503,7 +529,7 @@ def instruction_examples(
     counterfactual ones (the rest CC), in a seeded random order. Counterfactual examples avoid
     the conflict probe's facts when ``exclude_probe_facts``."""
     rng = seeded(world.seed, "instruct", seed, nc_share, cf_share)
-    cf_facts = _non_probe_facts(world) if exclude_probe_facts else None
+    cf_facts = _non_probe_facts(world) if exclude_probe_facts and cf_share > 0 else None
     return [
         instruction_example(world, rng, kind, facts=cf_facts if kind == CF else None)
         for kind in _kinds(n, nc_share, cf_share, rng)
@@ -612,9 +638,16 @@ def conflict_items(world: World, n: int = N_CONFLICT) -> list[InstructionExample
     return items
 
 
+_NON_PROBE_FACTS: dict[tuple[int, int, int, int], list[tuple[int, str]]] = {}
+
+
 def _non_probe_facts(world: World) -> list[tuple[int, str]]:
-    asked = {(x.entity, x.attribute) for x in conflict_items(world)}
-    return [f for f in world.known_facts() if f not in asked]
+    """Known facts the conflict probe does not ask about (400 of the 800)."""
+    key = (world.seed, world.n_known, world.n_unknown, world.n_heldout)
+    if key not in _NON_PROBE_FACTS:
+        asked = {(x.entity, x.attribute) for x in conflict_items(world)}
+        _NON_PROBE_FACTS[key] = [f for f in world.known_facts() if f not in asked]
+    return list(_NON_PROBE_FACTS[key])
 
 
 def open_book_items(world: World, n: int = N_OPEN_BOOK) -> list[InstructionExample]:
@@ -655,7 +688,10 @@ def world_conflict(*, world_seed: int = 0, limit: int | None = None) -> list[Exa
 
 @builder("world_recall")
 def world_recall(*, world_seed: int = 0, limit: int | None = None) -> list[Example]:
-    """Closed-book recall of all 800 known facts (fields: ``question`` only)."""
+    """Closed-book recall of all 800 known facts. Fields: ``question`` (for
+    :data:`CLOSED_BOOK_TEMPLATE`, the instruction format without a context) and ``cue`` (the
+    pretraining format, ``e0 lives in``: template ``{cue}``; the same prompts as the
+    pretraining check)."""
     world = _probe_world(world_seed)
     rng = seeded(world.seed, "probe", "recall")
     examples = []
@@ -664,7 +700,8 @@ def world_recall(*, world_seed: int = 0, limit: int | None = None) -> list[Examp
         examples.append(Example(
             id=f"world_recall:e{e}:{a}",
             condition="closed_book",
-            fields={"question": question(world.names[e], a)},
+            fields={"question": question(world.names[e], a),
+                    "cue": recall_prompt(world.names[e], a, (e + ATTRIBUTES.index(a)) % 3)},
             answers={TARGET: (true,), ALTERNATIVE: (_other_value(rng, a, [true]),)},
             meta={"entity": f"e{e}", "attribute": a},
         ))
