@@ -152,6 +152,20 @@ def _fallback_context_token(tokenizer: Any) -> list[int]:
 
 # --------------------------------------------------------------------------- encoding
 
+_TRUNCATION_WARNED: set[int] = set()
+
+
+def _warn_truncation(n_tokens: int, window: int) -> None:
+    """Say once per window size that prompts are being cut: the results of such prompts
+    lost the start of their context, which a researcher must know."""
+    if window not in _TRUNCATION_WARNED:
+        _TRUNCATION_WARNED.add(window)
+        logger.warning(
+            "a prompt of %d tokens does not fit the model's window of %d: prompts are cut from the "
+            "left (their start, often the context, is lost). Raise --max-model-len if the model "
+            "allows it, or leave the task out", n_tokens, window)
+
+
 
 def encode_prompt(tokenizer: Any, prompt: str, *, max_length: int | None = None) -> list[int]:
     """Token ids of a generation prompt: leading special tokens + the encoded text, cut from
@@ -160,6 +174,7 @@ def encode_prompt(tokenizer: Any, prompt: str, *, max_length: int | None = None)
     if not ids:
         ids = _fallback_context_token(tokenizer)
     if max_length is not None and len(ids) > max_length:
+        _warn_truncation(len(ids), max_length)
         ids = ids[len(ids) - max(max_length, 1):]
     return ids
 
@@ -190,6 +205,7 @@ def encode_pair(
             raise ValueError(
                 f"continuation of {len(cont)} tokens does not fit a window of {max_length}"
             )
+        _warn_truncation(len(context) + len(cont), max_length)
         context = context[len(context) + len(cont) - max_length:]
     return ScoringPair(tuple(context), tuple(cont))
 
