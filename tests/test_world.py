@@ -211,6 +211,11 @@ def test_jsonl_files(world, tmp_path):
         prompt = apply_format(r["instruction"], "plain")
         assert prompt == W.render_prompt(r["context"], r["question"])
         assert prompt + continuation_for(prompt, r["output"]) == f"{prompt} {r['output']}"
+    split = [json.loads(line) for line in
+             W.write_instruction_jsonl(tmp_path / "split.jsonl", world, 20, layout="split").read_text().splitlines()]
+    for r in split:
+        assert W.PROMPT_TEMPLATE.format(context=r["input"], question=r["instruction"]) == W.render_prompt(r["context"], r["question"])
+        assert r["instruction"] == r["question"] and r["input"] == r["context"]
     cf = [json.loads(line) for line in W.write_counterfactual_jsonl(tmp_path / "cf.jsonl", world, 50).read_text().splitlines()]
     probe_facts = {(x.entity, x.attribute) for x in W.conflict_items(world)}
     for r in cf:
@@ -240,6 +245,7 @@ def test_probe_sizes_and_builders(world):
     assert conflict == BUILDERS["world_conflict"]()  # deterministic
     assert open_book == BUILDERS["world_open_book"]()
     assert len(BUILDERS["world_conflict"](limit=10)) == 10
+    assert BUILDERS["world_conflict"](world_seed=1) != conflict
 
 
 def test_conflict_probe_states_the_wrong_value_never_the_true_one(world):

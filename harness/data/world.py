@@ -56,16 +56,26 @@ The whole prompt is the ``instruction`` and ``input`` is empty, so rendering wit
 ``plain`` format (``apply_format(instruction, "plain")``) gives the prompt exactly; the model's
 token sequence is ``tokenize(instruction) + tokenize(output)`` -- with the word-level
 tokenizer one token a space-separated word, the answer one token, no BOS (the tokenizer adds
-no special tokens). Loss on the answer token only. (Appending EOS after the answer is the
-finetuner's choice; the recipe trains on the answer token alone and evaluates with one new
-token.) Extra keys (``kind``, ``entity``, ``attribute``, ``context``, ``question``) are for
-reading, not training.
+no special tokens). Loss on the answer token only: the recipe trains no EOS after the answer
+(``harness finetune`` appends one unless ``add_eos: false``) and evaluates with one new token.
+Extra keys (``kind``, ``entity``, ``attribute``, ``context``, ``question``) are for reading,
+not training.
+
+``layout="split"`` writes ``instruction`` = the question and ``input`` = the context instead,
+for a finetuner that renders records with :data:`PROMPT_TEMPLATE` (and can then drop the
+context to score non-context-critical examples). ``harness finetune`` as written renders an
+Alpaca record as ``instruction\n\ninput`` -- question first, no ``context :``/``answer :`` --
+so with it use the default ``prompt`` layout (its non-context-critical filter then sees no
+``input`` and keeps every example).
 
 Counterfactual augmentation in NQ-Swap layout: ``question`` (``where does e17 live ?``),
 ``org_context`` (the three sentences with the true value), ``org_answer``, ``sub_context``
 (the same sentences with the queried fact's value replaced by a wrong one), ``sub_answer``.
 Render a training prompt as ``PROMPT_TEMPLATE.format(context=sub_context, question=question)``
-with target ``sub_answer``. They use only known facts that the conflict probe does not ask
+with target ``sub_answer`` (``harness finetune``'s augmentation renders NQ-Swap records as
+``question\n\nsub_context`` instead, which is not the recipe's format; to mix counterfactual
+examples in the recipe's format, write them into the training file with
+``write_instruction_jsonl(..., cf_share=...)``). They use only known facts that the conflict probe does not ask
 about (``exclude_probe_facts``), so the mitigation is not trained on the probe's own items.
 
 Probes (builders, fixed for a world seed, seeded apart from all training data)
@@ -78,6 +88,8 @@ Probes (builders, fixed for a world seed, seeded apart from all training data)
                      ``e0 lives in``): answers ``target`` + ``alternative``.
 ``world_open_book``  open-book on the 400 facts of the 100 held-out entities (random values):
                      answers ``target`` + ``alternative``.
+Builder options: ``world_seed`` (the probes of a world are fixed by it; their own random
+streams are labelled apart from every training stream) and ``limit`` (keep the first items).
 Example fields are ``context`` and ``question``; the task template is :data:`PROMPT_TEMPLATE`
 (:data:`CLOSED_BOOK_TEMPLATE` for recall). Generate one new token greedily.
 """
@@ -554,11 +566,23 @@ def instruction_stream(
         )
 
 
-def instruction_record(example: InstructionExample) -> dict[str, object]:
-    """The Alpaca-layout record of a training example (see the module docstring)."""
+LAYOUTS = ("prompt", "split")
+
+
+def instruction_record(example: InstructionExample, layout: str = "prompt") -> dict[str, object]:
+    """The Alpaca-layout record of a training example (see the module docstring).
+
+    ``layout="prompt"``: ``instruction`` is the whole prompt and ``input`` is empty (renders
+    exactly with the ``plain`` format). ``layout="split"``: ``instruction`` is the question and
+    ``input`` the context, for a finetuner that renders them with :data:`PROMPT_TEMPLATE`
+    (``context : {input} question : {instruction} answer :``); rendered as Alpaca's
+    ``instruction\n\ninput`` it would put the question first, which is not the recipe's format.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     return {
-        "instruction": example.prompt,
-        "input": "",
+        "instruction": example.prompt if layout == "prompt" else example.question,
+        "input": "" if layout == "prompt" else example.context,
         "output": example.answer,
         "kind": example.kind,
         "entity": f"e{example.entity}",
@@ -601,10 +625,12 @@ def write_instruction_jsonl(
     seed: int = 0,
     nc_share: float = 0.5,
     cf_share: float = 0.0,
+    layout: str = "prompt",
 ) -> Path:
-    """Write ``n`` training examples in the Alpaca layout (one record a line)."""
+    """Write ``n`` training examples in the Alpaca layout (one record a line; ``layout``: see
+    :func:`instruction_record`)."""
     examples = instruction_examples(world, n, seed=seed, nc_share=nc_share, cf_share=cf_share)
-    return _write_jsonl(path, [instruction_record(x) for x in examples])
+    return _write_jsonl(path, [instruction_record(x, layout) for x in examples])
 
 
 def write_counterfactual_jsonl(path: str | Path, world: World, n: int, *, seed: int = 0) -> Path:
