@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from harness.backends.base import Backend
+from harness.backends.tokens import load_tokenizer
 from harness.checkpoints import Checkpoint, discover, split_loadable
 from harness.prompts import FORMATS, RenderedExample, apply_format, generation_request, loglikelihood_request, loglikelihood_roles, render
 from harness.results import RunDirectory
@@ -233,18 +234,6 @@ def summarize(run: RunDirectory, tasks: Sequence[Task], checkpoint: Checkpoint, 
     return rows
 
 
-def _load_chat_tokenizer(checkpoint: Checkpoint, config: RunConfig):
-    from transformers import AutoTokenizer
-
-    source = checkpoint.adapter or checkpoint.model
-    try:
-        return AutoTokenizer.from_pretrained(source, revision=checkpoint.revision,
-                                             trust_remote_code=config.trust_remote_code)
-    except (OSError, ValueError):
-        return AutoTokenizer.from_pretrained(checkpoint.model, revision=checkpoint.revision,
-                                             trust_remote_code=config.trust_remote_code)
-
-
 class Sweep:
     """An evaluation in progress: one results folder, its tasks, and the checkpoints done.
 
@@ -298,7 +287,8 @@ class Sweep:
                 except Exception as error:  # a broken checkpoint must not end the sweep
                     self.skip(checkpoint, f"load failed: {error}")
                     return []
-            tokenizer = _load_chat_tokenizer(checkpoint, self.config) if self.config.format == "chat" else None
+            tokenizer = (load_tokenizer(checkpoint, trust_remote_code=self.config.trust_remote_code)
+                         if self.config.format == "chat" else None)
             _run_items(self.run, backend, checkpoint, todo, tokenizer, self.config,
                        desc=f"{position}{checkpoint.label}", progress=progress)
         entry = dataclasses.asdict(checkpoint)
