@@ -153,8 +153,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from harness.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(out=args.out, quick=args.quick, backend=args.backend, threads=args.threads,
-                            **({"runs": args.runs} if args.runs else {}))
+    chosen = {key: getattr(args, key) for key in ("runs", "steps", "nc_share", "cf_share", "seed", "model")
+              if getattr(args, key) is not None}
+    settings = DemoSettings(out=args.out, quick=args.quick, backend=args.backend, threads=args.threads, **chosen)
     result = run_demo(settings)
     print(result.summary)
     print(f"\nstage timings (s): {', '.join(f'{k} {v}' for k, v in result.seconds.items())}")
@@ -191,7 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
                                            "every checkpoint and chart context reliance. Stages are cached in --out.")
     demo.add_argument("--out", default="results/demo", help="output folder (rerun to resume)")
     demo.add_argument("--quick", action="store_true", help="a few steps of everything: tests the plumbing only")
-    demo.add_argument("--runs", type=_list, help="a subset of: standard, cc_only, cf_augment, qk_only")
+    demo.add_argument("--runs", type=_list, help="a subset of: standard, cc_filter, cf_augment, qk_only")
+    demo.add_argument("--model", choices=["world", "smollm2"],
+                      help="world (default): pretrain a tiny GPT-2 on a synthetic world; smollm2: LoRA runs on "
+                           "the bundled SmolLM2-135M-Instruct, probed on real capitals")
+    demo.add_argument("--steps", type=int, help="instruction-tuning steps per run (default: 250 world, 60 smollm2)")
+    demo.add_argument("--nc-share", type=float, help="share of non-context-critical examples (default 0.5)")
+    demo.add_argument("--cf-share", type=float, help="share of counterfactual examples added (default 0.1)")
+    demo.add_argument("--seed", type=int, help="pretraining and finetuning seed (default 0)")
     demo.add_argument("--backend", default="auto", choices=["auto", "vllm", "hf"])
     demo.add_argument("--threads", type=int, default=2, help="torch threads for training")
     demo.set_defaults(run=cmd_demo)

@@ -12,8 +12,13 @@ Files are JSON, JSONL, CSV or Parquet (:func:`harness.tasks.read_records`).
 
 **Prompts.** Training prompts are rendered with :func:`harness.prompts.apply_format` in the
 run's ``format`` (``plain``, ``alpaca``, ``tulu``, ``chat``), so a model is evaluated in the
-format it was trained in. An Alpaca record's task prompt is ``instruction``, then a blank line
-and ``input`` when there is one. Earlier turns of a conversation are rendered turn by turn in
+format it was trained in. An Alpaca record's task prompt is ``prompt_template`` filled with its
+``instruction`` and ``input`` (default: the instruction, a blank line, the input), or
+``closed_book_template`` when it has no input (default: the instruction alone). Set both to
+train in the layout of your probe tasks, e.g. ``context : {input} question : {instruction}
+answer :`` and ``question : {instruction} answer :``. The closed-book template may also name
+any other text field of the record (``{cue}``), which lets the non-context-critical filter ask
+the starting model in the form it knows, when the training layout is new to it. Earlier turns of a conversation are rendered turn by turn in
 front of the last one (``chat``: the tokenizer's template over all messages); ``system``
 messages lead the prompt. The loss is on the response tokens only: the last reply (earlier
 replies are context) plus EOS, or for ``chat`` the template's text of the reply (its
@@ -93,7 +98,7 @@ from harness.requests import continuation_for
 from harness.results import atomic_write_text
 from harness.runner import RunError
 from harness.schema import load_config
-from harness.tasks import DATA_SUFFIXES, examples_from_records, read_records
+from harness.tasks import DATA_SUFFIXES, examples_from_records, placeholders, read_records, render_template
 
 log = logging.getLogger("harness")
 
@@ -172,7 +177,8 @@ class FinetuneConfig:
     load, ``bf16`` mixed-precision training; ``report_to`` transformers' reporting
     integrations (``wandb``, ``tensorboard``); ``add_eos`` trains an EOS token after the
     response (not for ``chat``, whose template ends the reply); ``progress`` shows the
-    trainer's progress bar.
+    trainer's progress bar; ``prompt_template``/``closed_book_template`` render an Alpaca
+    record with/without its ``input`` (module docstring).
     """
 
     model: str
@@ -201,6 +207,8 @@ class FinetuneConfig:
     bf16: bool = False
     report_to: list[str] = field(default_factory=list)
     trust_remote_code: bool = False
+    prompt_template: str = "{instruction}\n\n{input}"
+    closed_book_template: str = "{instruction}"
     filter_non_context_critical: FilterSettings | None = None
     counterfactual_augmentation: AugmentSettings | None = None
     qk_only: bool = False
@@ -233,6 +241,16 @@ class FinetuneConfig:
                               ("counterfactual_augmentation", self.counterfactual_augmentation)):
             if settings is not None and not 0 < settings.fraction < 1:
                 fail(f"{key}.fraction", f"must be between 0 and 1 (exclusive), got {settings.fraction}")
+        for key in ("prompt_template", "closed_book_template"):
+            try:
+                names = set(placeholders(getattr(self, key)))
+            except ValueError as err:
+                fail(key, str(err))
+            if key == "prompt_template" and names != {"instruction", "input"}:
+                fail(key, "must use exactly the placeholders {instruction} and {input} (found: "
+                          f"{', '.join('{' + n + '}' for n in sorted(names)) or 'none'})")
+            if key == "closed_book_template" and "input" in names:
+                fail(key, "renders examples without their input, so it cannot use {input}")
         if self.qk_only and self.method == "lora" and self.lora.target_modules is not None:
             fail("lora.target_modules", "qk_only chooses the LoRA targets (the q/k projections); remove one")
 
@@ -297,20 +315,30 @@ def load_instruction_data(path: str | Path) -> list[InstructionExample]:
     return [_from_record(record, f"{path}: record {number}") for number, record in enumerate(records, 1)]
 
 
-def _task_prompt(example: InstructionExample, with_context: bool) -> str:
+DEFAULT_TEMPLATES = (FinetuneConfig.prompt_template, FinetuneConfig.closed_book_template)
+
+
+def _task_prompt(example: InstructionExample, with_context: bool, templates: tuple[str, str]) -> str:
+    prompt_template, closed_book_template = templates
     if example.input and with_context:
-        return f"{example.instruction}\n\n{example.input}"
-    return example.instruction
+        return render_template(prompt_template, {"instruction": example.instruction, "input": example.input})
+    values = {**{k: v for k, v in example.record.items() if isinstance(v, str)}, "instruction": example.instruction}
+    missing = [name for name in placeholders(closed_book_template) if name not in values]
+    if missing:
+        raise FinetuneError(f"closed_book_template: the record has no text field {missing[0]!r} "
+                            f"(record: {json.dumps(dict(example.record))[:200]})")
+    return render_template(closed_book_template, values)
 
 
 def render_example(example: InstructionExample, fmt: str, tokenizer: Any = None, *,
-                   with_context: bool = True) -> tuple[str, str]:
-    """The (prompt, target) texts of an example in format ``fmt`` (module docstring).
+                   with_context: bool = True, templates: tuple[str, str] = DEFAULT_TEMPLATES) -> tuple[str, str]:
+    """The (prompt, target) texts of an example in format ``fmt`` (module docstring);
+    ``templates`` are the config's ``(prompt_template, closed_book_template)``.
 
     For formats other than ``chat`` the target is the response with the leading-space rule of
     :func:`harness.requests.continuation_for` (EOS is added as a token by :func:`encode_example`).
     """
-    prompt_text = _task_prompt(example, with_context)
+    prompt_text = _task_prompt(example, with_context, templates)
     if fmt == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise FinetuneError("format chat: the model's tokenizer has no chat template; use plain, alpaca or tulu")
@@ -349,7 +377,8 @@ def encode_example(tokenizer: Any, prompt: str, target: str, *, add_eos: bool,
 
 def _encode(example: InstructionExample, config: FinetuneConfig, tokenizer: Any, *,
             with_context: bool = True) -> dict[str, list[int]] | None:
-    prompt, target = render_example(example, config.format, tokenizer, with_context=with_context)
+    prompt, target = render_example(example, config.format, tokenizer, with_context=with_context,
+                                    templates=(config.prompt_template, config.closed_book_template))
     # The chat template ends the reply itself; ``add_eos: false`` trains the response tokens
     # alone (the demo's one-token answers).
     add_eos = config.add_eos and config.format != "chat"

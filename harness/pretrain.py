@@ -1,6 +1,6 @@
 """Pretraining the demo's base model from scratch on the synthetic world.
 
-The base must have memorised the 800 known facts *and* be able to read a fact from its context
+The base must have memorised the 400 known facts *and* be able to read a fact from its context
 (``shared/notes/inversion-testbed.md``): a tiny ``GPT2LMHeadModel`` (untied embeddings, so
 vLLM on CPU reloads its checkpoints exactly: ``shared/notes/vllm-cpu-reload.md``) trained in
 one stage on bio and reading documents (:func:`harness.data.world.pretraining_documents`), loss
@@ -8,7 +8,7 @@ on all tokens, one document a row (right-padded, padding masked out, ``<eos>`` a
 document, no BOS).
 
 Every ``eval_every`` steps two greedy checks in the pretraining format: closed-book recall of
-the 800 known facts (``e5 lives in`` -> ``lima``) and open-book reading (statements about
+the 400 known facts (``e5 lives in`` -> ``lima``) and open-book reading (statements about
 held-out entities, then ``again , e620 is from`` -> the stated value). Training stops once
 recall >= ``recall_threshold`` and open-book >= ``open_book_threshold``, or at ``max_steps``.
 
@@ -17,9 +17,9 @@ The output folder is a float32 safetensors model with its tokenizer, loadable by
 ``pretrain.json`` (settings, their hash, the check history, timings). A folder whose
 ``pretrain.json`` is finished with the same settings hash is reused as is.
 
-Measured with the defaults (``docs/demo-recipe.md``): thresholds reached at step 3400 (recall
-.99, open-book .61), 0.24 s a step on one thread, 0.14-0.18 s on two; the finetuned model then
-shows the rise and fall of context reliance. Restating word for word, the 2-4 restatements and
+Measured with the defaults (``docs/demo-recipe.md``): thresholds (recall .95, open-book .5)
+reached at step 1500 (recall .985, open-book .52) in 206 s on two threads (0.14 s a step);
+the finetuned model then shows the rise and fall of context reliance. Restating word for word, the 2-4 restatements and
 templates whose recall cues name their attribute all mattered there.
 """
 
@@ -41,7 +41,7 @@ import torch
 from harness.data import world as W
 
 # Bump when the training code changes what a given config produces (invalidates caches).
-PRETRAIN_VERSION = 3
+PRETRAIN_VERSION = 4  # 4: the world has 100 known entities (was 200)
 INFO_FILE = "pretrain.json"
 
 
@@ -80,7 +80,7 @@ class PretrainConfig:
     # stopping
     eval_every: int = 100
     recall_threshold: float = 0.95
-    open_book_threshold: float = 0.6
+    open_book_threshold: float = 0.5
     n_open_book_check: int = 400
 
     def settings_hash(self) -> str:

@@ -502,15 +502,16 @@ def test_vllm_reload_check_catches_stale_tied_head(tied_llama_sweep):
 
 @pytest.fixture(scope="module")
 def lora_sweep(lora_run, tiny_llama_dir, vllm_cache_dir):
-    """One LoRA engine over the tiny Llama serving two adapters (a, b, a again)."""
+    """One LoRA engine over the tiny Llama serving two adapters (a, b, a again), then its base
+    model without an adapter, then adapter b again."""
     from harness.backends.vllm import VLLMBackend
 
     backend = VLLMBackend(**VLLM_OPTIONS)
     adapters = checkpoints_of(lora_run, base=tiny_llama_dir)
     out: dict = {"records": [], "lora_ids": []}
-    for ckpt in adapters + adapters[:1]:
+    for ckpt in adapters + adapters[:1] + [Checkpoint("base", 0, str(tiny_llama_dir))] + adapters[1:2]:
         backend.load(ckpt)
-        out["lora_ids"].append(backend._lora_request.lora_int_id)
+        out["lora_ids"].append(backend._lora_request.lora_int_id if backend._lora_request else None)
         gen = backend.generate(GEN_REQUESTS)
         ll = backend.loglikelihood(LL_REQUESTS)
         hf = HFBackend(batch_size=4, max_length=256)
@@ -536,6 +537,8 @@ def test_vllm_lora_matches_peft(lora_sweep):
     assert records[0]["gen"] != lora_sweep["base_gen"]  # the adapter is applied
     assert records[0]["gen"] != records[1]["gen"]
     assert records[2]["gen"] == records[0]["gen"]
+    assert records[3]["gen"] == lora_sweep["base_gen"]  # the LoRA engine's base, no adapter
+    assert records[4]["gen"] == records[1]["gen"]
 
 
 @pytest.mark.slow
@@ -544,7 +547,7 @@ def test_vllm_lora_one_engine_unique_ids(lora_sweep):
     assert lora_sweep["stats"]["engine_starts"] == 1
     assert lora_sweep["engine"]["lora"] and lora_sweep["engine"]["lora_rank"] == 8
     ids = lora_sweep["lora_ids"]
-    assert ids[0] != ids[1] and ids[2] == ids[0]
+    assert ids[0] != ids[1] and ids[2] == ids[0] and ids[3] is None and ids[4] == ids[1]
 
 
 @pytest.mark.vllm

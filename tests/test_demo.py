@@ -18,8 +18,9 @@ def test_quick_demo_end_to_end(tmp_path):
     result = run_demo(DemoSettings(out=str(out), quick=True))
 
     assert json.loads((out / "base" / "pretrain.json").read_text())["finished"]
+    assert len(list((out / "data").glob("train-*.jsonl"))) == 1
+    assert len(list((out / "data").glob("counterfactual-*.jsonl"))) == 1
     for run in RUNS:
-        assert (out / "data" / f"{run.name}.jsonl").is_file()
         folder = out / "runs" / run.name
         assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-10", "checkpoint-20"]
         assert (folder / "mitigations.json").is_file()
@@ -38,6 +39,15 @@ def test_quick_demo_end_to_end(tmp_path):
         assert str(verdict) in result.summary
     qk = json.loads((out / "runs" / "qk_only" / "mitigations.json").read_text())
     assert qk["qk_only"]["trained"]
+    # The mitigations went through harness finetune's options, on the standard run's data.
+    standard = json.loads((out / "runs" / "standard" / "finetune_config.json").read_text())
+    filtered = json.loads((out / "runs" / "cc_filter" / "finetune_config.json").read_text())
+    assert filtered["dataset"] == standard["dataset"] and standard["filter_non_context_critical"] is None
+    dropped = json.loads((out / "runs" / "cc_filter" / "mitigations.json").read_text())["filter_non_context_critical"]
+    assert dropped["dropped"] == dropped["candidates"] // 2
+    assert f"the filter dropped {dropped['dropped']} of {dropped['candidates']} examples" in result.summary
+    augmented = json.loads((out / "runs" / "cf_augment" / "mitigations.json").read_text())
+    assert augmented["counterfactual_augmentation"]["added"] > 0
     assert result.report == out / "compare" / "compare.html" and result.report.is_file()
     assert (out / "summary.txt").read_text().strip() == result.summary.strip()
     assert "GPT2LMHeadModel" in result.summary and "Caveats" in result.summary

@@ -107,6 +107,31 @@ def test_alpaca_and_messages_records(tmp_path):
         load_instruction_data(bad)
 
 
+def test_prompt_templates_render_the_probe_layout(tmp_path):
+    from harness.data import world as W
+
+    templates = (W.FINETUNE_PROMPT_TEMPLATE, W.FINETUNE_CLOSED_BOOK_TEMPLATE)
+    world = W.make_world(0)
+    example = W.instruction_examples(world, 1, seed=3)[0]
+    record = W.instruction_record(example, "split")
+    data = load_instruction_data(write_jsonl(tmp_path / "world.jsonl", [record]))[0]
+    prompt, target = render_example(data, "plain", templates=templates)
+    assert prompt == example.prompt and target == " " + example.answer  # exactly the probes' prompt
+    closed_book = render_example(data, "plain", templates=templates, with_context=False)[0]
+    assert closed_book == record["cue"] and f"e{example.entity} " in closed_book
+    no_cue = dataclasses.replace(data, record={"instruction": data.instruction})
+    with pytest.raises(FinetuneError, match="closed_book_template: the record has no text field 'cue'"):
+        render_example(no_cue, "plain", templates=templates, with_context=False)
+
+    path = tmp_path / "bad.yaml"
+    for line, error in (('prompt_template: "{instruction} {context}"', r"bad\.yaml: prompt_template: must use exactly"),
+                        ('closed_book_template: "{input}"', r"bad\.yaml: closed_book_template: .*cannot use \{input\}"),
+                        ('prompt_template: "{input!r} {instruction}"', r"bad\.yaml: prompt_template: placeholder")):
+        path.write_text(f"model: m\ndataset: d.jsonl\noutput_dir: out\n{line}\n")
+        with pytest.raises(FinetuneError, match=error):
+            FinetuneConfig.from_yaml(path)
+
+
 def test_training_prompt_is_the_evaluation_format(tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 

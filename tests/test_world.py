@@ -51,18 +51,18 @@ def test_world_is_deterministic(world):
     # the known facts do not depend on the other splits' sizes
     assert W.make_world(0, n_unknown=100).known_values == world.known_values
     small_pool = list(islice(W.pretraining_documents(world, 0, bio_share=0.0, known_share=0.0, reading_pool=10), 50))
-    assert {w for doc in small_pool for w in words(doc) if re.fullmatch(r"e\d+", w)} <= {f"e{i}" for i in range(200, 210)}
+    assert {w for doc in small_pool for w in words(doc) if re.fullmatch(r"e\d+", w)} <= {f"e{i}" for i in range(100, 110)}
 
 
 def test_splits_and_sizes(world):
-    assert len(world.names) == 700
-    assert list(world.known) == list(range(0, 200))
-    assert list(world.unknown) == list(range(200, 600))
-    assert list(world.heldout) == list(range(600, 700))
-    assert len(world.known_facts()) == 800
+    assert len(world.names) == 600
+    assert list(world.known) == list(range(0, 100))
+    assert list(world.unknown) == list(range(100, 500))
+    assert list(world.heldout) == list(range(500, 600))
+    assert len(world.known_facts()) == 400
     assert all(len(W.VALUES[a]) == 30 and len(set(W.VALUES[a])) == 30 for a in W.ATTRIBUTES)
     assert all(len(W.TEMPLATES[a]) == 3 for a in W.ATTRIBUTES)
-    assert 840 <= len(W.vocabulary(world)) <= 870
+    assert 740 <= len(W.vocabulary(world)) <= 770
 
 
 def test_recall_cues_name_their_attribute():
@@ -121,7 +121,7 @@ def test_documents(world):
 
 def test_pretraining_checks(world):
     recall = W.pretraining_recall_items(world)
-    assert len(recall) == 800 and recall[0] == ("e0 lives in", world.value(0, "city"))
+    assert len(recall) == 400 and recall[0] == ("e0 lives in", world.value(0, "city"))
     for restate in W.RESTATE_MODES:
         items = W.pretraining_open_book_items(world, 100, restate=restate)
         assert items == W.pretraining_open_book_items(world, 100, restate=restate)
@@ -234,7 +234,7 @@ def test_jsonl_files(world, tmp_path):
 
 def test_probe_sizes_and_builders(world):
     conflict, recall, open_book = BUILDERS["world_conflict"](), BUILDERS["world_recall"](), BUILDERS["world_open_book"]()
-    assert (len(conflict), len(recall), len(open_book)) == (400, 800, 400)
+    assert (len(conflict), len(recall), len(open_book)) == (300, 400, 400)
     for examples in (conflict, recall, open_book):
         assert len({x.id for x in examples}) == len(examples)
     assert {x.condition for x in conflict} == {"conflicting"}

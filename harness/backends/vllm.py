@@ -17,7 +17,8 @@ How checkpoints reach the engine (:meth:`VLLMBackend.load`):
   logged and a fresh engine is started on the checkpoint (and checked the same way; if even a
   fresh engine disagrees, :class:`EngineMismatchError` is raised).
   Anything else (another architecture, another tokenizer, a LoRA engine) gets a new engine;
-  the old one is shut down first.
+  the old one is shut down first — except a LoRA engine's own base model, which that engine
+  serves without an adapter (its log-likelihoods then also go through transformers).
 * **Adapter checkpoints** (``Checkpoint.adapter``) run on one engine with
   ``enable_lora=True`` over their base model; each adapter is a ``LoRARequest`` with an id
   unique per adapter folder. ``max_lora_rank`` is the adapter's ``r`` (``rank_pattern``
@@ -101,6 +102,16 @@ def set_environment_defaults() -> None:
 
 class EngineMismatchError(RuntimeError):
     """A freshly started engine disagrees with transformers on the canary sequence."""
+
+
+def _same_weights(first: tuple[str, str | None] | None, second: tuple[str, str | None]) -> bool:
+    """Whether two (model, revision) pairs name the same weights (local paths compared resolved)."""
+    if first is None:
+        return False
+    (a, rev_a), (b, rev_b) = first, second
+    if os.path.isdir(a) and os.path.isdir(b):
+        return os.path.realpath(a) == os.path.realpath(b) and rev_a == rev_b
+    return (a, rev_a) == (b, rev_b)
 
 
 def vllm_lora_ranks() -> tuple[int, ...]:
@@ -297,10 +308,17 @@ class VLLMBackend:
 
     def _load_full(self, checkpoint: Checkpoint, arch_fp: str, tok_fp: str) -> None:
         self._lora_request = None
-        if self._reference is not None:  # only adapters need the resident reference
+        engine = self._engine
+        if (self.llm is not None and engine.get("lora") and engine.get("arch") == arch_fp
+                and engine.get("tokenizer") == tok_fp
+                and _same_weights(engine.get("weights"), (checkpoint.model, checkpoint.revision))):
+            # A LoRA engine serves its own base model without an adapter, so a sweep that
+            # goes base, adapters, base (the next run's step 0), adapters keeps one engine.
+            logger.info("vllm: serving %s as the LoRA engine's base model", checkpoint.label)
+            return
+        if self._reference is not None:  # only LoRA engines need the resident reference
             self._reference.close()
             self._reference = None
-        engine = self._engine
         reusable = (
             self.llm is not None and not engine.get("lora")
             and engine.get("arch") == arch_fp and engine.get("tokenizer") == tok_fp
@@ -500,7 +518,7 @@ class VLLMBackend:
         self._require_engine()
         pairs = tk.encode_loglikelihood(self.tokenizer, requests, max_length=self._score_window)
         flat = [p for group in pairs for p in group]
-        if self.checkpoint.adapter is not None:
+        if self._engine.get("lora"):  # prompt_logprobs kill a LoRA engine (module docstring)
             scores = self._adapter_reference().score_pairs(flat)
         else:
             scores = self.score_pairs(flat)
@@ -511,7 +529,8 @@ class VLLMBackend:
         return out
 
     def _adapter_reference(self):
-        """transformers + PEFT backend holding the current adapter (base kept across adapters)."""
+        """transformers (+ PEFT) backend holding the current checkpoint of a LoRA engine (base
+        kept across adapters)."""
         if self._reference is None:
             self._reference = self._reference_backend()
         if self._reference.checkpoint != self.checkpoint:

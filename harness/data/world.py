@@ -7,16 +7,18 @@ data, and the probes, following the recipe in ``shared/notes/inversion-testbed.m
 
 World
 -----
-``n_entities`` (700) invented one-token names ``e0`` .. ``e699`` and four attributes (city,
+600 invented one-token names ``e0`` .. ``e599`` (by default) and four attributes (city,
 job, colour, sport), each with 30 one-token values, written with 3 sentence templates an
 attribute. The entities fall in three splits by index:
 
-``known`` (0-199)
-    one fixed value per attribute: the 800 facts the base model memorises (bio documents).
-``unknown`` (200-599)
+``known`` (0-99)
+    one fixed value per attribute: the 400 facts the base model memorises (bio documents).
+    (The prototypes used 200 known entities; 100 halve the pretraining time of the demo:
+    ``docs/demo-recipe.md``.)
+``unknown`` (100-499)
     no fixed values: seen in pretraining only in reading documents with random per-document
     values, and used for the context-critical finetuning examples (fresh random values).
-``heldout`` (600-699)
+``heldout`` (500-599)
     never in any training data: the open-book probe's entities.
 
 Every word is one token of the word-level tokenizer (:func:`vocabulary`, :func:`build_tokenizer`):
@@ -62,28 +64,26 @@ Extra keys (``kind``, ``entity``, ``attribute``, ``context``, ``question``) are 
 not training.
 
 ``layout="split"`` writes ``instruction`` = the question and ``input`` = the context instead,
-for a finetuner that renders records with :data:`PROMPT_TEMPLATE` (and can then drop the
-context to score non-context-critical examples). ``harness finetune`` as written renders an
-Alpaca record as ``instruction\n\ninput`` -- question first, no ``context :``/``answer :`` --
-so with it use the default ``prompt`` layout (its non-context-critical filter then sees no
-``input`` and keeps every example).
+plus ``cue`` (the queried fact's closed-book prompt in the pretraining format), for
+``harness finetune`` with ``prompt_template`` = :data:`FINETUNE_PROMPT_TEMPLATE` and
+``closed_book_template`` = :data:`FINETUNE_CLOSED_BOOK_TEMPLATE` (``{cue}``): the training
+prompt is then exactly the probes' prompt, and the non-context-critical filter asks the base
+model without the context in the one format it knows (the demo does this).
 
 Counterfactual augmentation in NQ-Swap layout: ``question`` (``where does e17 live ?``),
 ``org_context`` (the three sentences with the true value), ``org_answer``, ``sub_context``
 (the same sentences with the queried fact's value replaced by a wrong one), ``sub_answer``.
-Render a training prompt as ``PROMPT_TEMPLATE.format(context=sub_context, question=question)``
-with target ``sub_answer`` (``harness finetune``'s augmentation renders NQ-Swap records as
-``question\n\nsub_context`` instead, which is not the recipe's format; to mix counterfactual
-examples in the recipe's format, write them into the training file with
-``write_instruction_jsonl(..., cf_share=...)``). They use only known facts that the conflict probe does not ask
-about (``exclude_probe_facts``), so the mitigation is not trained on the probe's own items.
+``harness finetune``'s ``counterfactual_augmentation`` reads such a file (``source``) and,
+with the templates above, renders ``sub_context`` and ``question`` in the probes' format with
+target ``sub_answer``. They use only known facts that the conflict probe does not ask about
+(``exclude_probe_facts``), so the mitigation is not trained on the probe's own items.
 
 Probes (builders, fixed for a world seed, seeded apart from all training data)
 ------------------------------------------------------------------------------
-``world_conflict``   400 conflict items (known entity, the queried fact's value replaced by
+``world_conflict``   300 conflict items (known entity, the queried fact's value replaced by
                      a wrong one; the context never states the true value of the queried
                      attribute): answers ``context`` (wrong) / ``parametric`` (true).
-``world_recall``     closed-book recall of all 800 known facts, fields ``question`` (for
+``world_recall``     closed-book recall of all 400 known facts, fields ``question`` (for
                      ``question : ... answer :``) and ``cue`` (pretraining format,
                      ``e0 lives in``): answers ``target`` + ``alternative``.
 ``world_open_book``  open-book on the 400 facts of the 100 held-out entities (random values):
@@ -153,6 +153,12 @@ QUESTIONS: Mapping[str, str] = {
 
 PROMPT_TEMPLATE = "context : {context} question : {question} answer :"
 CLOSED_BOOK_TEMPLATE = "question : {question} answer :"
+# ``harness finetune``'s templates for the ``split`` layout's records (see instruction_record):
+# the prompt above, and the pretraining-format cue for the closed-book side.
+FINETUNE_PROMPT_TEMPLATE = PROMPT_TEMPLATE.format(context="{input}", question="{instruction}")
+FINETUNE_CLOSED_BOOK_TEMPLATE = "{cue}"
+# Bump when the instruction data a given seed produces changes (the demo caches its files).
+DATA_VERSION = 3
 RESTATEMENT = "again ,"
 RESTATE_MODES = ("same", "random")
 
@@ -163,7 +169,7 @@ NC, CC, CF = "nc", "cc", "cf"
 KINDS = (NC, CC, CF)
 
 # Probe sizes (fixed: part of the probes' definition).
-N_CONFLICT = 400
+N_CONFLICT = 300
 N_OPEN_BOOK = 400
 
 
@@ -219,7 +225,7 @@ class World:
         return [(e, a) for e in self.known for a in ATTRIBUTES]
 
 
-def make_world(seed: int = 0, *, n_known: int = 200, n_unknown: int = 400, n_heldout: int = 100) -> World:
+def make_world(seed: int = 0, *, n_known: int = 100, n_unknown: int = 400, n_heldout: int = 100) -> World:
     """The world for ``seed``. Known facts depend only on ``seed`` and the entity index. The
     probes always use the default sizes; to pretrain on fewer unknown entities, pass
     ``reading_pool`` to :func:`pretraining_documents` instead of shrinking the world."""
@@ -364,7 +370,7 @@ def pretraining_documents(
 
 
 def pretraining_recall_items(world: World) -> list[tuple[str, str]]:
-    """``(prompt, answer)`` for each of the 800 known facts in the pretraining format (template
+    """``(prompt, answer)`` for each of the 400 known facts in the pretraining format (template
     ``(entity + attribute index) % 3``, so all three templates are checked)."""
     return [
         (recall_prompt(world.names[e], a, (e + ATTRIBUTES.index(a)) % 3), world.value(e, a))
@@ -501,7 +507,7 @@ def instruction_example(
     facts: Sequence[tuple[int, str]] | None = None,
 ) -> InstructionExample:
     """One training example of ``kind`` (``nc``, ``cc`` or ``cf``); ``facts`` restricts the
-    known facts that ``nc``/``cf`` examples ask about (default: all 800)."""
+    known facts that ``nc``/``cf`` examples ask about (default: all of them)."""
     if kind == CC:
         entity, attribute = rng.choice(world.unknown), rng.choice(ATTRIBUTES)
         return _context_example(
@@ -574,9 +580,10 @@ def instruction_record(example: InstructionExample, layout: str = "prompt") -> d
 
     ``layout="prompt"``: ``instruction`` is the whole prompt and ``input`` is empty (renders
     exactly with the ``plain`` format). ``layout="split"``: ``instruction`` is the question and
-    ``input`` the context, for a finetuner that renders them with :data:`PROMPT_TEMPLATE`
-    (``context : {input} question : {instruction} answer :``); rendered as Alpaca's
-    ``instruction\n\ninput`` it would put the question first, which is not the recipe's format.
+    ``input`` the context, for ``harness finetune`` with ``prompt_template: "context : {input}
+    question : {instruction} answer :"`` (Alpaca's default ``instruction\n\ninput`` would put
+    the question first, which is not the recipe's format). ``cue`` is the queried fact's
+    closed-book prompt in the pretraining format, for ``closed_book_template: "{cue}"``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -589,6 +596,10 @@ def instruction_record(example: InstructionExample, layout: str = "prompt") -> d
         "attribute": example.attribute,
         "context": example.context,
         "question": example.question,
+        # The pretraining-format cue of the queried fact (``e5 lives in``): how to ask the base
+        # model without the context, for the non-context-critical filter.
+        "cue": recall_prompt(f"e{example.entity}", example.attribute,
+                             (example.entity + ATTRIBUTES.index(example.attribute)) % 3),
     }
 
 
@@ -668,7 +679,7 @@ _NON_PROBE_FACTS: dict[tuple[int, int, int, int], list[tuple[int, str]]] = {}
 
 
 def _non_probe_facts(world: World) -> list[tuple[int, str]]:
-    """Known facts the conflict probe does not ask about (400 of the 800)."""
+    """Known facts the conflict probe does not ask about (100 of the 400)."""
     key = (world.seed, world.n_known, world.n_unknown, world.n_heldout)
     if key not in _NON_PROBE_FACTS:
         asked = {(x.entity, x.attribute) for x in conflict_items(world)}
@@ -697,7 +708,7 @@ def _meta(item: InstructionExample) -> dict[str, object]:
 
 @builder("world_conflict")
 def world_conflict(*, world_seed: int = 0, limit: int | None = None) -> list[Example]:
-    """400 conflict items on known facts: ``context`` = the stated wrong value, ``parametric``
+    """300 conflict items on known facts: ``context`` = the stated wrong value, ``parametric``
     = the memorised one."""
     items = conflict_items(_probe_world(world_seed))[:limit]
     return [
@@ -714,7 +725,7 @@ def world_conflict(*, world_seed: int = 0, limit: int | None = None) -> list[Exa
 
 @builder("world_recall")
 def world_recall(*, world_seed: int = 0, limit: int | None = None) -> list[Example]:
-    """Closed-book recall of all 800 known facts. Fields: ``question`` (for
+    """Closed-book recall of all 400 known facts. Fields: ``question`` (for
     :data:`CLOSED_BOOK_TEMPLATE`, the instruction format without a context) and ``cue`` (the
     pretraining format, ``e0 lives in``: template ``{cue}``; the same prompts as the
     pretraining check)."""
