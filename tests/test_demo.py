@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from harness.demo import PROBES, RUNS, DemoSettings, run_demo
+from harness.demo import RECIPES, RUNS, DemoSettings, run_demo
 from harness.report import detect_inversion
 from harness.results import RunDirectory
 
@@ -26,7 +26,7 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (folder / "mitigations.json").is_file()
         results = RunDirectory(out / "results" / run.name)
         rows = results.read_summary()
-        assert {r["task"] for r in rows} == set(PROBES)
+        assert {r["task"] for r in rows} == set(RECIPES["world"].probes)
         assert {r["step"] for r in rows} == {0, 10, 20}
         assert (results.path / "report.html").is_file()
         # The summary's numbers are the results files' numbers.
