@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", choices=["world", "smollm2"],
                       help="world (default): pretrain a tiny GPT-2 on a synthetic world; smollm2: LoRA runs on "
                            "the bundled SmolLM2-135M-Instruct, probed on real capitals")
-    demo.add_argument("--steps", type=int, help="instruction-tuning steps per run (default: 250 world, 60 smollm2)")
+    demo.add_argument("--steps", type=int, help="instruction-tuning steps per run (default: 250 world, 40 smollm2)")
     demo.add_argument("--nc-share", type=float, help="share of non-context-critical examples (default 0.5)")
     demo.add_argument("--cf-share", type=float, help="share of counterfactual examples added (default 0.1)")
     demo.add_argument("--seed", type=int, help="pretraining and finetuning seed (default 0)")

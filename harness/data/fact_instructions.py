@@ -87,11 +87,9 @@ def fact_instruction_records(n: int, *, nc_share: float = 0.5, seed: int = 0,
 
 def write_fact_instruction_jsonl(path: str | Path, n: int, *, nc_share: float = 0.5, seed: int = 0) -> Path:
     """Write :func:`fact_instruction_records` as JSON lines (atomically)."""
+    from harness.results import atomic_write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in fact_instruction_records(n, nc_share=nc_share, seed=seed):
-            f.write(json.dumps(record) + "\n")
-    tmp.replace(path)
+    records = fact_instruction_records(n, nc_share=nc_share, seed=seed)
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
     return path
