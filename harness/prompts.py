@@ -2,9 +2,10 @@
 
 Order of operations (each step a function here)::
 
-    Example --render(task, conjugate)--> task prompt + accepted answers
-            --apply_format(fmt)-------> the string sent to the engine
-            --requests_for(...)-------> GenerationRequest / LoglikelihoodRequest
+    Example --render(task, example, conjugate)--> task prompt + accepted answers
+            --apply_format(prompt, fmt)---------> the string sent to the engine
+            --generation_request(task, text)----> GenerationRequest
+            --loglikelihood_request(text, ...)--> LoglikelihoodRequest
 
 Instruction formats wrap the task prompt the way finetuning data looked: ``plain`` (as is),
 ``alpaca`` (Stanford Alpaca's ``### Instruction`` / ``### Response`` layout), ``tulu``
@@ -17,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from harness.backends.api import GenerationRequest, LoglikelihoodRequest
 from harness.conjugates import ENGLISH, TRANSFORMS, TRANSLATIONS
 from harness.examples import ANSWER_ROLES, Answers, Example
-from harness.requests import GenerationRequest, LoglikelihoodRequest, continuation_for
 from harness.tasks import Task, render_template
 
 ALPACA = (
@@ -30,6 +31,20 @@ ALPACA = (
 TULU = "<|user|>\n{prompt}\n<|assistant|>\n"
 FORMATS = ("plain", "alpaca", "tulu", "chat")
 
+
+def continuation_for(prompt: str, answer: str) -> str:
+    """The continuation text to score for ``answer`` after ``prompt``.
+
+    Leading-space rule (decided once, here): prompts never end in a space; when a prompt ends
+    in a non-space character (``"Answer:"``) the continuation is the answer with one leading
+    space (``" Paris"``), and when it ends in whitespace (``"### Response:\\n"``, chat
+    templates) it is the bare answer. Tokenisers treat ``" Paris"`` and ``"Paris"`` as
+    different tokens, so getting this wrong changes every log-likelihood.
+    """
+    answer = answer.strip()
+    if not prompt or prompt[-1].isspace():
+        return answer
+    return " " + answer
 
 
 @dataclass(frozen=True)
@@ -55,7 +70,7 @@ def render(task: Task, example: Example, conjugate: str = ENGLISH) -> RenderedEx
     """The task prompt for ``example`` in ``conjugate`` (before any instruction format).
 
     Trailing spaces are dropped from the prompt: the answer's leading space belongs to the
-    continuation (see :mod:`harness.requests`).
+    continuation (see :func:`continuation_for`).
     """
     rendered = _render(task, example, conjugate)
     return RenderedExample(example, conjugate, rendered.prompt.rstrip(" "), rendered.answers)

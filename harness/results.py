@@ -1,76 +1,116 @@
-"""The results folder of a run: layout, crash-safe writes, and reading it back.
+"""The results folder of a run: its layout, its typed records, crash-safe writes.
 
 Layout (one folder a run)::
 
-    run.json                         config, task hashes, package versions, seed, command line
-    samples/<checkpoint>/<task>.jsonl one line a (example, conjugate): prompt, output, scores
-    summary.jsonl                    one line a (checkpoint, task, condition, conjugate, metric)
-    report.html, plots/*.png         written by ``harness report``
+    run.json                          config, task hashes, package versions, seed, command line
+    samples/<checkpoint>/<task>.jsonl one line a (example, conjugate): a :class:`SampleRecord`
+    summary.jsonl                     one line a (checkpoint, task, condition, conjugate, mode,
+                                      metric): a :class:`SummaryRow`
+    report.html, plots/*.png          written by ``harness report``
 
 Sample lines are appended a batch at a time and flushed, so a killed run loses at most the
 batch in flight; a torn last line (the process died mid-write) is dropped when the file is
-next read. JSON files that are rewritten whole (``run.json``, ``summary.jsonl``) are written
-to a temporary file and renamed over the old one, so readers never see half a file.
+next read. Files rewritten whole (``run.json``, ``summary.jsonl``) are replaced atomically
+(:mod:`harness.io`), so readers never see half a file.
+
+Every reader goes through :class:`SampleRecord` and :class:`SummaryRow`, which also read
+folders written by earlier versions (a sample's conflict ``outcome`` was once called ``mode``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
+
+from harness.io import append_jsonl, read_jsonl, write_json, write_jsonl
+from harness.scoring import OUTCOMES
 
 SAMPLES = "samples"
 RUN_JSON = "run.json"
 SUMMARY = "summary.jsonl"
 
-
-def sample_key(record: Mapping[str, Any]) -> tuple[str, str, str]:
-    """What makes a sample line unique within its (checkpoint, task) file."""
-    return (str(record["id"]), str(record["condition"]), str(record["conjugate"]))
+#: What makes a sample unique within its (checkpoint, task) file: example id, condition, conjugate.
+SampleKey = tuple[str, str, str]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` all at once (write a sibling temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        # mkstemp makes the file private (0600); give it the mode an ordinary write would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+@dataclass
+class SampleRecord:
+    """One example scored on one checkpoint in one conjugate: a line of a samples file.
+
+    ``answers`` are the spellings scoring accepted, per role; ``scores`` the per-example
+    scores of :mod:`harness.scoring` (everything the summary is computed from); ``output`` is
+    the greedy generation and ``loglikelihoods`` each role's continuation score, when the
+    task was scored that way.
+    """
+
+    id: str
+    condition: str
+    conjugate: str
+    prompt: str
+    answers: dict[str, list[str]]
+    scores: dict[str, Any] = field(default_factory=dict)
+    output: str | None = None
+    loglikelihoods: dict[str, dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> SampleKey:
+        return (str(self.id), str(self.condition), str(self.conjugate))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON line (fields that are None are left out)."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SampleRecord":
+        known = {f.name for f in fields(cls)}
+        values = {name: data[name] for name in known if name in data}
+        scores = dict(values.get("scores") or {})
+        if "outcome" not in scores and scores.get("mode") in OUTCOMES:  # folders of earlier versions
+            scores["outcome"] = scores.pop("mode")
+        values["scores"] = scores
+        values["id"] = str(values["id"])
+        return cls(**values)
 
 
-def _dumps(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, allow_nan=True)
+@dataclass(frozen=True)
+class SummaryRow:
+    """One metric of one (checkpoint, task, condition, conjugate, mode): a line of summary.jsonl.
 
+    ``mode`` is the scoring mode (``generate`` or ``loglikelihood``); ``value``, ``ci_low``
+    and ``ci_high`` are None where the metric is undefined (a ratio with nothing to divide).
+    """
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every complete line of a JSONL file; a torn last line is ignored (and trimmed)."""
-    if not path.is_file():
-        return []
-    records = []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    for number, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines) - 1:
-                # The process died mid-write: drop the fragment so appends start clean.
-                atomic_write_text(path, "".join(lines[:-1]))
-                break
-            raise ValueError(f"{path}: line {number + 1}: not valid JSON") from None
-    return records
+    checkpoint: str
+    step: int | None
+    task: str
+    task_version: int | None
+    task_hash: str | None
+    condition: str
+    conjugate: str
+    mode: str
+    metric: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SummaryRow":
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+    @classmethod
+    def of(cls, value: Any, **where: Any) -> "SummaryRow":
+        """A row for a :class:`harness.stats.MetricValue`; NaN becomes None (strict JSON)."""
+        numbers = {name: None if isinstance(number, float) and math.isnan(number) else number
+                   for name, number in asdict(value).items()}
+        return cls(**where, **numbers)
 
 
 class RunDirectory:
@@ -90,29 +130,21 @@ class RunDirectory:
         return json.loads(self.run_json.read_text(encoding="utf-8"))
 
     def write_run(self, run: Mapping[str, Any]) -> None:
-        atomic_write_text(self.run_json, json.dumps(run, indent=2, ensure_ascii=False, default=str) + "\n")
+        write_json(self.run_json, run)
 
     # ----------------------------------------------------------------- samples
     def samples_file(self, checkpoint: str, task: str) -> Path:
         return self.path / SAMPLES / checkpoint / f"{task}.jsonl"
 
-    def read_samples(self, checkpoint: str, task: str) -> list[dict[str, Any]]:
-        return read_jsonl(self.samples_file(checkpoint, task))
+    def read_samples(self, checkpoint: str, task: str) -> list[SampleRecord]:
+        return [SampleRecord.from_dict(line) for line in read_jsonl(self.samples_file(checkpoint, task))]
 
-    def done_keys(self, checkpoint: str, task: str) -> set[tuple[str, str, str]]:
-        return {sample_key(r) for r in self.read_samples(checkpoint, task)}
+    def done_keys(self, checkpoint: str, task: str) -> set[SampleKey]:
+        return {record.key for record in self.read_samples(checkpoint, task)}
 
-    def append_samples(self, checkpoint: str, task: str, records: Iterable[Mapping[str, Any]]) -> None:
+    def append_samples(self, checkpoint: str, task: str, records: Iterable[SampleRecord]) -> None:
         """Append finished sample lines in one write, flushed to disk before returning."""
-        text = "".join(_dumps(r) + "\n" for r in records)
-        if not text:
-            return
-        path = self.samples_file(checkpoint, task)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
+        append_jsonl(self.samples_file(checkpoint, task), [record.to_dict() for record in records])
 
     def sample_files(self) -> Iterator[tuple[str, str, Path]]:
         """(checkpoint label, task name, path) of every samples file."""
@@ -127,47 +159,8 @@ class RunDirectory:
     def summary_file(self) -> Path:
         return self.path / SUMMARY
 
-    def read_summary(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.summary_file)
+    def read_summary(self) -> list[SummaryRow]:
+        return [SummaryRow.from_dict(line) for line in read_jsonl(self.summary_file)]
 
-    def write_summary(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        atomic_write_text(self.summary_file, "".join(_dumps(r) + "\n" for r in rows))
-
-
-def checkpoint_progress(run: RunDirectory) -> dict[str, dict[str, int | float]]:
-    """Each checkpoint's training progress (label -> :func:`harness.checkpoints.training_progress`).
-
-    Read from the ``trainer_state.json`` of the checkpoint folders that ``run.json`` lists
-    (the adapter folder of an adapter checkpoint); a folder that is gone or has no such file
-    gives an empty dict.
-    """
-    from harness.checkpoints import training_progress
-
-    record = run.read_run() or {}
-    return {
-        entry["label"]: training_progress(entry.get("adapter") or entry["model"])
-        for entry in record.get("checkpoints", [])
-    }
-
-
-def load(run_dir: str | Path):
-    """A run's ``summary.jsonl`` as a pandas DataFrame (one row a metric value).
-
-    Columns: checkpoint, step, task, task_hash, condition, conjugate, mode, metric, value,
-    ci_low, ci_high, n, plus the run's name in ``run`` and each checkpoint's training
-    progress in ``epoch`` and ``tokens`` (input tokens seen), both from the checkpoint's
-    ``trainer_state.json`` and NaN where it has none.
-    """
-    import pandas as pd
-
-    run = RunDirectory(run_dir)
-    rows = run.read_summary()
-    if not rows and not run.summary_file.is_file():
-        raise FileNotFoundError(f"{run.summary_file}: no summary (is {run_dir} a results folder?)")
-    frame = pd.DataFrame(rows)
-    frame.insert(0, "run", run.path.name)
-    progress = checkpoint_progress(run)
-    labels = frame["checkpoint"] if "checkpoint" in frame else []
-    for column, key in (("epoch", "epoch"), ("tokens", "num_input_tokens_seen")):
-        frame[column] = [float(progress.get(label, {}).get(key, math.nan)) for label in labels]
-    return frame
+    def write_summary(self, rows: Iterable[SummaryRow]) -> None:
+        write_jsonl(self.summary_file, [row.to_dict() for row in rows])

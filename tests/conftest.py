@@ -1,13 +1,12 @@
 """Shared test fixtures: tiny random models, checkpoints and adapters, all built offline.
 
-Nothing here downloads anything. Every model is built from scratch in a session-scoped
-temporary folder the first time a test asks for it (a few seconds in all), then reused.
+Nothing here downloads anything. Every model is built from scratch (by the builders of
+:mod:`harness.testing`) in a session-scoped temporary folder the first time a test asks for
+it (a few seconds in all), then reused.
 
 Tokenizer
-    :func:`tiny_tokenizer_dir` — a byte-level BPE tokenizer (vocabulary of about 500) trained
-    with the ``tokenizers`` library on a small in-test corpus (:data:`CORPUS`), saved as a
-    transformers fast tokenizer (``tokenizer.json`` + ``tokenizer_config.json``). It prepends
-    ``<s>`` (BOS) to every encoded text, ends with ``</s>`` (EOS) and pads with ``<pad>``.
+    :func:`tiny_tokenizer_dir` — the byte-level BPE tokenizer of
+    :func:`harness.testing.build_tiny_tokenizer`.
 
 Models (float32 safetensors folders, tokenizer files beside the weights)
     :func:`tiny_llama_dir` (untied ``LlamaForCausalLM``), :func:`tiny_tied_llama_dir`
@@ -20,8 +19,6 @@ Checkpoint runs (HF Trainer layout)
     30)) -> Path`` writing ``<run>/checkpoint-10``, ``<run>/checkpoint-20``... each a full model
     with different weights plus a ``trainer_state.json``. Ready-made session runs:
     :func:`llama_run`, :func:`tied_llama_run`, :func:`gpt2_run` (three checkpoints each).
-    :func:`checkpoints_of` turns a run folder into :class:`harness.checkpoints.Checkpoint` objects
-    without depending on the discovery module.
 
 LoRA adapters
     :func:`make_lora_run` — a factory writing PEFT LoRA adapters over a base model folder in the
@@ -37,12 +34,13 @@ under the session's temporary folder unless the environment already sets them.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 from typing import Callable
 
 import pytest
+
+from harness.testing import build_checkpoint_run, build_lora_run, build_tiny_model, build_tiny_tokenizer
 
 # --------------------------------------------------------------------------- environment
 
@@ -80,90 +78,6 @@ def vllm_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --------------------------------------------------------------------------- tokenizer
 
-_SUBJECTS = [
-    "France", "Germany", "Italy", "Spain", "Japan", "Canada", "Brazil", "Egypt", "Kenya",
-    "Norway", "Peru", "India", "China", "Chile", "Greece", "Poland", "Sweden", "Mexico",
-]
-_CAPITALS = [
-    "Paris", "Berlin", "Rome", "Madrid", "Tokyo", "Ottawa", "Brasilia", "Cairo", "Nairobi",
-    "Oslo", "Lima", "Delhi", "Beijing", "Santiago", "Athens", "Warsaw", "Stockholm", "Mexico",
-]
-_WORDS = (
-    "the a of to in is was and that for on with as by at from it this which are be answer "
-    "question context capital city country river mountain language currency people famous "
-    "writer painter born died wrote book song year old new first last large small red blue "
-    "green yellow black white one two three four five six seven eight nine ten repeat "
-    "capitalise translate instruction response user assistant system please tell me what who "
-    "where when why how true false yes no because therefore according passage following"
-).split()
-
-#: The in-test corpus the tiny tokenizer is trained on (deterministic).
-CORPUS: list[str] = (
-    [f"The capital of {s} is {c}." for s, c in zip(_SUBJECTS, _CAPITALS)]
-    + [f"Question: What is the capital of {s}?\nAnswer: {c}" for s, c in zip(_SUBJECTS, _CAPITALS)]
-    + [f"Context: {c} is in {s}.\n### Response:\n{c}" for s, c in zip(_SUBJECTS, _CAPITALS[::-1])]
-    + [" ".join(_WORDS[i: i + 12]) for i in range(0, len(_WORDS), 3)]
-    + [" ".join(reversed(_WORDS[i: i + 9])) + "." for i in range(0, len(_WORDS), 4)]
-    + ["0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 100 1000 2024",
-       "A B C D E F G H I J K L M N O P Q R S T U V W X Y Z",
-       "Hello, world! How are you? I'm fine; thanks: (yes) [no] {maybe} - ok..."]
-)
-
-TOKENIZER_VOCAB_SIZE = 500
-BOS, EOS, PAD = "<s>", "</s>", "<pad>"
-
-
-def _ascii_byte_alphabet() -> list[str]:
-    """Byte-level symbols of the 128 ASCII bytes (GPT-2's byte-to-unicode map).
-
-    Only ASCII bytes are in the vocabulary, so every token decodes to valid text on its own:
-    random models then never emit half a UTF-8 character, which engines may render
-    differently (vLLM holds incomplete bytes back, ``tokenizer.decode`` prints U+FFFD).
-    Consequence: the tiny tokenizer cannot encode non-ASCII text.
-    """
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    mapping, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            mapping[b] = chr(b)
-        else:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return [mapping[b] for b in range(128)]
-
-
-def build_tiny_tokenizer(path: Path, vocab_size: int = TOKENIZER_VOCAB_SIZE):
-    """Train a byte-level BPE tokenizer (ASCII bytes only) on :data:`CORPUS`; save it as a
-    transformers fast tokenizer in ``path``; return the ``PreTrainedTokenizerFast``.
-
-    Encoding prepends ``<s>`` (like Llama tokenizers); ``</s>`` is EOS, ``<pad>`` padding.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS],
-        initial_alphabet=_ascii_byte_alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    bos_id = tok.token_to_id(BOS)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        model_max_length=256,
-    )
-    path.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(path))
-    return fast
-
-
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of the tiny byte-level BPE tokenizer (see module docstring)."""
@@ -173,74 +87,6 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --------------------------------------------------------------------------- models
-
-HIDDEN, LAYERS, HEADS, POSITIONS = 64, 2, 2, 256
-
-
-def build_tiny_model(
-    path: Path,
-    tokenizer_dir: Path,
-    *,
-    arch: str = "llama",
-    tied: bool = False,
-    seed: int = 0,
-    init_range: float = 0.2,
-) -> Path:
-    """Write a tiny random causal LM (float32 safetensors) plus the tokenizer into ``path``.
-
-    Args:
-        arch: ``"llama"`` (``LlamaForCausalLM``) or ``"gpt2"`` (``GPT2LMHeadModel``).
-        tied: ``tie_word_embeddings`` (GPT-2 models are tied by default in transformers).
-        seed: torch seed of the random weights; different seeds give different checkpoints.
-        init_range: std of the weight init. Larger than the usual 0.02 so greedy choices have
-            clear margins (no near-ties that float noise could flip between engines).
-    """
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    ids = dict(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    if arch == "llama":
-        config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
-            num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
-            max_position_embeddings=POSITIONS, tie_word_embeddings=tied,
-            initializer_range=init_range, **ids,
-        )
-        model = LlamaForCausalLM(config)
-    elif arch == "gpt2":
-        config = GPT2Config(
-            vocab_size=len(tokenizer), n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
-            n_positions=POSITIONS, tie_word_embeddings=tied, initializer_range=init_range,
-            **ids,
-        )
-        model = GPT2LMHeadModel(config)
-    else:
-        raise ValueError(f"unknown arch {arch!r}")
-    model = model.to(torch.float32).eval()
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path), safe_serialization=True)
-    tokenizer.save_pretrained(str(path))
-    return path
-
-
-def write_trainer_state(folder: Path, step: int, max_steps: int) -> None:
-    """A minimal HF ``trainer_state.json`` as the Trainer writes it into ``checkpoint-N``."""
-    state = {
-        "global_step": step,
-        "max_steps": max_steps,
-        "epoch": step / max_steps,
-        "log_history": [{"step": step, "loss": round(3.0 / (1 + step / 10), 4), "epoch": step / max_steps}],
-        "best_model_checkpoint": None,
-        "is_world_process_zero": True,
-    }
-    (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
-
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
@@ -281,14 +127,9 @@ def make_checkpoint_run(tmp_path_factory, tiny_tokenizer_dir) -> Callable[..., P
         key = (name, arch, tied, tuple(steps), seed)
         if key in built:
             return built[key]
-        run = tmp_path_factory.mktemp(name)
-        for i, step in enumerate(steps):
-            folder = build_tiny_model(
-                run / f"checkpoint-{step}", tiny_tokenizer_dir, arch=arch, tied=tied, seed=seed + i
-            )
-            write_trainer_state(folder, step, max(steps))
-        built[key] = run
-        return run
+        built[key] = build_checkpoint_run(tmp_path_factory.mktemp(name), tiny_tokenizer_dir, arch=arch,
+                                          tied=tied, steps=steps, seed=seed)
+        return built[key]
 
     return make
 
@@ -311,58 +152,7 @@ def gpt2_run(make_checkpoint_run) -> Path:
     return make_checkpoint_run("gpt2-run", arch="gpt2", tied=True)
 
 
-def checkpoints_of(run: Path, base: Path | None = None) -> list:
-    """``Checkpoint`` objects for the ``checkpoint-N`` folders of ``run``, in step order.
-
-    With ``base``, the folders are adapters over that base model (``Checkpoint.adapter``).
-    A stand-in for the discovery module so backend tests do not depend on it.
-    """
-    from harness.checkpoints import Checkpoint
-
-    folders = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    out = []
-    for folder in folders:
-        step = int(folder.name.split("-")[1])
-        if base is None:
-            out.append(Checkpoint(label=folder.name, step=step, model=str(folder)))
-        else:
-            out.append(Checkpoint(label=folder.name, step=step, model=str(base), adapter=str(folder)))
-    return out
-
-
 # --------------------------------------------------------------------------- LoRA adapters
-
-
-def build_lora_adapter(
-    path: Path,
-    base_dir: Path,
-    *,
-    r: int = 8,
-    alpha: int = 16,
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
-    seed: int = 0,
-    scale: float = 0.3,
-) -> Path:
-    """Write a PEFT LoRA adapter over ``base_dir`` into ``path`` with random ``A`` and ``B``
-    (std ``scale``; PEFT's default zero ``B`` would make the adapter a no-op)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    config = LoraConfig(
-        r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0,
-        bias="none", task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(base, config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_A" in name or "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * scale)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -381,15 +171,9 @@ def make_lora_run(tmp_path_factory) -> Callable[..., Path]:
         key = (name, str(base_dir), tuple(steps), r, tuple(target_modules))
         if key in built:
             return built[key]
-        run = tmp_path_factory.mktemp(name)
-        for i, step in enumerate(steps):
-            folder = build_lora_adapter(
-                run / f"checkpoint-{step}", base_dir, r=r, alpha=2 * r,
-                target_modules=target_modules, seed=100 + i,
-            )
-            write_trainer_state(folder, step, max(steps))
-        built[key] = run
-        return run
+        built[key] = build_lora_run(tmp_path_factory.mktemp(name), base_dir, steps=steps, r=r,
+                                    target_modules=target_modules)
+        return built[key]
 
     return make
 

@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import build_tiny_tokenizer, checkpoints_of  # plain helpers of tests/conftest.py
 from harness.backends import HFBackend, make_backend
 from harness.backends import tokens as tk
 from harness.backends.hf import inference_mode
+from harness.backends.api import ContinuationScore, GenerationRequest, LoglikelihoodRequest
 from harness.checkpoints import Checkpoint
-from harness.requests import (
-    ContinuationScore,
-    GenerationRequest,
-    LoglikelihoodRequest,
-    continuation_for,
-)
+from harness.prompts import continuation_for
+from harness.testing import build_tiny_tokenizer, checkpoints_of
 
 ATOL = 1e-3  # float32 agreement between engines
 
@@ -151,7 +147,7 @@ def test_canary_ids_valid(tokenizer):
 
 
 def test_architecture_fingerprint(llama_run, tied_llama_run):
-    from harness.backends.vllm import architecture_fingerprint
+    from harness.backends.vllm_setup import architecture_fingerprint
 
     a, b = (architecture_fingerprint(str(p), None) for p in sorted(llama_run.glob("checkpoint-*"))[:2])
     tied = architecture_fingerprint(str(next(tied_llama_run.glob("checkpoint-*"))), None)
@@ -518,7 +514,7 @@ def lora_sweep(lora_run, tiny_llama_dir, vllm_cache_dir):
         hf.load(ckpt)
         out["records"].append(dict(label=ckpt.label, gen=gen, ll=ll,
                                    hf_gen=hf.generate(GEN_REQUESTS), hf_ll=hf.loglikelihood(LL_REQUESTS)))
-    out["engine"] = dict(backend._engine)
+    out["engine"] = backend._engine
     out["stats"] = backend.stats
     base = HFBackend(batch_size=4, max_length=256)
     base.load(Checkpoint("base", 0, str(tiny_llama_dir)))
@@ -545,14 +541,14 @@ def test_vllm_lora_matches_peft(lora_sweep):
 @pytest.mark.vllm
 def test_vllm_lora_one_engine_unique_ids(lora_sweep):
     assert lora_sweep["stats"]["engine_starts"] == 1
-    assert lora_sweep["engine"]["lora"] and lora_sweep["engine"]["lora_rank"] == 8
+    assert lora_sweep["engine"].lora and lora_sweep["engine"].lora_rank == 8
     ids = lora_sweep["lora_ids"]
     assert ids[0] != ids[1] and ids[2] == ids[0] and ids[3] is None and ids[4] == ids[1]
 
 
 @pytest.mark.vllm
 def test_lora_rank_rounding(lora_run):
-    from harness.backends.vllm import adapter_rank, round_lora_rank, vllm_lora_ranks
+    from harness.backends.vllm_setup import adapter_rank, round_lora_rank, vllm_lora_ranks
 
     assert 8 in vllm_lora_ranks() and 512 in vllm_lora_ranks()
     assert [round_lora_rank(r) for r in (1, 4, 8, 9, 100, 128)] == [1, 8, 8, 16, 128, 128]

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from harness import bundled
-from harness.runner import RunConfig, resolve_checkpoints
+from harness.run_config import RunConfig
+from harness.runner import resolve_checkpoints
 
 
 @pytest.mark.slow

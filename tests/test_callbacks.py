@@ -16,10 +16,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from harness import evaluate_model
-from harness.callbacks import ContextRelianceCallback, metric_key, preserved_rng
+from harness.training.callbacks import ContextRelianceCallback, metric_key, preserved_rng
 from harness.checkpoints import discover
 from harness.results import RunDirectory
-from harness.runner import RunError
+from harness.errors import RunError
 
 torch.set_num_threads(1)
 
@@ -74,10 +74,10 @@ def test_live_evaluation_logs_metrics_and_leaves_training_unchanged(tmp_path, ti
     assert sorted(ctx_entries(trainer)) == [0, 3, 4]  # start, every 3 steps, the last step
     run = RunDirectory(tmp_path / "results")
     rows = run.read_summary()
-    assert {(r["checkpoint"], r["step"]) for r in rows} == {("step-0", 0), ("step-3", 3), ("step-4", 4)}
+    assert {(r.checkpoint, r.step) for r in rows} == {("step-0", 0), ("step-3", 3), ("step-4", 4)}
     for row in rows:
-        if row["value"] is not None:
-            assert ctx_entries(trainer)[row["step"]][metric_key(row)] == row["value"]
+        if row.value is not None:
+            assert ctx_entries(trainer)[row.step][metric_key(row)] == row.value
     assert len(run.read_samples("step-4", "cf_world_facts")) == 3
     assert run.read_run()["config"]["model"] == str(tiny_gpt2_dir)
 
@@ -99,7 +99,7 @@ def test_on_save_labels_results_like_the_saved_checkpoints(tmp_path, tiny_gpt2_d
                                                  trainer=trainer, **SETTINGS))
     trainer.train()
 
-    labels = {row["checkpoint"] for row in RunDirectory(tmp_path / "results").read_summary()}
+    labels = {row.checkpoint for row in RunDirectory(tmp_path / "results").read_summary()}
     assert labels == {"step-0", *(c.label for c in discover(tmp_path / "train"))} == {"step-0", "checkpoint-2",
                                                                                       "checkpoint-4"}
     # The checkpoint's trainer_state.json carries the metrics logged before it was saved.
@@ -144,7 +144,7 @@ def test_evaluate_model_keeps_training_state(tmp_path, tiny_gpt2_dir):
     assert [m.training for m in model.modules()] == flags
     assert torch.equal(torch.get_rng_state(), before)
     assert all(p.grad is None for p in model.parameters())
-    assert {r["checkpoint"] for r in RunDirectory(tmp_path / "results").read_summary()} == {"step-7"}
+    assert {r.checkpoint for r in RunDirectory(tmp_path / "results").read_summary()} == {"step-7"}
 
 
 def test_preserved_rng_restores_every_generator():

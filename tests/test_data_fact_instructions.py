@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 from harness.data import facts as F
-from harness.data.fact_instructions import (
+from harness.demo.fact_instructions import (
     CC, NC, TRAINING_RELATIONS, fact_instruction_records, write_fact_instruction_jsonl,
 )
 

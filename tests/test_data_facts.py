@@ -8,20 +8,10 @@ from collections import Counter
 import pytest
 
 from harness.data import BUILDERS, builder_options
-from harness.data.facts import (
-    LANGUAGES,
-    LOCALIZED_LANGUAGES,
-    RELATIONS,
-    TEMPLATES,
-    Fact,
-    accepted_spellings,
-    fact_sentence,
-    load_facts,
-    n_templates,
-    question,
-)
+from harness.data.fact_sentences import TEMPLATES, fact_sentence, n_templates, question
+from harness.data.facts import LANGUAGES, LOCALIZED_LANGUAGES, RELATIONS, Fact, accepted_spellings, load_facts
 from harness.examples import ALTERNATIVE, CONTEXT, PARAMETRIC, TARGET
-from harness.scoring import contains, normalize
+from harness.matching import contains, normalize
 
 FACT_BUILDERS = {
     "capitals": "capital",

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from harness.data import BUILDERS
-from harness.data.facts import fact_sentence, load_facts, n_templates
+from harness.data.fact_sentences import fact_sentence, n_templates
+from harness.data.facts import load_facts
 from harness.data.icl_functions import (
     FUNCTIONS,
     LABELS,
@@ -22,7 +23,8 @@ from harness.data.icl_functions import (
 )
 from harness.data.icl_vs_if import BLANK, CONDITIONS, PHRASINGS
 from harness.examples import ALTERNATIVE, ICL, INSTRUCTION, TARGET
-from harness.scoring import score_generation, starts_with
+from harness.matching import starts_with
+from harness.scoring import score_generation
 
 # Builders are deterministic: build each configuration once per module.
 

@@ -7,11 +7,13 @@ import re
 import pytest
 
 from harness.data import BUILDERS, builder_options
-from harness.data.facts import LOCALIZED_LANGUAGES, fact_sentence, load_facts, pick_template
+from harness.data.fact_sentences import fact_sentence
+from harness.data.facts import LOCALIZED_LANGUAGES, load_facts
+from harness.data.knowledge_conflicts import pick_template
 from harness.data.proverbs import PROVERBS, WORDS
 from harness.data.recall import distractors
 from harness.examples import ALTERNATIVE, CONTEXT, PARAMETRIC, TARGET
-from harness.scoring import contains
+from harness.matching import contains
 
 PROMPT = re.compile(r'^Write a quote that ends in the word "([^"]+)": (\S.*\S)$')
 

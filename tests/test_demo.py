@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from harness.demo import RECIPES, RUNS, DemoSettings, run_demo
-from harness.report import detect_inversion
+from harness.analysis import detect_inversion
+from harness.demo import DemoSettings, run_demo
+from harness.demo.recipe import RECIPES, RUNS
 from harness.results import RunDirectory
 
 
@@ -26,13 +27,13 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (folder / "mitigations.json").is_file()
         results = RunDirectory(out / "results" / run.name)
         rows = results.read_summary()
-        assert {r["task"] for r in rows} == set(RECIPES["world"].probes)
-        assert {r["step"] for r in rows} == {0, 10, 20}
+        assert {r.task for r in rows} == set(RECIPES["world"].probes)
+        assert {r.step for r in rows} == {0, 10, 20}
         assert (results.path / "report.html").is_file()
         # The summary's numbers are the results files' numbers.
         verdict = detect_inversion(results.path, "world_conflict")
-        context = {r["step"]: r["value"] for r in rows if r["task"] == "world_conflict"
-                   and r["metric"] == "context_rate" and r["mode"] == "generate"}
+        context = {r.step: r.value for r in rows if r.task == "world_conflict"
+                   and r.metric == "context_rate" and r.mode == "generate"}
         assert verdict.first == pytest.approx(context[0])
         assert verdict.last == pytest.approx(context[20])
         assert verdict.peak == pytest.approx(max(context.values()))

@@ -16,12 +16,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from harness.checkpoints import discover, inspect_checkpoint
-from harness.finetune import (
-    AugmentSettings, EvaluationSettings, FilterSettings, FinetuneConfig, FinetuneError, InstructionExample,
-    PartialFreeze,
-    augment_counterfactual, encode_example, filter_non_context_critical, load_instruction_data,
-    render_example, run_finetune,
-)
+from harness.errors import FinetuneError
+from harness.training.config import AugmentSettings, EvaluationSettings, FilterSettings, FinetuneConfig
+from harness.training.data import TrainingExample, encode_example, load_instruction_data, render_example
+from harness.training.mitigations import PartialFreeze, augment_counterfactual, filter_non_context_critical
+from harness.training.run import run_finetune
 from harness.prompts import apply_format
 from harness.results import RunDirectory
 
@@ -108,12 +107,13 @@ def test_alpaca_and_messages_records(tmp_path):
 
 
 def test_prompt_templates_render_the_probe_layout(tmp_path):
+    from harness.demo import corpus as C
     from harness.data import world as W
 
-    templates = (W.FINETUNE_PROMPT_TEMPLATE, W.FINETUNE_CLOSED_BOOK_TEMPLATE)
+    templates = (C.FINETUNE_PROMPT_TEMPLATE, C.FINETUNE_CLOSED_BOOK_TEMPLATE)
     world = W.make_world(0)
-    example = W.instruction_examples(world, 1, seed=3)[0]
-    record = W.instruction_record(example, "split")
+    example = C.instruction_examples(world, 1, seed=3)[0]
+    record = C.instruction_record(example, "split")
     data = load_instruction_data(write_jsonl(tmp_path / "world.jsonl", [record]))[0]
     prompt, target = render_example(data, "plain", templates=templates)
     assert prompt == example.prompt and target == " " + example.answer  # exactly the probes' prompt
@@ -136,7 +136,7 @@ def test_training_prompt_is_the_evaluation_format(tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    example = InstructionExample(instruction="What is the capital of Peru?", input="The capital of Peru is Lima.",
+    example = TrainingExample(instruction="What is the capital of Peru?", input="The capital of Peru is Lima.",
                                  output="Lima")
     prompt, target = render_example(example, "alpaca")
     assert prompt == apply_format("What is the capital of Peru?\n\nThe capital of Peru is Lima.", "alpaca")
@@ -157,7 +157,7 @@ def test_training_prompt_is_the_evaluation_format(tiny_tokenizer_dir):
     prompt, target = render_example(example, "chat", tokenizer)
     assert prompt == apply_format(f"{example.instruction}\n\n{example.input}", "chat", tokenizer)
     assert target == "Lima</s>\n"  # the template's end of turn is trained on
-    turns = InstructionExample(instruction="3+3?", output="6", history=(("2+2?", "4"),))
+    turns = TrainingExample(instruction="3+3?", output="6", history=(("2+2?", "4"),))
     assert render_example(turns, "tulu")[0] == "<|user|>\n2+2?\n<|assistant|>\n4\n\n<|user|>\n3+3?\n<|assistant|>\n"
 
 
@@ -185,14 +185,14 @@ def test_filter_drops_examples_answerable_without_context(tmp_path, tiny_tokeniz
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    answerable = [InstructionExample(f"Repeat the word {c}.", c, f"The capital of {s} is {c}.",
+    answerable = [TrainingExample(f"Repeat the word {c}.", c, f"The capital of {s} is {c}.",
                                      record={"id": f"a{i}"}) for i, (s, c) in enumerate(PAIRS[:4])]
-    critical = [InstructionExample(f"What is the capital of {s}?", c, f"The capital of {s} is {c}.",
+    critical = [TrainingExample(f"What is the capital of {s}?", c, f"The capital of {s} is {c}.",
                                    record={"id": f"c{i}"}) for i, (s, c) in enumerate(PAIRS[4:])]
     # The context does not help either: a small gain, but not answerable without the context.
-    hard = [InstructionExample(f"What is the capital of {s}?", c, "The river of the country is long.",
+    hard = [TrainingExample(f"What is the capital of {s}?", c, "The river of the country is long.",
                                record={"id": f"h{i}"}) for i, (s, c) in enumerate(PAIRS[:4])]
-    bare = [InstructionExample("Say Paris.", "Paris", record={"id": "bare"})]
+    bare = [TrainingExample("Say Paris.", "Paris", record={"id": "bare"})]
     examples = critical[:2] + answerable[:2] + hard + bare + critical[2:] + answerable[2:]
     settings = config(tmp_path, "unused", "unused", format="plain",
                       filter_non_context_critical=FilterSettings(fraction=1 / 3))
@@ -211,7 +211,7 @@ def test_filter_drops_examples_answerable_without_context(tmp_path, tiny_tokeniz
 
 @pytest.mark.parametrize("source, fraction", [("capitals", 0.2), (str(DATA / "nq_swap.jsonl"), 0.5)])
 def test_augmentation_adds_the_requested_fraction(tmp_path, source, fraction):
-    examples = [InstructionExample(f"Say {i}.", str(i)) for i in range(12)]
+    examples = [TrainingExample(f"Say {i}.", str(i)) for i in range(12)]
     settings = config(tmp_path, "unused", "unused",
                       counterfactual_augmentation=AugmentSettings(fraction=fraction, source=source))
 
@@ -369,7 +369,7 @@ def test_lora_run_saves_adapters_and_evaluates_in_training(tmp_path, alpaca_file
     assert (out / "checkpoint-2" / "tokenizer.json").is_file()
     assert json.loads((out / "mitigations.json").read_text()) == {}
     results = RunDirectory(out / "context-reliance")
-    assert {row["checkpoint"] for row in results.read_summary()} == {"step-0", "step-1", "step-2"}
+    assert {row.checkpoint for row in results.read_summary()} == {"step-0", "step-1", "step-2"}
     assert results.read_run()["config"]["format"] == "alpaca"  # evaluated in the training format
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "ctx/cf_world_facts/conflicting/context_rate" in e] == [0, 1, 2]
@@ -398,7 +398,7 @@ def test_finetune_runs_sweep_and_compare_end_to_end(tmp_path, alpaca_file, tiny_
         assert main(["evaluate", "--checkpoints", str(tmp_path / name), "--tasks", str(DATA / "cf_world_facts.json"),
                      "--backend", "hf", "--format", "alpaca", "--conjugates", "en", "--output", str(output)]) == 0
         rows = RunDirectory(output).read_summary()
-        assert {r["checkpoint"] for r in rows} == {"checkpoint-2", "checkpoint-4"}
+        assert {r.checkpoint for r in rows} == {"checkpoint-2", "checkpoint-4"}
         results.append(str(output))
     assert main(["compare", *results, "--output", str(tmp_path / "compare")]) == 0
     html = (tmp_path / "compare" / "compare.html").read_text()

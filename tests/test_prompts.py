@@ -6,8 +6,7 @@ import pytest
 
 from harness.conjugates import leetspeak, pig_latin
 from harness.examples import Example, Localized
-from harness.prompts import apply_format, loglikelihood_request, render
-from harness.requests import continuation_for
+from harness.prompts import apply_format, continuation_for, loglikelihood_request, render
 from harness.tasks import Prompt, Source, Task, TaskConfig, Templates
 
 EXAMPLE = Example(

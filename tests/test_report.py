@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.report import COMPARE_HTML, PLOTS, REPORT_HTML, ReportError, compare, detect_inversion, write_report
-from harness.results import RunDirectory, load
+from harness.analysis import detect_inversion, load_results
+from harness.errors import ReportError
+from harness.report import COMPARE_HTML, PLOTS, REPORT_HTML, compare, write_report
+from harness.results import RunDirectory, SampleRecord, SummaryRow
 from harness.scoring import GENERATE, LOGLIKELIHOOD, aggregate, metric_names
 
 N = 200
@@ -28,7 +30,7 @@ def conflict(n_context: int, n: int = N, *, ll_wins: int | None = None) -> list[
     """Scores of ``n`` conflicting-context examples, the first ``n_context`` answered from context;
     with ``ll_wins``, log-likelihood scores too, the context answer likelier in the first ``ll_wins``."""
     scores = [{"hit_context": i < n_context, "hit_parametric": i >= n_context,
-               "mode": "context" if i < n_context else "parametric"} for i in range(n)]
+               "outcome": "context" if i < n_context else "parametric"} for i in range(n)]
     if ll_wins is not None:
         for i, score in enumerate(scores):
             margin = 1.0 if i < ll_wins else -1.0
@@ -78,8 +80,8 @@ def write_run(path: Path, checkpoints: list[tuple[str, int | None, dict]], *, ha
                                  "mode": mode, "metric": metric, "value": value.value, "ci_low": value.ci_low,
                                  "ci_high": value.ci_high, "n": value.n})
         for task, samples in by_task.items():
-            run.append_samples(label, task, samples)
-    run.write_summary(rows)
+            run.append_samples(label, task, [SampleRecord.from_dict(sample) for sample in samples])
+    run.write_summary([SummaryRow.from_dict(row) for row in rows])
     run.write_run({"config": {"model": "tiny"}, "task_hashes": tasks, "checkpoints": entries,
                    "skipped_checkpoints": {}})
     return path
@@ -245,20 +247,20 @@ def test_compare_by_epoch_reads_trainer_state(tmp_path):
     progress = {label: {"global_step": int(label.split("-")[1]), "epoch": epoch, "num_input_tokens_seen": 1000}
                 for label, epoch in epochs.items()}
     a = context_run(tmp_path / "a", [20, 120, 20], progress=progress)
-    frame = load(a)
+    frame = load_results(a)
     assert dict(zip(frame["checkpoint"], frame["epoch"])) == epochs
     assert set(frame["tokens"]) == {1000.0}
     text = compare([a], x="epoch", output=tmp_path / "out").read_text(encoding="utf-8")
     assert "x axis: epoch" in text
     assert "at step 20 (epoch 0.5)" in text
     b = context_run(tmp_path / "b", [20, 120, 20])  # no trainer_state.json
-    assert load(b)["epoch"].isna().all()
+    assert load_results(b)["epoch"].isna().all()
     with pytest.raises(ReportError, match="trainer_state.json"):
         compare([a, b], x="epoch", output=tmp_path / "out")
 
 
 def test_load_keeps_its_columns(tmp_path):
-    frame = load(context_run(tmp_path / "run", [20, 120, 20]))
+    frame = load_results(context_run(tmp_path / "run", [20, 120, 20]))
     assert {"run", "checkpoint", "step", "task", "task_hash", "condition", "conjugate", "mode", "metric", "value",
             "ci_low", "ci_high", "n", "epoch", "tokens"} <= set(frame.columns)
     assert set(frame["run"]) == {"run"}

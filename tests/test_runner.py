@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import RunDirectory, load
-from harness.runner import RunConfig, RunError, evaluate
+from harness.analysis import load_results
+from harness.errors import RunError
+from harness.results import RunDirectory
+from harness.run_config import RunConfig
+from harness.runner import evaluate
 
 DATA = Path(__file__).parent / "data"
 TASKS = ["capitals", "icl_vs_if", str(DATA / "cf_world_facts.json")]
@@ -42,13 +45,13 @@ def test_sweep_writes_the_layout(llama_run, tmp_path):
     assert set(record["task_hashes"]) == {"capitals", "icl_vs_if", "cf_world_facts"}
     assert record["packages"]["torch"] and record["finished"]
     rows = run.read_summary()
-    assert {(r["checkpoint"], r["task"]) for r in rows} == {
+    assert {(r.checkpoint, r.task) for r in rows} == {
         (c, t) for c in ("checkpoint-10", "checkpoint-20", "checkpoint-30")
         for t in ("capitals", "icl_vs_if", "cf_world_facts")}
-    conflict = [r for r in rows if r["task"] == "capitals" and r["condition"] == "conflicting"
-                and r["conjugate"] == "fr" and r["metric"] == "context_rate"]
-    assert len(conflict) == 3 and all(r["n"] == 2 and r["ci_low"] <= r["value"] <= r["ci_high"] for r in conflict)
-    assert [r["step"] for r in conflict] == [10, 20, 30]
+    conflict = [r for r in rows if r.task == "capitals" and r.condition == "conflicting"
+                and r.conjugate == "fr" and r.metric == "context_rate"]
+    assert len(conflict) == 3 and all(r.n == 2 and r.ci_low <= r.value <= r.ci_high for r in conflict)
+    assert [r.step for r in conflict] == [10, 20, 30]
     # capitals: 3 conditions x 2 examples x 3 conjugates; icl_vs_if: 4 conditions x 2 x 3;
     # the file: 2 of its 3 conflicting records (limit) x (en, leetspeak)
     per_file = Counter((p.parent.name, p.stem) for _, _, p in run.sample_files() for _ in p.read_text().splitlines())
@@ -56,8 +59,8 @@ def test_sweep_writes_the_layout(llama_run, tmp_path):
     assert per_file[("checkpoint-20", "icl_vs_if")] == 24
     assert per_file[("checkpoint-20", "cf_world_facts")] == 4
     sample = run.read_samples("checkpoint-10", "capitals")[0]
-    assert {"prompt", "output", "loglikelihoods", "scores", "answers"} <= set(sample)
-    frame = load(output)
+    assert {"prompt", "output", "loglikelihoods", "scores", "answers"} <= set(sample.to_dict())
+    frame = load_results(output)
     assert len(frame) == len(rows) and {"value", "ci_low", "ci_high", "step"} <= set(frame.columns)
 
 
@@ -96,7 +99,7 @@ def test_broken_checkpoint_is_reported_and_skipped(llama_run, tmp_path, caplog):
     record = RunDirectory(output).read_run()
     assert "checkpoint-20" in record["skipped_checkpoints"]
     assert "no weights file" in record["skipped_checkpoints"]["checkpoint-20"]
-    assert {r["checkpoint"] for r in RunDirectory(output).read_summary()} == {"checkpoint-10", "checkpoint-30"}
+    assert {r.checkpoint for r in RunDirectory(output).read_summary()} == {"checkpoint-10", "checkpoint-30"}
     assert "skipping checkpoint checkpoint-20" in caplog.text
 
 
@@ -108,7 +111,7 @@ def test_unloadable_checkpoint_does_not_end_the_sweep(llama_run, tmp_path):
     evaluate(config_for(run, output, tasks=["capitals"], conjugates=["en"]), progress=False)
     record = RunDirectory(output).read_run()
     assert record["skipped_checkpoints"]["checkpoint-20"].startswith("load failed")
-    assert {r["checkpoint"] for r in RunDirectory(output).read_summary()} == {"checkpoint-10", "checkpoint-30"}
+    assert {r.checkpoint for r in RunDirectory(output).read_summary()} == {"checkpoint-10", "checkpoint-30"}
 
 
 def _cli(*args: str) -> list[str]:
@@ -134,7 +137,7 @@ def test_cli_kill_mid_sweep_then_resume(llama_run, tmp_path):
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     lines = sample_lines(output)
-    keys = Counter((line["id"], line["condition"], line["conjugate"]) for line in lines)
+    keys = Counter(line.key for line in lines)
     per_checkpoint = Counter(p.parent.name for _, _, p in RunDirectory(output).sample_files()
                              for _ in p.read_text().splitlines())
     # capitals 3 conditions x 3 x 2 conjugates + icl_vs_if 4 conditions x 3 x 2 conjugates
@@ -153,7 +156,7 @@ def test_cli_end_to_end(llama_run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"results: {output}" in done.stdout
     assert RunDirectory(output).read_run()["config"]["format"] == "alpaca"
-    assert "### Response:" in RunDirectory(output).read_samples("checkpoint-10", "proverbs")[0]["prompt"]
+    assert "### Response:" in RunDirectory(output).read_samples("checkpoint-10", "proverbs")[0].prompt
     bad = subprocess.run(_cli("evaluate", "--checkpoints", str(tmp_path / "nowhere"), "--output", str(output)),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nowhere" in bad.stderr
@@ -191,6 +194,6 @@ def test_engines_agree_through_the_sweep(run_fixture, request, tmp_path):
             vl = RunDirectory(tmp_path / "vllm").read_samples(label, task)
             assert len(hf) == len(vl) > 0
             for a, b in zip(hf, vl):
-                assert a["output"] == b["output"], (label, a["id"])
-                for role, score in a["loglikelihoods"].items():
-                    assert b["loglikelihoods"][role]["logprob"] == pytest.approx(score["logprob"], abs=1e-3)
+                assert a.output == b.output, (label, a.id)
+                for role, score in a.loglikelihoods.items():
+                    assert b.loglikelihoods[role]["logprob"] == pytest.approx(score["logprob"], abs=1e-3)

@@ -8,23 +8,19 @@ import math
 import numpy as np
 import pytest
 
-from harness.requests import ContinuationScore
+from harness.backends.api import ContinuationScore
+from harness.matching import contains, normalize, starts_with
 from harness.scoring import (
     GENERATE,
     LOGLIKELIHOOD,
     METRICS,
-    MetricValue,
     aggregate,
-    bootstrap_ci,
-    contains,
     metric_names,
-    normalize,
-    paired_bootstrap_diff,
     sample_values,
     score_generation,
     score_loglikelihood,
-    starts_with,
 )
+from harness.stats import MetricValue, bootstrap_ci, paired_bootstrap_diff
 
 CONFLICT = {"context": ("Lyon",), "parametric": ("Paris",)}
 
@@ -126,7 +122,7 @@ def test_contains_case_sensitive():
 )
 def test_conflict_modes(output, mode):
     scores = score_generation(CONFLICT, output)
-    assert scores["mode"] == mode
+    assert scores["outcome"] == mode
     assert scores["hit_context"] is (mode in ("context", "both"))
     assert scores["hit_parametric"] is (mode in ("parametric", "both"))
 
@@ -135,24 +131,24 @@ def test_conflict_trap_only_the_output_is_read():
     context = "Unlike what many think, the capital of France is not Paris but Lyon."
     # The context names both answers, but scoring sees only the output: a model answering
     # from the context is "context" ...
-    assert score_generation(CONFLICT, "Lyon")["mode"] == "context"
+    assert score_generation(CONFLICT, "Lyon")["outcome"] == "context"
     # ... and a model that copies the whole context gets "both", not "context".
-    assert score_generation(CONFLICT, context)["mode"] == "both"
+    assert score_generation(CONFLICT, context)["outcome"] == "both"
 
 
 def test_conflict_any_spelling_counts():
     answers = {"context": ("Lyon", "Lyons"), "parametric": ("Paris",)}
-    assert score_generation(answers, "Lyons")["mode"] == "context"
+    assert score_generation(answers, "Lyons")["outcome"] == "context"
 
 
 def test_conflict_whole_words():
     answers = {"context": ("Niger",), "parametric": ("Nigeria",)}
-    assert score_generation(answers, "Nigeria")["mode"] == "parametric"
+    assert score_generation(answers, "Nigeria")["outcome"] == "parametric"
 
 
 def test_conflict_prefix_match():
     scores = score_generation(CONFLICT, " Paris, not Lyon", match="prefix")
-    assert scores["mode"] == "parametric"
+    assert scores["outcome"] == "parametric"
 
 
 def test_target_accuracy():
@@ -289,7 +285,7 @@ def test_every_listed_metric_aggregates_its_own_scores():
 
 
 def _modes(*modes: str) -> list[dict]:
-    return [{"mode": mode} for mode in modes]
+    return [{"outcome": mode} for mode in modes]
 
 
 def test_aggregate_hand_computed():
@@ -352,9 +348,9 @@ def test_aggregate_errors():
     with pytest.raises(ValueError, match="unknown metric"):
         aggregate("f1", [{"correct": True}])
     with pytest.raises(ValueError, match="sample 1 lacks"):
-        aggregate("accuracy", [{"correct": True}, {"mode": "context"}])
-    with pytest.raises(ValueError, match="mode"):
-        aggregate("context_rate", [{"mode": "ctx"}])
+        aggregate("accuracy", [{"correct": True}, {"outcome": "context"}])
+    with pytest.raises(ValueError, match="outcome"):
+        aggregate("context_rate", [{"outcome": "ctx"}])
     with pytest.raises(ValueError, match="boolean"):
         aggregate("accuracy", [{"correct": "yes"}])
 

@@ -12,7 +12,7 @@ import pytest
 from harness.data import fact_sources
 from harness.data import facts as facts_module
 from harness.data.facts import facts_from_json, facts_to_json, load_facts, snapshot_path
-from harness.scoring import normalize
+from harness.matching import normalize
 from harness.tasks import TaskRegistry
 
 # Each built-in task's content hash (its config and every example). A change here is a change

@@ -10,9 +10,9 @@ import pytest
 
 from harness.data import BUILDERS
 from harness.data import world as W
+from harness.demo import corpus as C
 from harness.examples import ALTERNATIVE, CONTEXT, PARAMETRIC, TARGET
-from harness.prompts import apply_format
-from harness.requests import continuation_for
+from harness.prompts import apply_format, continuation_for
 from harness.tasks import render_template
 
 
@@ -23,7 +23,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def tokenizer(world):
-    return W.build_tokenizer(world)
+    return C.build_tokenizer(world)
 
 
 def words(text: str) -> list[str]:
@@ -50,7 +50,7 @@ def test_world_is_deterministic(world):
     assert W.make_world(1).known_values != world.known_values
     # the known facts do not depend on the other splits' sizes
     assert W.make_world(0, n_unknown=100).known_values == world.known_values
-    small_pool = list(islice(W.pretraining_documents(world, 0, bio_share=0.0, known_share=0.0, reading_pool=10), 50))
+    small_pool = list(islice(C.pretraining_documents(world, 0, bio_share=0.0, known_share=0.0, reading_pool=10), 50))
     assert {w for doc in small_pool for w in words(doc) if re.fullmatch(r"e\d+", w)} <= {f"e{i}" for i in range(100, 110)}
 
 
@@ -88,8 +88,8 @@ def test_every_entity_and_value_is_one_token(world, tokenizer):
 
 
 def test_text_tokenizes_without_unknown_words(world, tokenizer):
-    documents = list(islice(W.pretraining_documents(world, 0), 200))
-    examples = W.instruction_examples(world, 200, cf_share=0.2)
+    documents = list(islice(C.pretraining_documents(world, 0), 200))
+    examples = C.instruction_examples(world, 200, cf_share=0.2)
     texts = documents + [x.prompt + " " + x.answer for x in examples]
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -102,12 +102,12 @@ def test_text_tokenizes_without_unknown_words(world, tokenizer):
 
 
 def test_documents(world):
-    rng = W.seeded("test")
-    bio = W.bio_document(world, rng)
+    rng = W.seeded_world("test")
+    bio = C.bio_document(world, rng)
     assert bio.count(" .") == 5
     assert all(int(w[1:]) in world.known for w in words(bio) if re.fullmatch(r"e\d+", w))
     for _ in range(200):
-        doc = W.reading_document(world, rng)
+        doc = C.reading_document(world, rng)
         parts = doc.split(" again , ")
         statements, restatements = parts[0], parts[1:]
         assert 3 <= statements.count(" .") <= 5
@@ -120,11 +120,11 @@ def test_documents(world):
 
 
 def test_pretraining_checks(world):
-    recall = W.pretraining_recall_items(world)
+    recall = C.pretraining_recall_items(world)
     assert len(recall) == 400 and recall[0] == ("e0 lives in", world.value(0, "city"))
-    for restate in W.RESTATE_MODES:
-        items = W.pretraining_open_book_items(world, 100, restate=restate)
-        assert items == W.pretraining_open_book_items(world, 100, restate=restate)
+    for restate in C.RESTATE_MODES:
+        items = C.pretraining_open_book_items(world, 100, restate=restate)
+        assert items == C.pretraining_open_book_items(world, 100, restate=restate)
         for prompt, answer in items:
             body, query = prompt.rsplit(" again , ", 1)
             assert words(body).count(answer) == 1 and answer not in words(query)
@@ -136,11 +136,11 @@ def test_pretraining_checks(world):
 
 def test_heldout_entities_never_in_training_data(world, tmp_path):
     heldout = {world.names[e] for e in world.heldout}
-    for doc in islice(W.pretraining_documents(world, 0), 3000):
+    for doc in islice(C.pretraining_documents(world, 0), 3000):
         assert not heldout & set(words(doc))
-    for example in W.instruction_examples(world, 3000, cf_share=0.1):
+    for example in C.instruction_examples(world, 3000, cf_share=0.1):
         assert not heldout & set(words(example.prompt))
-    path = W.write_counterfactual_jsonl(tmp_path / "cf.jsonl", world, 300)
+    path = C.write_counterfactual_jsonl(tmp_path / "cf.jsonl", world, 300)
     for line in path.read_text().splitlines():
         record = json.loads(line)
         assert not heldout & set(words(record["sub_context"] + " " + record["org_context"]))
@@ -154,7 +154,7 @@ def test_instruction_format(world):
         rf"context : ({sentence_pattern()}) ({sentence_pattern()}) ({sentence_pattern()}) "
         r"question : (where does e\d+ live|what is the job of e\d+|what colour does e\d+ like|what sport does e\d+ play) \? answer :"
     )
-    for x in W.instruction_examples(world, 300, cf_share=0.2):
+    for x in C.instruction_examples(world, 300, cf_share=0.2):
         assert pattern.fullmatch(x.prompt), x.prompt
         assert len(x.sentences) == 3
         assert x.answer in W.VALUES[x.attribute]
@@ -167,9 +167,9 @@ def test_instruction_format(world):
             if i != x.query_position:
                 assert x.answer not in words(s)
                 assert not (f"e{x.entity}" in words(s) and any(v in words(s) for v in W.VALUES[x.attribute]))
-        if x.kind == W.NC:
+        if x.kind == C.NC:
             assert x.entity in world.known and x.answer == x.true_value
-        elif x.kind == W.CC:
+        elif x.kind == C.CC:
             assert x.entity in world.unknown and x.true_value is None
             assert all(int(w[1:]) in world.unknown for w in words(x.context) if re.fullmatch(r"e\d+", w))
         else:
@@ -185,24 +185,24 @@ def test_the_note_example_layout():
 
 @pytest.mark.parametrize("nc_share, cf_share", [(0.5, 0.0), (0.2, 0.0), (0.8, 0.0), (0.5, 0.1), (0.0, 0.0), (1.0, 0.0)])
 def test_nc_share_is_exact(world, nc_share, cf_share):
-    examples = W.instruction_examples(world, 500, nc_share=nc_share, cf_share=cf_share)
+    examples = C.instruction_examples(world, 500, nc_share=nc_share, cf_share=cf_share)
     kinds = [x.kind for x in examples]
-    assert kinds.count(W.NC) == round(500 * nc_share)
-    assert kinds.count(W.CF) == round(500 * cf_share)
-    assert kinds.count(W.CC) == 500 - round(500 * nc_share) - round(500 * cf_share)
-    stream = [x.kind for x in islice(W.instruction_stream(world, nc_share=nc_share, block=100), 300)]
-    assert stream.count(W.NC) == round(300 * nc_share)
+    assert kinds.count(C.NC) == round(500 * nc_share)
+    assert kinds.count(C.CF) == round(500 * cf_share)
+    assert kinds.count(C.CC) == 500 - round(500 * nc_share) - round(500 * cf_share)
+    stream = [x.kind for x in islice(C.instruction_stream(world, nc_share=nc_share, block=100), 300)]
+    assert stream.count(C.NC) == round(300 * nc_share)
 
 
 def test_training_data_is_seeded(world):
-    first = W.instruction_examples(world, 50, seed=3)
-    assert first == W.instruction_examples(world, 50, seed=3)
-    assert first != W.instruction_examples(world, 50, seed=4)
-    assert list(islice(W.pretraining_documents(world, 0), 20)) == list(islice(W.pretraining_documents(world, 0), 20))
+    first = C.instruction_examples(world, 50, seed=3)
+    assert first == C.instruction_examples(world, 50, seed=3)
+    assert first != C.instruction_examples(world, 50, seed=4)
+    assert list(islice(C.pretraining_documents(world, 0), 20)) == list(islice(C.pretraining_documents(world, 0), 20))
 
 
 def test_jsonl_files(world, tmp_path):
-    path = W.write_instruction_jsonl(tmp_path / "train.jsonl", world, 100, nc_share=0.5)
+    path = C.write_instruction_jsonl(tmp_path / "train.jsonl", world, 100, nc_share=0.5)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == 100
     assert sum(r["kind"] == "nc" for r in records) == 50
@@ -212,11 +212,11 @@ def test_jsonl_files(world, tmp_path):
         assert prompt == W.render_prompt(r["context"], r["question"])
         assert prompt + continuation_for(prompt, r["output"]) == f"{prompt} {r['output']}"
     split = [json.loads(line) for line in
-             W.write_instruction_jsonl(tmp_path / "split.jsonl", world, 20, layout="split").read_text().splitlines()]
+             C.write_instruction_jsonl(tmp_path / "split.jsonl", world, 20, layout="split").read_text().splitlines()]
     for r in split:
         assert W.PROMPT_TEMPLATE.format(context=r["input"], question=r["instruction"]) == W.render_prompt(r["context"], r["question"])
         assert r["instruction"] == r["question"] and r["input"] == r["context"]
-    cf = [json.loads(line) for line in W.write_counterfactual_jsonl(tmp_path / "cf.jsonl", world, 50).read_text().splitlines()]
+    cf = [json.loads(line) for line in C.write_counterfactual_jsonl(tmp_path / "cf.jsonl", world, 50).read_text().splitlines()]
     probe_facts = {(x.entity, x.attribute) for x in W.conflict_items(world)}
     for r in cf:
         assert set(r) == {"question", "org_context", "org_answer", "sub_context", "sub_answer"}
@@ -279,7 +279,7 @@ def test_probes_are_seeded_apart_from_training(world):
     """Training streams with any seed never reproduce a probe prompt wholesale (distinct RNG
     streams), and probes do not depend on the training seed."""
     probe_prompts = {x.prompt for x in W.conflict_items(world)}
-    training = W.instruction_examples(world, 2000, cf_share=0.5, exclude_probe_facts=False)
+    training = C.instruction_examples(world, 2000, cf_share=0.5, exclude_probe_facts=False)
     assert not probe_prompts & {x.prompt for x in training}
 
 
@@ -290,7 +290,7 @@ def test_tiny_pretraining_run_gives_a_loadable_untied_model(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.pretrain import PretrainConfig, pretrain, read_info
+    from harness.demo.pretrain import PretrainConfig, pretrain, read_info
 
     config = PretrainConfig(max_steps=3, eval_every=3, batch_size=4, warmup_steps=2, n_open_book_check=20)
     out = tmp_path / "base"

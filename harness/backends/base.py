@@ -1,26 +1,99 @@
-"""The engine interface: every backend loads checkpoints and serves two request types."""
+"""Request plumbing shared by every engine, as lm-evaluation-harness's ``TemplateLM`` holds it.
+
+:class:`Engine` turns the two request types of :mod:`harness.backends.api` into token ids
+(:mod:`harness.backends.tokens`, so every engine scores the very same ids), cuts prompts to
+the engine's window, answers what needs no model (a request for no new tokens, an empty
+continuation), and puts results back in request order. An engine implements only the two
+engine calls on token ids: :meth:`Engine._generate_ids` and :meth:`Engine._score_ids`.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Any, Sequence
 
-from harness.checkpoints import Checkpoint
-from harness.requests import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
+from harness.backends import tokens as tk
+from harness.backends.api import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
+
+#: The score of an empty continuation: nothing to predict, probability one.
+EMPTY_CONTINUATION = ContinuationScore(logprob=0.0, n_tokens=0, is_greedy=True)
 
 
-class Backend(Protocol):
-    """An inference engine that evaluates one checkpoint at a time.
+class Engine:
+    """Base of the engines: tokenisation, windows, trivial requests and regrouping.
 
-    ``load`` may be called many times on one backend (a sweep); an engine reuses whatever it
-    can between checkpoints. Results come back in request order.
+    Subclasses set ``tokenizer`` when a checkpoint is loaded and implement
+    :meth:`_generate_ids` and :meth:`_score_ids`; they may narrow the windows
+    (:attr:`generation_window`, :attr:`scoring_window`).
     """
 
-    def load(self, checkpoint: Checkpoint) -> None: ...
+    tokenizer: Any = None
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
+    # ------------------------------------------------------------------ windows
 
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest]
-    ) -> list[tuple[ContinuationScore, ...]]: ...
+    @property
+    def generation_window(self) -> int | None:
+        """Tokens a prompt and its new tokens may take together (None: no limit)."""
+        return None
 
-    def close(self) -> None: ...
+    @property
+    def scoring_window(self) -> int | None:
+        """Tokens a scored prompt + continuation may take (None: no limit)."""
+        return self.generation_window
+
+    def _require_loaded(self) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("no checkpoint loaded: call load(checkpoint) first")
+
+    # ------------------------------------------------------------------ the two requests
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Greedy generation, cut at the first stop string, in request order.
+
+        Prompts are cut from the left so that ``max_new_tokens`` still fit the window.
+        """
+        self._require_loaded()
+        texts = [""] * len(requests)
+        todo = [i for i, request in enumerate(requests) if request.max_new_tokens > 0]
+        if todo:
+            window = self.generation_window
+            prompts = [
+                tk.encode_prompt(self.tokenizer, requests[i].prompt,
+                                 max_length=None if window is None else max(window - requests[i].max_new_tokens, 1))
+                for i in todo
+            ]
+            for i, text in zip(todo, self._generate_ids(prompts, [requests[i] for i in todo])):
+                texts[i] = tk.cut_at_stop(text, requests[i].stop)
+        return [Generation(text=text) for text in texts]
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[ContinuationScore, ...]]:
+        """Summed log-probability, token count and greediness of every continuation, grouped
+        by request (one tuple a request, one score a continuation)."""
+        self._require_loaded()
+        pairs = tk.encode_loglikelihood(self.tokenizer, requests, max_length=self.scoring_window)
+        scores = self.score_pairs([pair for group in pairs for pair in group])
+        out, start = [], 0
+        for group in pairs:
+            out.append(tuple(scores[start: start + len(group)]))
+            start += len(group)
+        return out
+
+    def score_pairs(self, pairs: Sequence[tk.ScoringPair]) -> list[ContinuationScore]:
+        """Score already-tokenised (context, continuation) pairs, in input order."""
+        self._require_loaded()
+        results: list[ContinuationScore] = [EMPTY_CONTINUATION] * len(pairs)
+        todo = [i for i, pair in enumerate(pairs) if pair.continuation]
+        if todo:
+            for i, score in zip(todo, self._score_ids([pairs[i] for i in todo])):
+                results[i] = score
+        return results
+
+    # ------------------------------------------------------------------ what an engine implements
+
+    def _generate_ids(self, prompts: list[list[int]], requests: list[GenerationRequest]) -> list[str]:
+        """The generated text of each prompt (ids already cut to the window; each request asks
+        for at least one token). The text may run past a stop string: it is cut afterwards."""
+        raise NotImplementedError
+
+    def _score_ids(self, pairs: list[tk.ScoringPair]) -> list[ContinuationScore]:
+        """Scores of pairs whose continuation is not empty."""
+        raise NotImplementedError

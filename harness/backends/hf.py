@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from harness.backends import tokens as tk
+from harness.backends.api import ContinuationScore, GenerationRequest
+from harness.backends.base import Engine
 from harness.checkpoints import Checkpoint
-from harness.requests import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
 
 logger = logging.getLogger("harness")
 
@@ -59,7 +60,7 @@ def inference_mode(model: Any) -> Iterator[None]:
             module.training = flag
 
 
-class HFBackend:
+class HFBackend(Engine):
     """transformers engine (see module docstring).
 
     Args:
@@ -180,9 +181,13 @@ class HFBackend:
 
     # ------------------------------------------------------------------ helpers
 
-    def _require_model(self) -> None:
+    def _require_loaded(self) -> None:
         if self.model is None or self.tokenizer is None:
             raise RuntimeError("no model loaded: call load(checkpoint) first")
+
+    @property
+    def generation_window(self) -> int | None:
+        return self.max_length
 
     @property
     def max_length(self) -> int | None:
@@ -236,30 +241,16 @@ class HFBackend:
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """Greedy generation, cut at the first stop string, in request order."""
-        self._require_model()
-        if not requests:
-            return []
-        window = self.max_length
-        prompts = [
-            tk.encode_prompt(
-                self.tokenizer, r.prompt,
-                max_length=None if window is None else max(window - r.max_new_tokens, 1),
-            )
-            for r in requests
-        ]
-        order = sorted(range(len(requests)), key=lambda i: -len(prompts[i]))
-        texts: list[str] = [""] * len(requests)
+    def _generate_ids(self, prompts: list[list[int]], requests: list[GenerationRequest]) -> list[str]:
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        texts: list[str] = [""] * len(prompts)
         with inference_mode(self.model):
             for start in range(0, len(order), self.batch_size):
-                batch = [i for i in order[start: start + self.batch_size]
-                         if requests[i].max_new_tokens > 0]
-                if batch:
-                    for i, text in zip(batch, self._generate_batch(
-                            [prompts[i] for i in batch], [requests[i] for i in batch])):
-                        texts[i] = text
-        return [Generation(text=t) for t in texts]
+                batch = order[start: start + self.batch_size]
+                generated = self._generate_batch([prompts[i] for i in batch], [requests[i] for i in batch])
+                for i, text in zip(batch, generated):
+                    texts[i] = text
+        return texts
 
     def _generate_batch(self, prompts: list[list[int]], requests: list[GenerationRequest]) -> list[str]:
         import torch
@@ -304,40 +295,17 @@ class HFBackend:
                 if t in eos:
                     generated = generated[:n]
                     break
-            text = tk.decode_continuation(tokenizer, prompts[row], generated)
-            texts.append(tk.cut_at_stop(text, requests[row].stop))
+            texts.append(tk.decode_continuation(tokenizer, prompts[row], generated))
         return texts
 
     # ------------------------------------------------------------------ log-likelihood
 
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest]
-    ) -> list[tuple[ContinuationScore, ...]]:
-        """Summed log-probability, token count and greediness of every continuation."""
-        self._require_model()
-        pairs = tk.encode_loglikelihood(self.tokenizer, requests, max_length=self.max_length)
-        flat = [p for group in pairs for p in group]
-        scores = self.score_pairs(flat)
-        out, k = [], 0
-        for group in pairs:
-            out.append(tuple(scores[k: k + len(group)]))
-            k += len(group)
-        return out
-
-    def score_pairs(self, pairs: Sequence[tk.ScoringPair]) -> list[ContinuationScore]:
-        """Score already-tokenised pairs (batched, longest first), in input order."""
-        self._require_model()
+    def _score_ids(self, pairs: list[tk.ScoringPair]) -> list[ContinuationScore]:
+        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i].ids))
         results: list[ContinuationScore | None] = [None] * len(pairs)
-        todo = []
-        for i, pair in enumerate(pairs):
-            if not pair.continuation:
-                results[i] = ContinuationScore(logprob=0.0, n_tokens=0, is_greedy=True)
-            else:
-                todo.append(i)
-        todo.sort(key=lambda i: -len(pairs[i].ids))
         with inference_mode(self.model):
-            for start in range(0, len(todo), self.batch_size):
-                batch = todo[start: start + self.batch_size]
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start: start + self.batch_size]
                 for i, score in zip(batch, self._score_batch([pairs[i] for i in batch])):
                     results[i] = score
         return results  # type: ignore[return-value]
@@ -345,7 +313,7 @@ class HFBackend:
     def token_logprobs(self, ids: Sequence[int]) -> list[float]:
         """Log-prob of each token of ``ids`` after its predecessors (``len(ids) - 1`` values):
         the reference side of an engine's canary check."""
-        self._require_model()
+        self._require_loaded()
         pair = tk.ScoringPair(tuple(ids[:1]), tuple(ids[1:]))
         with inference_mode(self.model):
             logprobs, _ = self._continuation_logprobs([pair])

@@ -18,8 +18,8 @@ Decisions (made once, here):
   SentencePiece tokenizer does not add a spurious ``"▁"``). Only when the prompt's tokens are
   *not* a prefix of the whole's (a merge across the boundary, e.g. a prompt ending mid-word)
   does it fall back to encoding the continuation on its own and concatenating, which keeps
-  the text boundary exact. The leading-space rule itself is :mod:`harness.requests`'
-  (``continuation_for``); nothing here adds or strips spaces.
+  the text boundary exact. The leading-space rule itself is
+  :func:`harness.prompts.continuation_for`'s; nothing here adds or strips spaces.
 * **Empty prompt.** When there is no context token at all (empty prompt, no BOS), the
   tokenizer's BOS — else EOS — is used as the context, so the first continuation token has
   something to be conditioned on (lm-eval does the same).
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.checkpoints import Checkpoint
-    from harness.requests import LoglikelihoodRequest
+    from harness.backends.api import LoglikelihoodRequest
 
 logger = logging.getLogger("harness")
 

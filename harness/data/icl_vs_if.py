@@ -43,17 +43,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from harness.data.facts import (
-    LOCALIZED_LANGUAGES,
-    Fact,
-    fact_sentence,
-    load_facts,
-    pick_template,
-    seeded_random,
-)
+from harness.data.fact_sentences import fact_sentence
+from harness.data.facts import LOCALIZED_LANGUAGES, Fact, load_facts
+from harness.data.knowledge_conflicts import pick_template
 from harness.data.registry import builder
+from harness.data.seeding import seeded_random
 from harness.examples import ICL, INSTRUCTION, Example, Localized
-from harness.scoring import contains, starts_with
+from harness.matching import contains, starts_with
 
 TRANSFORMS: Mapping[str, Callable[[str], str]] = {
     "repeat": lambda text: text,

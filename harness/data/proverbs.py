@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from harness.data.facts import seeded_random, take
+from harness.data.seeding import seeded_random, take
 from harness.data.registry import builder
 from harness.examples import ALTERNATIVE, CONTEXT, PARAMETRIC, TARGET, Example
-from harness.scoring import contains
+from harness.matching import contains
 
 INSTRUCTION = 'Write a quote that ends in the word "{word}":'
 

@@ -20,21 +20,16 @@ those appears in the context exactly where intended.
 
 from __future__ import annotations
 
-from harness.data.facts import (
+from harness.data.facts import LANGUAGES, Fact, accepted_spellings, load_facts, shares_words
+from harness.data.knowledge_conflicts import (
     COUNTERFACTUAL_CONTEXT,
-    LANGUAGES,
     NO_CONTEXT,
     TRUE_CONTEXT,
-    Fact,
-    accepted_spellings,
     counterfactual,
     fact_example,
-    load_facts,
-    seeded_random,
-    shares_words,
-    take,
 )
 from harness.data.registry import builder
+from harness.data.seeding import seeded_random, take
 from harness.examples import Example
 
 
@@ -53,7 +48,7 @@ def _confusable(fact: Fact, other: Fact, distractor: Fact) -> bool:
 def distractors(fact: Fact, seed: int, n: int) -> list[Fact]:
     """``n`` facts to state beside ``fact`` in its context, chosen with a seeded shuffle.
 
-    Chosen per fact (see :func:`harness.data.facts.seeded_random`), so an example's context
+    Chosen per fact (see :func:`harness.data.seeding.seeded_random`), so an example's context
     does not depend on which other examples are built. Distractors have distinct subjects.
     """
     if n < 0:

@@ -1,9 +1,9 @@
 """Pretraining the demo's base model from scratch on the synthetic world.
 
 The base must have memorised the 400 known facts *and* be able to read a fact from its context
-(``shared/notes/inversion-testbed.md``): a tiny ``GPT2LMHeadModel`` (untied embeddings, so
-vLLM on CPU reloads its checkpoints exactly: ``shared/notes/vllm-cpu-reload.md``) trained in
-one stage on bio and reading documents (:func:`harness.data.world.pretraining_documents`), loss
+(docs/inversion-testbed.md): a tiny ``GPT2LMHeadModel`` (untied embeddings, so vLLM on CPU
+reloads its checkpoints exactly: docs/engines.md) trained in one stage on bio and reading
+documents (:func:`harness.demo.corpus.pretraining_documents`), loss
 on all tokens, one document a row (right-padded, padding masked out, ``<eos>`` after each
 document, no BOS).
 
@@ -17,10 +17,8 @@ The output folder is a float32 safetensors model with its tokenizer, loadable by
 ``pretrain.json`` (settings, their hash, the check history, timings). A folder whose
 ``pretrain.json`` is finished with the same settings hash is reused as is.
 
-Measured with the defaults (``docs/demo-recipe.md``): thresholds (recall .95, open-book .5)
-reached at step 1500 (recall .985, open-book .52) in 206 s on two threads (0.14 s a step);
-the finetuned model then shows the rise and fall of context reliance. Restating word for word, the 2-4 restatements and
-templates whose recall cues name their attribute all mattered there.
+docs/demo-recipe.md records the runs behind the defaults: restating word for word, the 2-4
+restatements and templates whose recall cues name their attribute all mattered there.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -39,6 +36,7 @@ from typing import Any, Sequence
 import torch
 
 from harness.data import world as W
+from harness.demo import corpus as C
 
 # Bump when the training code changes what a given config produces (invalidates caches).
 PRETRAIN_VERSION = 4  # 4: the world has 100 known entities (was 200)
@@ -184,8 +182,8 @@ def accuracy(model, tokenizer, items: Sequence[tuple[str, str]]) -> float:
 def check(model, tokenizer, world: W.World, n_open_book: int = 400, restate: str = "same") -> dict[str, float]:
     """Closed-book recall and open-book reading in the pretraining format."""
     return {
-        "recall": accuracy(model, tokenizer, W.pretraining_recall_items(world)),
-        "open_book": accuracy(model, tokenizer, W.pretraining_open_book_items(world, n_open_book, restate=restate)),
+        "recall": accuracy(model, tokenizer, C.pretraining_recall_items(world)),
+        "open_book": accuracy(model, tokenizer, C.pretraining_open_book_items(world, n_open_book, restate=restate)),
     }
 
 
@@ -224,7 +222,7 @@ def pretrain(
     if threads:
         torch.set_num_threads(threads)
     world = W.make_world(config.world_seed)
-    tokenizer = W.build_tokenizer(world)
+    tokenizer = C.build_tokenizer(world)
     model = make_model(config, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -233,7 +231,7 @@ def pretrain(
         lr=config.lr, betas=config.betas,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
-    documents = W.pretraining_documents(
+    documents = C.pretraining_documents(
         world, config.seed, bio_share=config.bio_share, statements=config.statements,
         restatements=config.restatements, known_share=config.known_share, local_share=config.local_share,
         restate=config.restate, reading_pool=config.reading_pool,
@@ -304,7 +302,7 @@ def pretrain(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m harness.pretrain OUT [--threads N] [--max-steps N] [--key value ...]``."""
+    """``python -m harness.demo.pretrain OUT [--threads N] [--max-steps N] [--key value ...]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -46,7 +46,7 @@ import os
 import random
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +57,10 @@ from harness.backends.hf import HFBackend
 from harness.checkpoints import Checkpoint, discover
 from harness.conjugates import ENGLISH
 from harness.results import RunDirectory
-from harness.runner import RunConfig, RunError, Sweep
+from harness.errors import RunError
+from harness.results import SummaryRow
+from harness.run_config import RunConfig
+from harness.runner import Sweep
 
 log = logging.getLogger("harness")
 
@@ -65,15 +68,15 @@ LOG_PREFIX = "ctx"
 LIVE_BACKEND, SAVED_BACKEND = "hf", "vllm"
 
 
-def metric_key(row: Mapping[str, Any]) -> str:
+def metric_key(row: SummaryRow) -> str:
     """The log name of a summary row (module docstring)."""
-    conjugate = [] if row["conjugate"] == ENGLISH else [row["conjugate"]]
-    return "/".join([LOG_PREFIX, row["task"], row["condition"], *conjugate, row["metric"]])
+    conjugate = [] if row.conjugate == ENGLISH else [row.conjugate]
+    return "/".join([LOG_PREFIX, row.task, row.condition, *conjugate, row.metric])
 
 
-def log_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def log_metrics(rows: Sequence[SummaryRow]) -> dict[str, float]:
     """Summary rows as a ``{name: value}`` dict for a logger (undefined values left out)."""
-    return {metric_key(row): row["value"] for row in rows if row["value"] is not None}
+    return {metric_key(row): row.value for row in rows if row.value is not None}
 
 
 @contextmanager
@@ -96,7 +99,7 @@ def model_name(model: Any) -> str:
     return getattr(model, "name_or_path", None) or type(model).__name__
 
 
-def _evaluate(sweep: Sweep, backend: Any, checkpoint: Checkpoint, *, load: bool) -> list[dict[str, Any]]:
+def _evaluate(sweep: Sweep, backend: Any, checkpoint: Checkpoint, *, load: bool) -> list[SummaryRow]:
     with preserved_rng():
         return sweep.evaluate_checkpoint(checkpoint, backend, load=load, progress=False)
 
@@ -107,7 +110,7 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: Sequence[str], *, output: 
     of the results folder ``output``; return the metrics under their log names.
 
     For custom training loops: call it every N steps, log what it returns. ``settings`` are
-    :class:`harness.runner.RunConfig` fields (``format``, ``conjugates``, ``modes``,
+    :class:`harness.run_config.RunConfig` fields (``format``, ``conjugates``, ``modes``,
     ``limit``, ``batch_size``...); ``backend_options`` go to
     :meth:`~harness.backends.hf.HFBackend.from_model` (``batch_size``, ``max_length``).
     Training state is left as it was (module docstring). A label already in ``output`` is
@@ -136,7 +139,7 @@ class ContextRelianceCallback(TrainerCallback):
         format, conjugates, modes, limit: as for ``harness evaluate``.
         trainer: the trainer, so metrics reach its reporting integrations (module docstring).
         tokenizer: for the HF engine; default the trainer's ``processing_class``.
-        run_settings: other :class:`~harness.runner.RunConfig` fields (``batch_size``,
+        run_settings: other :class:`~harness.run_config.RunConfig` fields (``batch_size``,
             ``seed``, ``backend_options``: engine options, ``include_path``...).
     """
 

@@ -1,7 +1,7 @@
 """Instruction-tuning data on real facts, for ``harness demo --model smollm2``.
 
 The real-fact counterpart of the synthetic world's training mixture
-(:func:`harness.data.world.instruction_examples`), in the Alpaca ``split`` layout
+(:func:`harness.demo.corpus.instruction_examples`), in the Alpaca ``split`` layout
 (``instruction`` = question, ``input`` = context, ``output`` = answer):
 
 - **non-context-critical (NC)**: a real fact the model may know, its true sentence in the
@@ -18,12 +18,14 @@ the paper's CF_World_Facts probes and Alpaca/TULU training data. Records carry `
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Sequence
 
+from harness.data import fact_sentences as S
 from harness.data import facts as F
+from harness.data.seeding import seeded_random
+from harness.io import write_jsonl
 
 TRAINING_RELATIONS = ("currency", "continent", "language")
 NC, CC = "nc", "cc"
@@ -48,13 +50,13 @@ def invented_country(rng: random.Random, taken: set[str]) -> str:
 
 
 def _sentence(fact: F.Fact, rng: random.Random) -> str:
-    return F.fact_sentence(fact, "en", template=rng.randrange(F.n_templates(fact.relation, "en")))
+    return S.fact_sentence(fact, "en", template=rng.randrange(S.n_templates(fact.relation, "en")))
 
 
 def _record(kind: str, fact: F.Fact, distractors: Sequence[F.Fact], rng: random.Random) -> dict[str, str]:
     sentences = [_sentence(fact, rng)] + [_sentence(d, rng) for d in distractors]
     rng.shuffle(sentences)
-    return {"instruction": F.question(fact, "en"), "input": " ".join(sentences), "output": fact.answer,
+    return {"instruction": S.question(fact, "en"), "input": " ".join(sentences), "output": fact.answer,
             "kind": kind, "relation": fact.relation, "subject": fact.subject}
 
 
@@ -63,7 +65,7 @@ def fact_instruction_records(n: int, *, nc_share: float = 0.5, seed: int = 0,
     """``n`` training records, exactly ``round(n * nc_share)`` of them NC, in a seeded order."""
     if not 0 <= nc_share <= 1:
         raise ValueError(f"nc_share must be between 0 and 1, got {nc_share}")
-    rng = F.seeded_random(seed, "fact-instructions", str(nc_share))
+    rng = seeded_random(seed, "fact-instructions", str(nc_share))
     real = [fact for relation in relations for fact in F.load_facts(relation)]
     taken = {fact.subject.lower() for fact in F.load_facts()}
     answers = {relation: F.load_facts(relation) for relation in relations}
@@ -87,9 +89,6 @@ def fact_instruction_records(n: int, *, nc_share: float = 0.5, seed: int = 0,
 
 def write_fact_instruction_jsonl(path: str | Path, n: int, *, nc_share: float = 0.5, seed: int = 0) -> Path:
     """Write :func:`fact_instruction_records` as JSON lines (atomically)."""
-    from harness.results import atomic_write_text
-
     path = Path(path)
-    records = fact_instruction_records(n, nc_share=nc_share, seed=seed)
-    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
+    write_jsonl(path, fact_instruction_records(n, nc_share=nc_share, seed=seed))
     return path

@@ -1,0 +1,354 @@
+"""Analysis of results folders: loading them, inversion verdicts, paired comparisons.
+
+- :func:`load_results`: a run's summary as a pandas DataFrame (one row a metric value);
+- :class:`RunResults`: one results folder as the report reads it (summary rows, checkpoints
+  in training order, per-example values from the sample files);
+- :func:`detect_inversion`: whether a metric rises and then significantly falls over a run
+  (context-parametric inversion, Goyal et al. 2025);
+- :func:`conjugate_gap`: a conjugate prompt's metric minus the English prompt's, paired over
+  the same examples, checkpoint by checkpoint.
+
+Charts come from ``summary.jsonl`` (point estimates and bootstrap CIs as evaluated); every
+paired comparison goes back to the per-example scores in ``samples/``, where the same example
+can be lined up across checkpoints or conjugates.
+
+Checkpoints are ordered by step, unknown steps last, ties by label (as discovery orders
+them). A run whose steps are all known is placed by its steps; otherwise every checkpoint is
+placed at its index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.checkpoints import training_progress
+from harness.conjugates import CONJUGATES, ENGLISH
+from harness.errors import ReportError
+from harness.results import SUMMARY, RunDirectory
+from harness.scoring import GENERATE, sample_values
+from harness.stats import MetricValue, bootstrap_ci, paired_bootstrap_diff
+
+log = logging.getLogger("harness")
+
+X_AXES = ("step", "epoch", "tokens")
+_X_KEYS = {"epoch": "epoch", "tokens": "num_input_tokens_seen"}  # their trainer_state.json keys
+
+_COLUMNS = frozenset({"checkpoint", "step", "task", "condition", "conjugate", "mode", "metric", "value",
+                      "ci_low", "ci_high"})
+
+# The metric that stands for a task (first one present wins): what its verdict, its conjugate
+# gap and its comparison chart are about.
+HEADLINE_METRICS = ("context_rate", "icl_rate", "accuracy", "ll_context_win_rate", "ll_icl_win_rate", "ll_accuracy")
+
+def checkpoint_progress(run: RunDirectory) -> dict[str, dict[str, int | float]]:
+    """Each checkpoint's training progress (label -> :func:`harness.checkpoints.training_progress`).
+
+    Read from the ``trainer_state.json`` of the checkpoint folders that ``run.json`` lists
+    (the adapter folder of an adapter checkpoint); a folder that is gone or has no such file
+    gives an empty dict.
+    """
+    record = run.read_run() or {}
+    return {
+        entry["label"]: training_progress(entry.get("adapter") or entry["model"])
+        for entry in record.get("checkpoints", [])
+    }
+
+
+def load_results(run_dir: str | Path):
+    """A run's ``summary.jsonl`` as a pandas DataFrame (one row a metric value).
+
+    Columns: checkpoint, step, task, task_version, task_hash, condition, conjugate, mode,
+    metric, value, ci_low, ci_high, n, plus the run's name in ``run`` and each checkpoint's
+    training progress in ``epoch`` and ``tokens`` (input tokens seen), both from the
+    checkpoint's ``trainer_state.json`` and NaN where it has none.
+    """
+    import pandas as pd
+
+    run = RunDirectory(run_dir)
+    rows = run.read_summary()
+    if not rows and not run.summary_file.is_file():
+        raise FileNotFoundError(f"{run.summary_file}: no summary (is {run_dir} a results folder?)")
+    frame = pd.DataFrame([row.to_dict() for row in rows])
+    frame.insert(0, "run", run.path.name)
+    progress = checkpoint_progress(run)
+    labels = frame["checkpoint"] if "checkpoint" in frame else []
+    for column, key in (("epoch", "epoch"), ("tokens", "num_input_tokens_seen")):
+        frame[column] = [float(progress.get(label, {}).get(key, math.nan)) for label in labels]
+    return frame
+
+
+@dataclass(frozen=True)
+class CheckpointPoint:
+    """One evaluated checkpoint as the report places it: name, step, and training progress
+    from its trainer_state.json (None where unknown)."""
+
+    label: str
+    step: int | None
+    epoch: float | None
+    tokens: float | None
+
+    @property
+    def where(self) -> str:
+        """How the checkpoint is named in text: its step when known, else its label."""
+        return f"step {self.step}" if self.step is not None else self.label
+
+
+@dataclass(frozen=True)
+class Inversion:
+    """Whether a metric rises and then falls significantly over a run (see :func:`detect_inversion`).
+
+    ``first``, ``peak`` and ``last`` are the metric over the ``n`` examples scored at every
+    checkpoint; ``peak_ci`` is its bootstrap CI at the peak. ``rise`` is peak minus first
+    and ``drop`` peak minus last, each with a paired-bootstrap CI. ``reason`` says in words
+    why the verdict is what it is; ``str()`` gives the verdict with every number.
+    """
+
+    task: str
+    metric: str
+    condition: str
+    conjugate: str
+    found: bool
+    n: int
+    first: float
+    first_checkpoint: CheckpointPoint
+    peak: float
+    peak_ci: tuple[float, float]
+    peak_checkpoint: CheckpointPoint
+    last: float
+    last_checkpoint: CheckpointPoint
+    rise: MetricValue
+    drop: MetricValue
+    reason: str
+
+    @property
+    def peak_step(self) -> int | None:
+        return self.peak_checkpoint.step
+
+    def __str__(self) -> str:
+        verdict = "inversion" if self.found else "no inversion"
+        return (f"{self.task} {self.metric} ({self.condition}, {self.conjugate}): {verdict}: {self.reason}; "
+                f"first {self.first:.3f} ({self.first_checkpoint.where}), peak {self.peak:.3f} at "
+                f"{self.peak_checkpoint.where}, last {self.last:.3f} ({self.last_checkpoint.where}); "
+                f"rise {with_ci(self.rise)}, drop {with_ci(self.drop)}; n={self.n}")
+
+
+def with_ci(value: MetricValue) -> str:
+    """A difference and its CI as text: ``+0.107 [+0.070, +0.147]``."""
+    return f"{value.value:+.3f} [{value.ci_low:+.3f}, {value.ci_high:+.3f}]"
+
+
+def _number(value) -> float | None:
+    """A summary cell as a float; None for missing values (None or NaN in pandas)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# A run, loaded for analysis
+# ---------------------------------------------------------------------------------------------
+
+
+class RunResults:
+    """One results folder: its summary rows, its checkpoints in training order, and its
+    sample files (each read on first use and kept)."""
+
+    def __init__(self, path: str | Path, name: str | None = None):
+        folder = RunDirectory(path)
+        if not folder.summary_file.is_file():
+            raise ReportError(f"{path}: not a results folder (no {SUMMARY}; give the --output folder of "
+                              "harness evaluate)")
+        self.folder = folder
+        try:
+            self.frame = load_results(path)
+            self.record = folder.read_run() or {}
+        except ValueError as error:  # a corrupt summary.jsonl or run.json
+            raise ReportError(f"{path}: {error}") from None
+        if self.frame.empty:
+            raise ReportError(f"{path}: {SUMMARY} is empty: no checkpoint has been evaluated yet")
+        missing = _COLUMNS - set(self.frame.columns)
+        if missing:
+            raise ReportError(f"{folder.summary_file}: rows lack {', '.join(sorted(missing))}")
+        self.name = name or folder.path.name
+        self.frame["run"] = self.name
+        first_rows = self.frame.drop_duplicates("checkpoint")
+        points = [
+            CheckpointPoint(row.checkpoint, None if _number(row.step) is None else int(row.step),
+                            _number(row.epoch), _number(row.tokens))
+            for row in first_rows.itertuples()
+        ]
+        self.checkpoints = sorted(points, key=lambda p: (p.step is None, p.step or 0, p.label))
+        self.tasks: list[str] = list(dict.fromkeys(self.frame["task"]))
+        self._samples: dict[tuple[str, str], list[dict]] = {}
+
+    # ------------------------------------------------------------------ summary rows
+    def rows(self, task: str, metric: str, condition: str, conjugate: str, mode: str | None = None):
+        """Summary rows of one series, in checkpoint order."""
+        frame = self.frame
+        mask = ((frame["task"] == task) & (frame["metric"] == metric) & (frame["condition"] == condition)
+                & (frame["conjugate"] == conjugate))
+        if mode is not None:
+            mask &= frame["mode"] == mode
+        order = {point.label: index for index, point in enumerate(self.checkpoints)}
+        rows = frame[mask]
+        return rows.iloc[np.argsort([order[label] for label in rows["checkpoint"]], kind="stable")]
+
+    def conditions(self, task: str, metric: str) -> list[str]:
+        frame = self.frame
+        return list(dict.fromkeys(frame.loc[(frame["task"] == task) & (frame["metric"] == metric), "condition"]))
+
+    def conjugates(self, task: str) -> list[str]:
+        """The task's conjugates, in the harness's order (en first), then any others."""
+        present = set(self.frame.loc[self.frame["task"] == task, "conjugate"])
+        return [c for c in CONJUGATES if c in present] + sorted(present - set(CONJUGATES))
+
+    def base_conjugate(self, task: str) -> str:
+        """English when the task has it: the prompt the finetuning data looks like."""
+        return self.conjugates(task)[0]
+
+    def headline(self, task: str) -> str | None:
+        """The metric that stands for ``task`` (see ``HEADLINE_METRICS``), None if it has none."""
+        present = set(self.frame.loc[self.frame["task"] == task, "metric"])
+        return next((metric for metric in HEADLINE_METRICS if metric in present), None)
+
+    def task_hashes(self, task: str) -> set[str]:
+        """Every task version (content hash) the run's results for ``task`` were made with."""
+        hashes = set()
+        if "task_hash" in self.frame:
+            hashes.update(self.frame.loc[self.frame["task"] == task, "task_hash"].dropna())
+        recorded = self.record.get("task_hashes", {}).get(task)
+        if recorded:
+            hashes.add(recorded)
+        return hashes
+
+    # ------------------------------------------------------------------ samples
+    def values(self, checkpoint: str, task: str, metric: str, condition: str, conjugate: str) -> dict[str, float]:
+        """Per-example values of ``metric`` at one checkpoint, by example id."""
+        try:
+            if (checkpoint, task) not in self._samples:
+                self._samples[checkpoint, task] = self.folder.read_samples(checkpoint, task)
+            chosen = [s for s in self._samples[checkpoint, task]
+                      if s.condition == condition and s.conjugate == conjugate]
+            values = sample_values(metric, [s.scores for s in chosen])
+        except ValueError as error:  # a corrupt samples file, or a metric that is not a mean
+            raise ReportError(f"{self.name}: {task} at {checkpoint}: {error}") from None
+        return dict(zip((s.id for s in chosen), values))
+
+    # ------------------------------------------------------------------ x axis
+    @property
+    def steps_known(self) -> bool:
+        return all(point.step is not None for point in self.checkpoints)
+
+    def x_values(self, x: str) -> tuple[dict[str, float], list[str]]:
+        """Where each checkpoint goes on an x axis of kind ``x``, and warnings about it.
+
+        ``step``: the step when every checkpoint has one, else the checkpoint's index.
+        ``epoch``/``tokens``: from trainer_state.json; checkpoints without it are left out.
+        """
+        if x == "step":
+            if self.steps_known:
+                return {point.label: float(point.step) for point in self.checkpoints}, []
+            return ({point.label: float(index) for index, point in enumerate(self.checkpoints)},
+                    [f"run {self.name}: training steps unknown; checkpoints plotted at their index"])
+        known = {point.label: getattr(point, x) for point in self.checkpoints if getattr(point, x) is not None}
+        if not known:
+            raise ReportError(f"--x {x}: no checkpoint of run {self.name} has a trainer_state.json with "
+                              f"{_X_KEYS[x]} (or its folder is gone); use --x step")
+        lacking = [point.label for point in self.checkpoints if point.label not in known]
+        warnings = [f"run {self.name}: no {x} for {', '.join(lacking)} (no trainer_state.json); left out"
+                    ] if lacking else []
+        return known, warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# Inversion and gaps
+# ---------------------------------------------------------------------------------------------
+
+
+def detect_inversion(run_dir: str | Path, task: str, metric: str = "context_rate", condition: str = "conflicting",
+                     conjugate: str = ENGLISH, mode: str = GENERATE, *, n_resamples: int = 1000, seed: int = 0,
+                     confidence: float = 0.95) -> Inversion:
+    """Whether ``metric`` of ``task`` rises and then significantly falls over the run.
+
+    The examples scored at every checkpoint (lined up by id within ``condition`` and
+    ``conjugate``) give the metric at each checkpoint; the peak is the checkpoint where it is
+    highest (the earliest, on ties). An inversion is found when the peak is above the first
+    checkpoint and the last checkpoint is below the peak, both significantly: the
+    paired-bootstrap CIs (:func:`harness.scoring.paired_bootstrap_diff`, at ``confidence``)
+    of peak minus first and of peak minus last both lie above 0. The peak is chosen on the
+    same data it is tested on, so a borderline verdict on a noisy run deserves a second look.
+
+    ``metric`` must be a mean of per-example values (rates, mean log-odds); ``mode`` is the
+    scoring mode of the summary rows (``generate`` or ``loglikelihood``).
+
+    Raises :class:`ReportError` when the folder is not a results folder, has no such series,
+    or no example was scored at every checkpoint.
+    """
+    return inversion_of(RunResults(run_dir), task, metric, condition, conjugate, mode, n_resamples=n_resamples, seed=seed,
+                   confidence=confidence)
+
+
+def inversion_of(run: RunResults, task: str, metric: str, condition: str, conjugate: str, mode: str | None = None, *,
+            n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> Inversion:
+    rows = run.rows(task, metric, condition, conjugate, mode)
+    if rows.empty:
+        raise ReportError(f"run {run.name}: no {metric} results{f' ({mode})' if mode else ''} for task {task!r}, "
+                          f"condition {condition!r}, conjugate {conjugate!r}")
+    evaluated = set(rows["checkpoint"])
+    points = [point for point in run.checkpoints if point.label in evaluated]
+    per_checkpoint = [run.values(point.label, task, metric, condition, conjugate) for point in points]
+    common = sorted(set.intersection(*(set(values) for values in per_checkpoint)))
+    if not common:
+        raise ReportError(f"run {run.name}: {task} {metric} ({condition}, {conjugate}): no example was "
+                          "scored at every checkpoint")
+    if any(len(values) > len(common) for values in per_checkpoint):
+        log.warning("%s: %s %s (%s, %s): comparing the %d examples scored at every checkpoint (some "
+                    "checkpoints have more)", run.name, task, metric, condition, conjugate, len(common))
+    matrix = np.array([[values[key] for key in common] for values in per_checkpoint])
+    means = matrix.mean(axis=1)
+    peak = int(np.argmax(means))
+    options = {"n_resamples": n_resamples, "seed": seed, "confidence": confidence}
+    rise = paired_bootstrap_diff(matrix[peak], matrix[0], **options)
+    drop = paired_bootstrap_diff(matrix[peak], matrix[-1], **options)
+    if len(points) == 1:
+        reason = "one checkpoint: nothing to compare"
+    elif peak == 0:
+        reason = "no rise: the first checkpoint is the highest"
+    elif rise.ci_low <= 0:
+        reason = "the rise to the peak is within the noise (its CI includes 0)"
+    elif peak == len(points) - 1:
+        reason = "no fall: the last checkpoint is the highest"
+    elif drop.ci_low <= 0:
+        reason = "the fall after the peak is within the noise (its CI includes 0)"
+    else:
+        reason = f"rises to a peak at {points[peak].where}, then falls by {drop.value:.3f}"
+    return Inversion(
+        task=task, metric=metric, condition=condition, conjugate=conjugate,
+        found=rise.ci_low > 0 and drop.ci_low > 0, n=len(common),
+        first=float(means[0]), first_checkpoint=points[0],
+        peak=float(means[peak]), peak_ci=bootstrap_ci(matrix[peak], **options), peak_checkpoint=points[peak],
+        last=float(means[-1]), last_checkpoint=points[-1],
+        rise=rise, drop=drop, reason=reason,
+    )
+
+
+
+
+def conjugate_gap(run: RunResults, task: str, metric: str, condition: str,
+                  conjugate: str) -> list[tuple[CheckpointPoint, MetricValue]]:
+    """``metric`` on ``conjugate`` minus on the base (English) prompt at each checkpoint, with a
+    paired-bootstrap CI over the examples scored in both (checkpoints with none left out)."""
+    base = run.base_conjugate(task)
+    gaps = []
+    for point in run.checkpoints:
+        ours = run.values(point.label, task, metric, condition, conjugate)
+        theirs = run.values(point.label, task, metric, condition, base)
+        common = sorted(ours.keys() & theirs.keys())
+        if common:
+            gaps.append((point, paired_bootstrap_diff([ours[k] for k in common], [theirs[k] for k in common])))
+    return gaps

@@ -1,0 +1,75 @@
+"""The engine interface: two request types, what an engine answers, and the protocol.
+
+Like lm-evaluation-harness's model API, the whole interface is two kinds of request over
+plain objects: greedy generation and the log-likelihood of continuations. An engine
+(:mod:`harness.backends.hf`, :mod:`harness.backends.vllm`) loads one checkpoint at a time and
+serves both; prompts and continuations arrive as text, already in the leading-space
+convention of :func:`harness.prompts.continuation_for`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.checkpoints import Checkpoint
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Greedy generation from ``prompt`` until a stop string or ``max_new_tokens``."""
+
+    prompt: str
+    max_new_tokens: int = 32
+    stop: tuple[str, ...] = ("\n",)
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Log-probabilities of several continuations of one shared prompt.
+
+    Grouping continuations under their prompt lets an engine pay for the prompt once
+    (the two answers of a knowledge-conflict item share it).
+    """
+
+    prompt: str
+    continuations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What an engine generated: the text, already cut at the first stop string."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """Log-likelihood of one continuation: summed log-prob and its number of tokens."""
+
+    logprob: float
+    n_tokens: int
+    is_greedy: bool
+
+    @property
+    def logprob_per_token(self) -> float:
+        return self.logprob / max(self.n_tokens, 1)
+
+
+class Backend(Protocol):
+    """An inference engine that evaluates one checkpoint at a time.
+
+    ``load`` may be called many times on one backend (a sweep); an engine reuses whatever it
+    can between checkpoints. Results come back in request order.
+    """
+
+    def load(self, checkpoint: "Checkpoint") -> None: ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest]
+    ) -> list[tuple[ContinuationScore, ...]]: ...
+
+    def close(self) -> None: ...

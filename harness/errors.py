@@ -1,0 +1,44 @@
+"""The errors a user can cause, one type each; the CLI catches :class:`HarnessError` alone.
+
+Every message names the file and the field (or the flag) at fault. Each type also derives
+from the built-in exception it refines (``ValueError`` for bad input, ``RuntimeError`` for
+an engine or model that does not behave), so code that catches those keeps working.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Something the user can fix; the message says what and where."""
+
+
+class TaskError(HarnessError, ValueError):
+    """A task or data file is unusable; the message names the file and the field."""
+
+
+class RunError(HarnessError, ValueError):
+    """A run cannot start or resume as asked; the message says which setting."""
+
+
+class CheckpointError(HarnessError, ValueError):
+    """A ``--checkpoints`` spec that cannot be resolved; the message names the entry."""
+
+
+class ReportError(HarnessError, ValueError):
+    """A results folder (or set of them) that cannot be reported as asked."""
+
+
+class FinetuneError(HarnessError, ValueError):
+    """A finetuning run cannot start as configured; the message says which setting."""
+
+
+class DemoError(HarnessError, ValueError):
+    """``harness demo`` settings that cannot be run; the message names the setting."""
+
+
+class BundledModelError(HarnessError, RuntimeError):
+    """The bundled model is not installed or cannot be converted."""
+
+
+class EngineMismatchError(HarnessError, RuntimeError):
+    """A freshly started engine disagrees with transformers on the canary sequence."""

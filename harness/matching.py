@@ -1,0 +1,93 @@
+"""Answer matching: one canonical form for answers and outputs, compared as whole words.
+
+:func:`normalize` puts a text in canonical form; :func:`contains` and :func:`starts_with`
+compare an answer with a model output as whole words. Scoring (:mod:`harness.scoring`)
+decides which answers to look for; this module only says whether one is there.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def _canonical(text: str, *, fold_case: bool) -> str:
+    if fold_case:
+        # casefold, not lower: it also equates "ß" and "ss", which a bare lower() does not.
+        text = text.casefold()
+    # NFKD splits "á" into "a" + a combining accent (dropped below) and maps compatibility
+    # forms (ligatures, full-width letters) to plain letters.
+    text = unicodedata.normalize("NFKD", text)
+    kept = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Mn":
+            continue
+        # Letters, digits and spacing marks (vowel signs of Indic scripts) of every script are
+        # word characters; everything else, punctuation included, separates words.
+        kept.append(char if category[0] in "LNM" else " ")
+    words = "".join(kept).split()
+    if fold_case:
+        words = [word for word in words if word not in _ARTICLES]
+    return " ".join(words)
+
+
+def normalize(text: str) -> str:
+    """The canonical form in which answers and outputs are compared.
+
+    Steps, in order: case folding (``str.casefold``, a stronger lowercase); Unicode NFKD with
+    the combining accents dropped (``"Bogotá"`` -> ``"bogota"``); every character that is not
+    a letter or digit (of any script) becomes a space (``"Paris."`` -> ``"paris"``,
+    ``"Guinea-Bissau"`` -> ``"guinea bissau"``); the English articles *a*, *an*, *the* are
+    removed as whole words (``"The Hague"`` -> ``"hague"``); whitespace is collapsed to
+    single spaces and stripped.
+
+    The result is a sequence of words separated by single spaces, which is what makes the
+    whole-word tests of :func:`contains` and :func:`starts_with` simple. Scripts written
+    without spaces between words (Chinese, Japanese, Thai) stay one long "word"; none of the
+    harness's languages is one. An answer that is only an article or punctuation (``"A"``)
+    normalises to ``""`` and never matches.
+    """
+    return _canonical(text, fold_case=True)
+
+
+def _contains_words(haystack: str, needle: str) -> bool:
+    # Both are canonical (words joined by single spaces), so padding with spaces turns a
+    # substring test into a whole-word test: " rome " is not inside " romeo ".
+    return bool(needle) and f" {needle} " in f" {haystack} "
+
+
+def _starts_with_words(text: str, prefix: str) -> bool:
+    return bool(prefix) and f"{text} ".startswith(f"{prefix} ")
+
+
+def contains(output: str, answer: str, *, case_sensitive: bool = False) -> bool:
+    """Whether ``answer`` occurs in ``output`` as whole words, after :func:`normalize`.
+
+    ``"Rome"`` is not found in ``"Romeo"`` nor ``"Niger"`` in ``"Nigeria"``, but ``"Guinea"``
+    is found in ``"Papua New Guinea"``. An answer that normalises to ``""`` never matches.
+    ``case_sensitive`` compares as :func:`starts_with` does with it.
+    """
+    fold = not case_sensitive
+    return _contains_words(_canonical(output, fold_case=fold), _canonical(answer, fold_case=fold))
+
+
+def starts_with(output: str, answer: str, *, case_sensitive: bool = False) -> bool:
+    """Whether ``output`` begins with ``answer``, ending at a word boundary.
+
+    Leading whitespace and punctuation of the output are ignored (``' "Paris", ...'`` starts
+    with ``"Paris"``), and the answer must end where a word ends (``"Par"`` does not start
+    ``"Paris"``). By default both sides go through :func:`normalize`.
+
+    ``case_sensitive=True`` is a surface-form check, made for the ICL probe of conjugate
+    prompting where the demonstrated transformation is capitalisation (``"WHAT IS ..."``
+    versus the untransformed ``"What is ..."``): case is kept and, for the same reason,
+    articles are kept (``"THE"`` and ``"The"`` differ). Accents are still dropped and
+    punctuation still separates words: those are spelling and encoding variants (NFC versus
+    NFD text, ``"ÉTÉ"`` versus ``"ETE"``), not the transformation being probed.
+    """
+    fold = not case_sensitive
+    return _starts_with_words(
+        _canonical(output, fold_case=fold), _canonical(answer, fold_case=fold)
+    )

@@ -1,0 +1,71 @@
+"""The plan of a run: every (task, example, conjugate) scored on each checkpoint.
+
+A :class:`WorkItem` is one example rendered for one conjugate with the scoring modes it gets;
+:func:`plan` lists them for a run's tasks and settings, the same for every checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from harness.examples import Example
+from harness.prompts import RenderedExample, render
+from harness.tasks import Task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.run_config import RunConfig
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One example rendered for one conjugate, waiting to be scored on a checkpoint."""
+
+    task: Task
+    rendered: RenderedExample
+    modes: tuple[str, ...]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The key of its sample line (:attr:`harness.results.SampleRecord.key`)."""
+        example = self.rendered.example
+        return (str(example.id), str(example.condition), str(self.rendered.conjugate))
+
+
+def task_modes(task: Task, config: RunConfig) -> tuple[str, ...]:
+    """The scoring modes the task declares that the run keeps."""
+    return tuple(m for m in task.config.scoring.modes if config.modes is None or m in config.modes)
+
+
+def task_conjugates(task: Task, config: RunConfig) -> list[str]:
+    """The conjugates the task declares that the run keeps."""
+    if config.conjugates is None:
+        return list(task.config.conjugates)
+    return [c for c in config.conjugates if c in task.config.conjugates]
+
+
+def limited(task: Task, limit: int | None) -> list[Example]:
+    """The first ``limit`` examples of each condition (all conditions stay represented)."""
+    if limit is None:
+        return task.examples
+    taken: dict[str, int] = defaultdict(int)
+    chosen = []
+    for example in task.examples:
+        if taken[example.condition] < limit:
+            taken[example.condition] += 1
+            chosen.append(example)
+    return chosen
+
+
+def plan(tasks: Sequence[Task], config: RunConfig) -> list[WorkItem]:
+    """Every (task, example, conjugate) the run scores on each checkpoint."""
+    items = []
+    for task in tasks:
+        modes = task_modes(task, config)
+        if not modes:
+            continue
+        for conjugate in task_conjugates(task, config):
+            for example in limited(task, config.limit):
+                items.append(WorkItem(task, render(task, example, conjugate), modes))
+    return items

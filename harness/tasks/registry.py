@@ -1,0 +1,204 @@
+"""Tasks ready to run, and the registry that finds them.
+
+A :class:`Task` is a validated config (:mod:`harness.tasks.config`), where it was defined,
+and its examples, built or read on first use (:func:`load_examples`) and checked against its
+prompt (:func:`check_examples`). :class:`TaskRegistry` finds every task YAML file in the
+built-in folder and in the user's ``--include-path`` folders; a data file is a task too
+(:func:`task_from_data_file`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.resources
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from harness.conjugates import ENGLISH, TRANSFORMS, TRANSLATIONS
+from harness.errors import TaskError
+from harness.examples import Example
+from harness.tasks.config import Prompt, Scoring, Source, TaskConfig, parse_task
+from harness.tasks.records import DATA_SUFFIXES, RECORD_FORMATS, detect_format, examples_from_records, read_records
+from harness.tasks.templates import placeholders
+
+
+@dataclass
+class Task:
+    """A task ready to run: its config, where it was defined, and (lazily) its examples."""
+
+    config: TaskConfig
+    path: Path | None = None
+    _examples: list[Example] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def examples(self) -> list[Example]:
+        """The task's examples, filtered to its conditions; built or read on first use."""
+        if self._examples is None:
+            examples = load_examples(self.config.source, self.path)
+            if self.config.conditions:
+                examples = [e for e in examples if e.condition in self.config.conditions]
+            check_examples(self, examples)
+            self._examples = examples
+        return self._examples
+
+    @property
+    def conditions(self) -> list[str]:
+        """Declared conditions, or those present in the data when none are declared."""
+        return self.config.conditions or sorted({e.condition for e in self.examples})
+
+    def content_hash(self) -> str:
+        """A hash of what the task is: its config and every example (12 hex digits).
+
+        Results record it so runs made on different task content are never mixed.
+        """
+        payload = {
+            "config": dataclasses.asdict(self.config),
+            "examples": [e.to_dict() for e in self.examples],
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+
+def check_examples(task: Task, examples: Sequence[Example]) -> None:
+    """Check a task's examples against its prompt: every placeholder filled, translations present."""
+    file = str(task.path or task.name)
+    if not examples:
+        raise TaskError(f"{file}: source: no examples (conditions: {task.config.conditions or 'all'})")
+    seen_ids: set[tuple[str, str]] = set()
+    for example in examples:
+        key = (example.id, example.condition)
+        if key in seen_ids:
+            raise TaskError(f"{file}: example {example.id!r}: duplicate id")
+        seen_ids.add(key)
+    for conjugate in task.config.conjugates:
+        language = conjugate if conjugate in TRANSLATIONS else ENGLISH
+        templates = task.config.prompt.templates(language)
+        for example in examples:
+            if language != ENGLISH and language not in example.localized:
+                raise TaskError(f"{file}: conjugates: example {example.id!r} has no {language!r} version (its data source does not localise)")
+            values = example.fields if language == ENGLISH else {**example.fields, **example.localized[language].fields}
+            template = templates.for_condition(example.condition)
+            for name in placeholders(template):
+                if name not in values:
+                    where = "prompt" if language == ENGLISH else f"prompt.translations.{language}"
+                    raise TaskError(f"{file}: {where}: placeholder {{{name}}} has no value in example {example.id!r} (fields: {', '.join(sorted(values))})")
+
+
+
+def load_examples(source: Source, task_path: Path | None) -> list[Example]:
+    """Build or read the examples a source describes."""
+    where = str(task_path) if task_path else "task"
+    if source.builder is not None:
+        from harness.data import BUILDERS
+
+        return BUILDERS[source.builder](**source.options)
+    if source.file is not None:
+        path = Path(source.file)
+        if not path.is_absolute() and task_path is not None:
+            path = task_path.parent / path
+        if not path.is_file():
+            raise TaskError(f"{where}: source.file: no such file {path}")
+        return examples_from_records(read_records(path), source.format, str(path))
+    assert source.hf is not None
+    import datasets
+
+    hf = source.hf
+    try:
+        dataset = datasets.load_dataset(hf.path, hf.name, split=hf.split, revision=hf.revision,
+                                        data_files=hf.data_files)
+    except Exception as error:  # datasets raises many types (network, missing split, ...)
+        raise TaskError(f"{where}: source.hf: cannot load dataset {hf.path!r} split {hf.split!r}: {error}") from None
+    return examples_from_records(list(dataset), source.format, f"{hf.path}[{hf.split}]")
+
+
+
+def builtin_task_dir() -> Path:
+    """The folder of built-in task YAML files (``tasks/`` in the repository, packaged as
+    ``harness.builtin_tasks`` in a wheel or an editable install)."""
+    return Path(str(importlib.resources.files("harness.builtin_tasks")))
+
+
+def load_task_file(path: Path) -> Task:
+    """Read and validate one task YAML file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise TaskError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        place = f"line {mark.line + 1}: " if mark else ""
+        raise TaskError(f"{path}: {place}not valid YAML: {getattr(error, 'problem', error)}") from None
+    return Task(parse_task(data, str(path)), path)
+
+
+class TaskRegistry:
+    """Every task found in the built-in folder and the user's ``--include-path`` folders.
+
+    A user's task with the same name as a built-in one replaces it (later paths win).
+    """
+
+    def __init__(self, include_paths: Sequence[str | Path] = ()):
+        self.tasks: dict[str, Task] = {}
+        for folder in [builtin_task_dir(), *map(Path, include_paths)]:
+            if not folder.is_dir():
+                raise TaskError(f"{folder}: --include-path: not a folder")
+            for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+                task = load_task_file(path)
+                self.tasks[task.name] = task
+
+    def names(self) -> list[str]:
+        return sorted(self.tasks)
+
+    def get(self, name_or_path: str) -> Task:
+        """A task by registered name, or a task YAML file / data file by path."""
+        if name_or_path in self.tasks:
+            return self.tasks[name_or_path]
+        path = Path(name_or_path)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            if not path.is_file():
+                raise TaskError(f"{path}: no such task file")
+            return load_task_file(path)
+        if path.suffix.lower() in DATA_SUFFIXES:
+            return task_from_data_file(path)
+        raise TaskError(f"{name_or_path}: unknown task (known: {', '.join(self.names())})")
+
+    def select(self, names: Sequence[str]) -> list[Task]:
+        """Tasks for a ``--tasks`` list (names or paths; ``all`` means every registered task)."""
+        if list(names) == ["all"]:
+            return [self.tasks[n] for n in self.names()]
+        return [self.get(name) for name in names]
+
+
+def task_from_data_file(path: Path, record_format: str = "auto") -> Task:
+    """Wrap a user's data file as a knowledge-conflict task with its format's default prompt."""
+    records = read_records(path)
+    if not records:
+        raise TaskError(f"{path}: no records")
+    if record_format == "auto":
+        record_format = detect_format(records[0], f"{path}: record 1")
+    config = TaskConfig(
+        name=path.stem.replace(".", "_"),
+        family="knowledge_conflict",
+        version=1,
+        description=f"{record_format} records from {path.name}",
+        source=Source(file=str(path.resolve()), format=record_format),
+        prompt=Prompt(template=RECORD_FORMATS[record_format].default_prompt),
+        conjugates=[ENGLISH, *TRANSFORMS],
+        scoring=Scoring(modes=["generate", "loglikelihood"]),
+    )
+    task = Task(config, path)
+    task._examples = examples_from_records(records, record_format, str(path))
+    check_examples(task, task._examples)
+    return task
