@@ -31,7 +31,7 @@ from harness.conjugates import CONJUGATES, ENGLISH
 from harness.errors import ReportError
 from harness.results import SUMMARY, RunDirectory
 from harness.scoring import GENERATE, sample_values
-from harness.stats import MetricValue, bootstrap_ci, paired_bootstrap_diff
+from harness.stats import ChangeTest, MetricValue, bootstrap_ci, max_change_test, paired_bootstrap_diff, rate_interval
 
 log = logging.getLogger("harness")
 
@@ -43,7 +43,8 @@ _COLUMNS = frozenset({"checkpoint", "step", "task", "condition", "conjugate", "m
 
 # The metric that stands for a task (first one present wins): what its verdict, its conjugate
 # gap and its comparison chart are about.
-HEADLINE_METRICS = ("context_rate", "icl_rate", "accuracy", "ll_context_win_rate", "ll_icl_win_rate", "ll_accuracy")
+HEADLINE_METRICS = ("context_hit_rate", "context_rate", "icl_rate", "accuracy", "ll_context_win_rate",
+                    "ll_icl_win_rate", "ll_accuracy")
 
 def checkpoint_progress(run: RunDirectory) -> dict[str, dict[str, int | float]]:
     """Each checkpoint's training progress (label -> :func:`harness.checkpoints.training_progress`).
@@ -98,14 +99,39 @@ class CheckpointPoint:
         return f"step {self.step}" if self.step is not None else self.label
 
 
+#: How the inversion verdict is reached, in words (the report and the demo summary say it).
+INVERSION_METHOD = (
+    "one-sided max-t tests at the 5% level over the examples scored at every checkpoint (paired, "
+    "studentised bootstrap, 1000 resamples): a rise (some checkpoint above the first) and a fall (some "
+    "checkpoint above the last), each allowing for the highest checkpoint having been picked"
+)
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Change:
+    """A difference of a metric between the peak and a reference checkpoint, with a one-sided
+    lower confidence bound that holds whichever checkpoint was picked, and the max-t test's
+    verdict that some checkpoint is above the reference (:func:`harness.stats.max_change_test`)."""
+
+    value: float
+    lower: float
+    p_value: float
+    significant: bool
+
+    def __str__(self) -> str:
+        return f"{self.value:+.3f} (>= {self.lower:+.3f}, p={self.p_value:.3f})"
+
+
 @dataclass(frozen=True)
 class Inversion:
     """Whether a metric rises and then falls significantly over a run (see :func:`detect_inversion`).
 
     ``first``, ``peak`` and ``last`` are the metric over the ``n`` examples scored at every
-    checkpoint; ``peak_ci`` is its bootstrap CI at the peak. ``rise`` is peak minus first
-    and ``drop`` peak minus last, each with a paired-bootstrap CI. ``reason`` says in words
-    why the verdict is what it is; ``str()`` gives the verdict with every number.
+    checkpoint; ``peak_ci`` is its confidence interval at the peak (the checkpoint where it is
+    highest). ``rise`` is peak minus first and ``drop`` peak minus last, each with its lower
+    bound from the max-t tests (:data:`INVERSION_METHOD`). ``reason`` says in words why the
+    verdict is what it is; ``str()`` gives the verdict with every number.
     """
 
     task: str
@@ -121,9 +147,10 @@ class Inversion:
     peak_checkpoint: CheckpointPoint
     last: float
     last_checkpoint: CheckpointPoint
-    rise: MetricValue
-    drop: MetricValue
+    rise: Change
+    drop: Change
     reason: str
+    method: str = INVERSION_METHOD
 
     @property
     def peak_step(self) -> int | None:
@@ -134,7 +161,7 @@ class Inversion:
         return (f"{self.task} {self.metric} ({self.condition}, {self.conjugate}): {verdict}: {self.reason}; "
                 f"first {self.first:.3f} ({self.first_checkpoint.where}), peak {self.peak:.3f} at "
                 f"{self.peak_checkpoint.where}, last {self.last:.3f} ({self.last_checkpoint.where}); "
-                f"rise {with_ci(self.rise)}, drop {with_ci(self.drop)}; n={self.n}")
+                f"rise {self.rise}, drop {self.drop}; n={self.n}")
 
 
 def with_ci(value: MetricValue) -> str:
@@ -270,18 +297,19 @@ class RunResults:
 # ---------------------------------------------------------------------------------------------
 
 
-def detect_inversion(run_dir: str | Path, task: str, metric: str = "context_rate", condition: str = "conflicting",
+def detect_inversion(run_dir: str | Path, task: str, metric: str = "context_hit_rate", condition: str = "conflicting",
                      conjugate: str = ENGLISH, mode: str = GENERATE, *, n_resamples: int = 1000, seed: int = 0,
                      confidence: float = 0.95) -> Inversion:
     """Whether ``metric`` of ``task`` rises and then significantly falls over the run.
 
     The examples scored at every checkpoint (lined up by id within ``condition`` and
     ``conjugate``) give the metric at each checkpoint; the peak is the checkpoint where it is
-    highest (the earliest, on ties). An inversion is found when the peak is above the first
-    checkpoint and the last checkpoint is below the peak, both significantly: the
-    paired-bootstrap CIs (:func:`harness.scoring.paired_bootstrap_diff`, at ``confidence``)
-    of peak minus first and of peak minus last both lie above 0. The peak is chosen on the
-    same data it is tested on, so a borderline verdict on a noisy run deserves a second look.
+    highest (the earliest, on ties). An inversion is found when some checkpoint is
+    significantly above the first and some checkpoint significantly above the last
+    (:data:`INVERSION_METHOD`: two one-sided max-t tests at the 5% level, which pay for
+    picking the highest checkpoint on the same data — when the metric rises and then stays
+    flat, the verdict is "inversion" in at most about 5% of runs, which the test suite checks
+    by simulation). ``confidence`` is the level of the peak's interval.
 
     ``metric`` must be a mean of per-example values (rates, mean log-odds); ``mode`` is the
     scoring mode of the summary rows (``generate`` or ``loglikelihood``).
@@ -289,8 +317,8 @@ def detect_inversion(run_dir: str | Path, task: str, metric: str = "context_rate
     Raises :class:`ReportError` when the folder is not a results folder, has no such series,
     or no example was scored at every checkpoint.
     """
-    return inversion_of(RunResults(run_dir), task, metric, condition, conjugate, mode, n_resamples=n_resamples, seed=seed,
-                   confidence=confidence)
+    return inversion_of(RunResults(run_dir), task, metric, condition, conjugate, mode, n_resamples=n_resamples,
+                        seed=seed, confidence=confidence)
 
 
 def inversion_of(run: RunResults, task: str, metric: str, condition: str, conjugate: str, mode: str | None = None, *,
@@ -312,31 +340,49 @@ def inversion_of(run: RunResults, task: str, metric: str, condition: str, conjug
     matrix = np.array([[values[key] for key in common] for values in per_checkpoint])
     means = matrix.mean(axis=1)
     peak = int(np.argmax(means))
-    options = {"n_resamples": n_resamples, "seed": seed, "confidence": confidence}
-    rise = paired_bootstrap_diff(matrix[peak], matrix[0], **options)
-    drop = paired_bootstrap_diff(matrix[peak], matrix[-1], **options)
     if len(points) == 1:
+        nothing = Change(0.0, float("nan"), float("nan"), False)
+        rise = drop = nothing
         reason = "one checkpoint: nothing to compare"
-    elif peak == 0:
-        reason = "no rise: the first checkpoint is the highest"
-    elif rise.ci_low <= 0:
-        reason = "the rise to the peak is within the noise (its CI includes 0)"
-    elif peak == len(points) - 1:
-        reason = "no fall: the last checkpoint is the highest"
-    elif drop.ci_low <= 0:
-        reason = "the fall after the peak is within the noise (its CI includes 0)"
     else:
-        reason = f"rises to a peak at {points[peak].where}, then falls by {drop.value:.3f}"
+        rise, drop = (_change(test, peak) for test in inversion_tests(matrix, n_resamples=n_resamples, seed=seed))
+        if not rise.significant and peak == 0:
+            reason = "no rise: the first checkpoint is the highest"
+        elif not rise.significant:
+            reason = "no checkpoint is significantly above the first: the rise is within the noise"
+        elif not drop.significant and peak == len(points) - 1:
+            reason = "no fall: the last checkpoint is the highest"
+        elif not drop.significant:
+            reason = "no checkpoint is significantly above the last: the fall is within the noise"
+        else:
+            reason = f"rises to a peak at {points[peak].where}, then falls by {drop.value:.3f}"
+    peak_ci = (rate_interval(int(matrix[peak].sum()), matrix.shape[1], confidence) if _is_binary(matrix[peak])
+               else bootstrap_ci(matrix[peak], n_resamples=n_resamples, seed=seed, confidence=confidence))
     return Inversion(
         task=task, metric=metric, condition=condition, conjugate=conjugate,
-        found=rise.ci_low > 0 and drop.ci_low > 0, n=len(common),
+        found=rise.significant and drop.significant, n=len(common),
         first=float(means[0]), first_checkpoint=points[0],
-        peak=float(means[peak]), peak_ci=bootstrap_ci(matrix[peak], **options), peak_checkpoint=points[peak],
+        peak=float(means[peak]), peak_ci=peak_ci, peak_checkpoint=points[peak],
         last=float(means[-1]), last_checkpoint=points[-1],
         rise=rise, drop=drop, reason=reason,
     )
 
 
+def inversion_tests(matrix: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
+                    alpha: float = ALPHA) -> tuple[ChangeTest, ChangeTest]:
+    """The two tests of the inversion verdict on a (checkpoints, examples) matrix of
+    per-example values: some checkpoint above the first (rise), some above the last (fall)."""
+    return (max_change_test(matrix, 0, n_resamples=n_resamples, seed=seed, alpha=alpha),
+            max_change_test(matrix, matrix.shape[0] - 1, n_resamples=n_resamples, seed=seed, alpha=alpha))
+
+
+def _change(test: ChangeTest, peak: int) -> Change:
+    """The change from the test's reference to the peak, and the test's verdict."""
+    return Change(test.differences[peak], test.lowers[peak], test.p_value, test.significant)
+
+
+def _is_binary(values: np.ndarray) -> bool:
+    return bool(np.isin(values, (0.0, 1.0)).all())
 
 
 def conjugate_gap(run: RunResults, task: str, metric: str, condition: str,

@@ -51,7 +51,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{len(examples)} examples: " + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
     print(f"conjugates: {', '.join(task.config.conjugates)}; scoring: {', '.join(task.config.scoring.modes)}"
           f" ({task.config.scoring.match})")
-    example = examples[min(args.index, len(examples) - 1)]
+    # Examples written in a conjugate (a file of translated prompts) render under that one only.
+    shown = [e for e in examples if e.conjugate in (None, args.conjugate)]
+    example = shown[min(args.index, len(shown) - 1)]
     rendered = render(task, example, args.conjugate)
     print(f"\nexample {example.id!r} ({example.condition}, {args.conjugate}, format {args.format}):")
     print("-" * 60)
@@ -73,9 +75,11 @@ ENGINE_FLAGS = {name: option for name, option in ENGINE_OPTIONS.items() if optio
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = {name: getattr(args, name) for name in (
         "output", "tasks", "checkpoints", "model", "base_model", "backend", "format", "conjugates",
-        "modes", "limit", "seed", "batch_size", "include_path") if getattr(args, name) not in (None, [])}
-    if args.trust_remote_code:
-        settings["trust_remote_code"] = True
+        "modes", "limit", "seed", "batch_size", "include_path", "overwrite", "truncate")
+        if getattr(args, name) not in (None, [])}
+    for flag in ("trust_remote_code", "verify_weights"):
+        if getattr(args, flag):
+            settings[flag] = True
     engine = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
     config = RunConfig.from_yaml(args.config, **settings) if args.config else RunConfig(**settings)
     if engine:
@@ -107,6 +111,14 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--batch-size", type=int, help="examples per engine call (results are written per batch)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint")
+    parser.add_argument("--overwrite", type=_list, metavar="LABEL[,LABEL]",
+                        help="discard the earlier samples of these checkpoint labels and evaluate them again "
+                             "(a label whose weights, engine or dtype changed is otherwise refused)")
+    parser.add_argument("--verify-weights", action="store_true",
+                        help="add a full content hash of every weight file to each checkpoint's identity")
+    parser.add_argument("--truncate", choices=["left"],
+                        help="cut prompts longer than the model's window from the left (default: refuse them "
+                             "before the sweep starts); their samples are marked and counted")
     for name, option in ENGINE_FLAGS.items():
         flag = "--" + name.replace("_", "-")
         if option.type is bool:

@@ -61,9 +61,14 @@ class Example:
             ``open_book``, ``overriding``, ...); metrics are reported per condition.
         fields: values for the ``{placeholders}`` of the task's prompt template.
         answers: answer role -> accepted spellings (see the module docstring).
-        localized: language code (``fr``, ``es``, ``de``) -> the example in that language.
+        localized: language code (``fr``, ``es``, ``nl``, ``hu``, ``de``) -> the example in that
+            language.
         meta: facts about the item kept in the per-sample logs (subject, relation, ...);
             never shown to the model.
+        conjugate: the conjugate the item is already written in (``"fr"``, ``"piglatin"``),
+            as in a data file of translated prompts; such an item is rendered as written,
+            under that conjugate only. ``None`` (the default): written in English, and
+            rewritten for each conjugate of its task.
     """
 
     id: str
@@ -72,9 +77,15 @@ class Example:
     answers: Answers
     localized: Mapping[str, Localized] = field(default_factory=dict)
     meta: Mapping[str, Any] = field(default_factory=dict)
+    conjugate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy (for hashing and the per-sample logs)."""
+        """A JSON-serialisable copy (for hashing and the per-sample logs).
+
+        ``conjugate`` appears only when set, so the hashes of English-written items stay
+        what they were before the field existed.
+        """
+        written = {} if self.conjugate is None else {"conjugate": self.conjugate}
         return {
             "id": self.id,
             "condition": self.condition,
@@ -88,4 +99,5 @@ class Example:
                 for lang, loc in self.localized.items()
             },
             "meta": dict(self.meta),
+            **written,
         }

@@ -10,10 +10,15 @@ time (per-sample logs) are appended with :func:`append_jsonl`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import jsonlines
+
+log = logging.getLogger("harness")
 
 
 def dumps(record: Mapping[str, Any]) -> str:
@@ -57,35 +62,52 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
 
 
 def append_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
-    """Append records in one write, flushed to disk before returning."""
+    """Append records in one write, flushed to disk before returning.
+
+    The write starts on a fresh line whatever the file ends with: after a writer died
+    mid-line, the torn fragment stays a line of its own (which readers skip) instead of
+    swallowing the first new record.
+    """
     text = "".join(dumps(r) + "\n" for r in records)
     if not text:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as stream:
-        stream.write(text)
+    with path.open("ab+") as stream:
+        if stream.tell() > 0:
+            stream.seek(-1, os.SEEK_END)
+            if stream.read(1) != b"\n":
+                text = "\n" + text
+        stream.write(text.encode("utf-8"))
         stream.flush()
         os.fsync(stream.fileno())
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete line of a JSON Lines file ([] when it does not exist).
+def read_jsonl(path: str | Path, *, strict: bool = False) -> list[dict[str, Any]]:
+    """Every record of a JSON Lines file ([] when it does not exist); blank lines are skipped.
 
-    A torn last line (the writer died mid-line) is dropped, and trimmed from the file so that
-    later appends start clean; a bad line elsewhere is a ``ValueError`` naming the line.
+    A line that is not a JSON object is a ``ValueError`` naming the file and line when
+    ``strict``; otherwise it is logged (file and line) and skipped: a torn fragment of a
+    writer that died mid-line. Reading never changes the file.
     """
     path = Path(path)
     if not path.is_file():
         return []
-    records = []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    for number, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(lines) - 1:
-                atomic_write_text(path, "".join(lines[:-1]))
+    records: list[dict[str, Any]] = []
+    with jsonlines.open(path) as reader:
+        while True:
+            try:
+                record = reader.read(type=dict, allow_none=True)
+            except EOFError:
                 break
-            raise ValueError(f"{path}: line {number + 1}: not valid JSON") from None
+            except jsonlines.InvalidLineError as error:
+                if not error.line.strip():
+                    continue
+                if strict:
+                    raise ValueError(f"{path}: line {error.lineno}: not valid JSON, or not an object") from None
+                log.warning("%s: line %d is not a complete record (a write cut short); skipped",
+                            path, error.lineno)
+                continue
+            if record is not None:
+                records.append(record)
     return records

@@ -1,7 +1,8 @@
 """Answer matching: one canonical form for answers and outputs, compared as whole words.
 
 :func:`normalize` puts a text in canonical form; :func:`contains` and :func:`starts_with`
-compare an answer with a model output as whole words. Scoring (:mod:`harness.scoring`)
+compare an answer with a model output as whole words. :func:`raw_prefix` is the one
+surface-form test: the conjugate-prompting paper's rule, on the output as generated. Scoring (:mod:`harness.scoring`)
 decides which answers to look for; this module only says whether one is there.
 """
 
@@ -62,6 +63,24 @@ def _starts_with_words(text: str, prefix: str) -> bool:
     return bool(prefix) and f"{text} ".startswith(f"{prefix} ")
 
 
+Span = tuple[int, int]
+
+
+def find_spans(output: str, answer: str, *, case_sensitive: bool = False, prefix: bool = False) -> list[Span]:
+    """Where ``answer`` occurs in ``output`` as whole words: ``(first, end)`` word positions
+    in the canonical output (``end`` exclusive); with ``prefix`` only a match at the start.
+
+    What :func:`contains` and :func:`starts_with` test, with positions, so that a caller can
+    tell a match that lies inside another answer's match ("Cairo" inside "New Cairo").
+    """
+    fold = not case_sensitive
+    words, needle = _canonical(output, fold_case=fold).split(), _canonical(answer, fold_case=fold).split()
+    if not needle:
+        return []
+    starts = range(1) if prefix else range(len(words) - len(needle) + 1)
+    return [(i, i + len(needle)) for i in starts if words[i: i + len(needle)] == needle]
+
+
 def contains(output: str, answer: str, *, case_sensitive: bool = False) -> bool:
     """Whether ``answer`` occurs in ``output`` as whole words, after :func:`normalize`.
 
@@ -91,3 +110,20 @@ def starts_with(output: str, answer: str, *, case_sensitive: bool = False) -> bo
     return _starts_with_words(
         _canonical(output, fold_case=fold), _canonical(answer, fold_case=fold)
     )
+
+
+def raw_prefix(output: str, answer: str) -> bool:
+    """Whether the raw ``output`` starts with ``answer``, with or without one leading space.
+
+    The rule of Kotha et al. (2024) for their in-context-learning probe: no normalisation at
+    all, so case, accents and punctuation count (``"WHAT"`` is not ``"What"``) and there is
+    no word boundary (``"The"`` starts ``"There"``). The one exception is the markdown escape
+    ``\\_``, read as ``_``: chat models write a blank ``"___"`` as ``"\\_\\_\\_"``. An
+    answer given with its leading space (the paper's files write ``" What"``) is the same
+    answer; an empty one never matches.
+    """
+    answer = answer.removeprefix(" ")
+    if not answer:
+        return False
+    text = output.replace("\\_", "_")
+    return text.startswith(answer) or text.startswith(" " + answer)

@@ -45,13 +45,13 @@ def task_conjugates(task: Task, config: RunConfig) -> list[str]:
     return [c for c in config.conjugates if c in task.config.conjugates]
 
 
-def limited(task: Task, limit: int | None) -> list[Example]:
+def limited(examples: Sequence[Example], limit: int | None) -> list[Example]:
     """The first ``limit`` examples of each condition (all conditions stay represented)."""
     if limit is None:
-        return task.examples
+        return list(examples)
     taken: dict[str, int] = defaultdict(int)
     chosen = []
-    for example in task.examples:
+    for example in examples:
         if taken[example.condition] < limit:
             taken[example.condition] += 1
             chosen.append(example)
@@ -59,13 +59,19 @@ def limited(task: Task, limit: int | None) -> list[Example]:
 
 
 def plan(tasks: Sequence[Task], config: RunConfig) -> list[WorkItem]:
-    """Every (task, example, conjugate) the run scores on each checkpoint."""
+    """Every (task, example, conjugate) the run scores on each checkpoint.
+
+    An example written in a conjugate (``Example.conjugate``) is scored under that one only;
+    ``config.limit`` caps each condition of each conjugate, so a file of translated items
+    keeps its first ``limit`` items of every language.
+    """
     items = []
     for task in tasks:
         modes = task_modes(task, config)
         if not modes:
             continue
         for conjugate in task_conjugates(task, config):
-            for example in limited(task, config.limit):
+            written_in = [e for e in task.examples if e.conjugate in (None, conjugate)]
+            for example in limited(written_in, config.limit):
                 items.append(WorkItem(task, render(task, example, conjugate), modes))
     return items

@@ -11,6 +11,7 @@ colour blindness; lines also differ by marker, so a chart still reads in greysca
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from harness.io import atomic_write_bytes
 
 DPI = 150
 # Size of one panel, inches: two or three side by side fill a report page.
@@ -170,7 +173,9 @@ def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str
             columns = max(1, min(len(handles), int(PANEL_SIZE[0] * ncols // entry_width)))
             figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=columns,
                           frameon=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # No "Software" metadata: it would carry matplotlib's web address into the report.
-        figure.savefig(path, dpi=DPI, metadata={"Software": None})
+        # Drawn in memory, then written atomically: a reader never sees half a PNG.
+        image = io.BytesIO()
+        figure.savefig(image, format="png", dpi=DPI, metadata={"Software": None})
+    atomic_write_bytes(path, image.getvalue())
     return path

@@ -22,6 +22,7 @@ from harness.backends.api import GenerationRequest, LoglikelihoodRequest
 from harness.conjugates import ENGLISH, TRANSFORMS, TRANSLATIONS
 from harness.examples import ANSWER_ROLES, Answers, Example
 from harness.tasks import Task, render_template
+from harness.tasks.registry import prompt_source
 
 ALPACA = (
     "Below is an instruction that describes a task. "
@@ -52,7 +53,8 @@ class RenderedExample:
     """An example rendered for one conjugate: the task prompt and the answers scoring accepts.
 
     ``answers`` lists, per role, the conjugate's own spelling first (the one scored in
-    log-likelihood mode) followed by the English spellings.
+    log-likelihood mode) followed by the English spellings, unless the task's scoring says
+    ``accept_english: false``.
     """
 
     example: Example
@@ -70,26 +72,32 @@ def render(task: Task, example: Example, conjugate: str = ENGLISH) -> RenderedEx
     """The task prompt for ``example`` in ``conjugate`` (before any instruction format).
 
     Trailing spaces are dropped from the prompt: the answer's leading space belongs to the
-    continuation (see :func:`continuation_for`).
+    continuation (see :func:`continuation_for`). An example already written in a conjugate
+    (``Example.conjugate``) is rendered as written, answers included, and only under that
+    conjugate (``ValueError`` for another). On any other conjugate prompt, scoring accepts
+    the English spellings after the conjugate's own unless the task's
+    ``scoring.accept_english`` is false.
     """
     rendered = _render(task, example, conjugate)
     return RenderedExample(example, conjugate, rendered.prompt.rstrip(" "), rendered.answers)
 
 
 def _render(task: Task, example: Example, conjugate: str) -> RenderedExample:
-    if conjugate in TRANSLATIONS:
-        localized = example.localized[conjugate]
-        values = {**example.fields, **localized.fields}
-        template = task.config.prompt.templates(conjugate).for_condition(example.condition)
-        answers = _merge(localized.answers, example.answers)
-        return RenderedExample(example, conjugate, render_template(template, values), answers)
-    template = task.config.prompt.templates(ENGLISH).for_condition(example.condition)
-    prompt = render_template(template, example.fields)
-    if conjugate == ENGLISH:
+    if example.conjugate not in (None, conjugate):
+        raise ValueError(f"example {example.id!r} is written in {example.conjugate!r}; "
+                         f"it renders under that conjugate only, not {conjugate!r}")
+    _, template, values = prompt_source(task, example, conjugate)
+    prompt = render_template(template, values)
+    if example.conjugate is not None or conjugate == ENGLISH:
         return RenderedExample(example, conjugate, prompt, {r: tuple(s) for r, s in example.answers.items()})
-    transform = TRANSFORMS[conjugate]
-    transformed = {r: tuple(transform(s) for s in spellings) for r, spellings in example.answers.items()}
-    return RenderedExample(example, conjugate, transform(prompt), _merge(transformed, example.answers))
+    if conjugate in TRANSLATIONS:
+        answers = example.localized[conjugate].answers
+    else:
+        transform = TRANSFORMS[conjugate]
+        prompt = transform(prompt)
+        answers = {r: tuple(transform(s) for s in spellings) for r, spellings in example.answers.items()}
+    english = example.answers if task.config.scoring.accept_english else {}
+    return RenderedExample(example, conjugate, prompt, _merge(answers, english))
 
 
 def apply_format(prompt: str, fmt: str = "plain", tokenizer: Any = None) -> str:

@@ -25,8 +25,8 @@ from harness.analysis import (
     X_AXES,
     RunResults,
     conjugate_gap,
+    INVERSION_METHOD,
     inversion_of,
-    with_ci,
 )
 from harness.conjugates import CONJUGATES
 from harness.errors import ReportError
@@ -46,12 +46,14 @@ PLOTS = "plots"
 _X_LABELS = {"step": "training step", "epoch": "epoch", "tokens": "tokens seen"}
 
 # Metrics tabulated per task: rates, so that a peak and a drop mean the same thing for all.
-_TABLED = ("context_rate", "parametric_rate", "ll_context_win_rate", "accuracy", "ll_accuracy", "icl_rate",
-           "instruction_rate", "ll_icl_win_rate")
+_TABLED = ("context_hit_rate", "parametric_hit_rate", "context_rate", "parametric_rate", "ll_context_win_rate",
+           "accuracy", "ll_accuracy", "icl_rate", "instruction_rate", "ll_icl_win_rate")
 
 _LABELS = {
-    "context_rate": "context reliance",
-    "parametric_rate": "parametric answers",
+    "context_hit_rate": "context reliance",
+    "parametric_hit_rate": "parametric answers",
+    "context_rate": "context answer only",
+    "parametric_rate": "parametric answer only",
     "ll_context_win_rate": "log-likelihood: context wins",
     "accuracy": "accuracy",
     "ll_accuracy": "log-likelihood accuracy",
@@ -61,15 +63,15 @@ _LABELS = {
 }
 
 # The overview of conflicting contexts: a panel each, a line per task.
-_OVERVIEW = ("context_rate", "parametric_rate", "ll_context_win_rate")
+_OVERVIEW = ("context_hit_rate", "parametric_hit_rate", "ll_context_win_rate")
 
 # The lines of a knowledge-conflict panel: (metric, conditions it is read at (None: any),
 # label, style). Closed-book and open-book accuracy sit on the same axes as context reliance:
 # context reliance falling while open-book accuracy holds is inversion; both falling is the
 # model forgetting how to read a context at all.
 _CONFLICT_LINES: tuple[tuple[str, tuple[str, ...] | None, str, Style], ...] = (
-    ("context_rate", None, "context reliance (conflicting context)", style(0)),
-    ("parametric_rate", None, "parametric answers (conflicting context)", style(1)),
+    ("context_hit_rate", None, "context reliance (conflicting context)", style(0)),
+    ("parametric_hit_rate", None, "parametric answers (conflicting context)", style(1)),
     ("ll_context_win_rate", None, "log-likelihood: context wins", style(2, "-.")),
     ("accuracy", ("closed_book",), "closed-book accuracy (fact recall)", style(3, ":")),
     ("accuracy", ("agreeing", "open_book"), "open-book accuracy (agreeing context)", style(4, "--")),
@@ -77,11 +79,13 @@ _CONFLICT_LINES: tuple[tuple[str, tuple[str, ...] | None, str, Style], ...] = (
 
 
 _HOW_TO_READ = (
-    "Context reliance is the rate at which the model answers with the answer a conflicting "
-    "context states (not the real-world fact). An inversion is flagged when it rises from the first "
-    "checkpoint to a peak and then falls by the last checkpoint, both changes beyond the 95% "
-    "paired-bootstrap interval over the same examples. Values in tables are over the examples scored at "
-    "every checkpoint; bands in charts are the per-checkpoint bootstrap intervals of the summary."
+    "Context reliance (context_hit_rate, the inversion paper's counterfactual accuracy) is the rate at "
+    "which the output contains the answer a conflicting context states, whatever else it says. An "
+    "inversion is flagged when it rises from the first checkpoint and then falls by the last: "
+    f"{INVERSION_METHOD}. Rise and drop are shown as peak minus first and peak minus last with their "
+    "one-sided lower bounds and p-values. Values in tables are over the examples scored at every "
+    "checkpoint; bands in charts are the per-checkpoint 95% intervals of the summary (Clopper–Pearson "
+    "for rates)."
 )
 
 
@@ -109,8 +113,8 @@ def _gap_line(run: RunResults, xs: Mapping[str, float], task: str, metric: str, 
                 [gap.ci_low for _, gap in gaps], [gap.ci_high for _, gap in gaps], line_style)
 
 
-_INVERSION_HEADER = ("first", "peak [95% CI]", "last", "rise: peak − first [CI]", "drop: peak − last [CI]",
-                     "verdict")
+_INVERSION_HEADER = ("first", "peak [95% CI]", "last", "rise: peak − first (lower bound, p)",
+                     "drop: peak − last (lower bound, p)", "verdict")
 
 
 def _inversion_cells(run: RunResults, task: str, metric: str, condition: str, x: str = "step") -> list[str]:
@@ -129,8 +133,8 @@ def _inversion_cells(run: RunResults, task: str, metric: str, condition: str, x:
         f"{inversion.first:.3f}",
         f"{inversion.peak:.3f} [{inversion.peak_ci[0]:.3f}, {inversion.peak_ci[1]:.3f}] at {_e(where)}",
         f"{inversion.last:.3f}",
-        _e(with_ci(inversion.rise)),
-        _e(with_ci(inversion.drop)),
+        _e(inversion.rise),
+        _e(inversion.drop),
         f'{verdict}<br><span class="why">{_e(inversion.reason)} (n={inversion.n})</span>',
     ]
 

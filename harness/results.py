@@ -9,9 +9,14 @@ Layout (one folder a run)::
     report.html, plots/*.png          written by ``harness report``
 
 Sample lines are appended a batch at a time and flushed, so a killed run loses at most the
-batch in flight; a torn last line (the process died mid-write) is dropped when the file is
-next read. Files rewritten whole (``run.json``, ``summary.jsonl``) are replaced atomically
-(:mod:`harness.io`), so readers never see half a file.
+batch in flight: a torn line (the process died mid-write) is skipped by readers, and its
+sample is computed again; reading never changes a file. When a resume adds a scoring mode to
+a sample, the completed sample is appended and the later line of a key wins. Files rewritten
+whole (``run.json``, ``summary.jsonl``) are replaced atomically (:mod:`harness.io`), so
+readers never see half a file.
+
+One process writes a folder at a time: writers hold :meth:`RunDirectory.lock`, an OS lock
+that the operating system releases when its holder dies. Readers need no lock.
 
 Every reader goes through :class:`SampleRecord` and :class:`SummaryRow`, which also read
 folders written by earlier versions (a sample's conflict ``outcome`` was once called ``mode``).
@@ -19,18 +24,25 @@ folders written by earlier versions (a sample's conflict ``outcome`` was once ca
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import json
 import math
+import os
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from harness.errors import RunError
 from harness.io import append_jsonl, read_jsonl, write_json, write_jsonl
 from harness.scoring import OUTCOMES
 
 SAMPLES = "samples"
 RUN_JSON = "run.json"
 SUMMARY = "summary.jsonl"
+LOCK = ".lock"
 
 #: What makes a sample unique within its (checkpoint, task) file: example id, condition, conjugate.
 SampleKey = tuple[str, str, str]
@@ -43,7 +55,8 @@ class SampleRecord:
     ``answers`` are the spellings scoring accepted, per role; ``scores`` the per-example
     scores of :mod:`harness.scoring` (everything the summary is computed from); ``output`` is
     the greedy generation and ``loglikelihoods`` each role's continuation score, when the
-    task was scored that way.
+    task was scored that way. ``truncated`` is set when the prompt was cut from the left to
+    fit the model's window (``--truncate left``).
     """
 
     id: str
@@ -55,6 +68,7 @@ class SampleRecord:
     output: str | None = None
     loglikelihoods: dict[str, dict[str, Any]] | None = None
     meta: dict[str, Any] | None = None
+    truncated: bool | None = None
 
     @property
     def key(self) -> SampleKey:
@@ -81,7 +95,8 @@ class SummaryRow:
     """One metric of one (checkpoint, task, condition, conjugate, mode): a line of summary.jsonl.
 
     ``mode`` is the scoring mode (``generate`` or ``loglikelihood``); ``value``, ``ci_low``
-    and ``ci_high`` are None where the metric is undefined (a ratio with nothing to divide).
+    and ``ci_high`` are None where the metric is undefined (a ratio with nothing to divide);
+    ``n_truncated`` of the ``n`` samples had their prompt cut to fit the window.
     """
 
     checkpoint: str
@@ -97,13 +112,14 @@ class SummaryRow:
     ci_low: float | None
     ci_high: float | None
     n: int
+    n_truncated: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SummaryRow":
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     @classmethod
     def of(cls, value: Any, **where: Any) -> "SummaryRow":
@@ -137,7 +153,9 @@ class RunDirectory:
         return self.path / SAMPLES / checkpoint / f"{task}.jsonl"
 
     def read_samples(self, checkpoint: str, task: str) -> list[SampleRecord]:
-        return [SampleRecord.from_dict(line) for line in read_jsonl(self.samples_file(checkpoint, task))]
+        """The samples of one (checkpoint, task), one a key: the last line of a key wins."""
+        records = [SampleRecord.from_dict(line) for line in read_jsonl(self.samples_file(checkpoint, task))]
+        return list({record.key: record for record in records}.values())
 
     def done_keys(self, checkpoint: str, task: str) -> set[SampleKey]:
         return {record.key for record in self.read_samples(checkpoint, task)}
@@ -164,3 +182,40 @@ class RunDirectory:
 
     def write_summary(self, rows: Iterable[SummaryRow]) -> None:
         write_jsonl(self.summary_file, [row.to_dict() for row in rows])
+
+    def discard(self, checkpoint: str) -> None:
+        """Delete every sample and summary row of one checkpoint label (``--overwrite``)."""
+        folder = self.path / SAMPLES / checkpoint
+        if folder.is_dir():
+            for path in folder.glob("*.jsonl"):
+                path.unlink()
+        if self.summary_file.is_file():
+            self.write_summary(row for row in self.read_summary() if row.checkpoint != checkpoint)
+
+    # ----------------------------------------------------------------- one writer
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's writer lock for the duration; a second writer fails at once.
+
+        The lock is ``fcntl.flock`` on ``.lock``, which also holds the holder's pid and
+        command line for the message a second writer gets. The operating system releases it
+        when the holder exits, killed or not: there is never a stale lock to remove by hand.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / LOCK, "a+", encoding="utf-8")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown process"
+                raise RunError(f"{self.path}: another harness process is writing this results folder "
+                               f"({holder}); wait for it to finish, or write to another --output") from None
+            handle.seek(0)
+            handle.truncate()
+            started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            handle.write(f"pid {os.getpid()}, started {started}: {' '.join(sys.argv)}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()  # releases the lock

@@ -12,6 +12,8 @@ from harness.schema import load_config
 from harness.scoring import SCORING_MODES
 
 DEFAULT_TASKS = ["capitals", "world_facts", "proverbs", "icl_vs_if"]
+#: ``truncate`` values: refuse prompts that do not fit (None), or cut them from the left.
+TRUNCATE = (None, "left")
 
 
 @dataclass
@@ -22,6 +24,12 @@ class RunConfig:
     ``model``, the bundled SmolLM2-135M-Instruct is evaluated. ``conjugates``/``modes``
     restrict what each task declares (None: all it declares). ``backend_options`` are passed
     to the engine (vLLM: ``max_model_len``, ``gpu_memory_utilization``, ``dtype``, ...).
+
+    Resuming: ``overwrite`` lists checkpoint labels whose earlier samples are discarded and
+    evaluated again (a label whose weights, engine or dtype changed is otherwise refused);
+    ``verify_weights`` adds a full content hash of every weight file to each checkpoint's
+    identity. ``truncate``: ``None`` refuses prompts longer than the model's window before
+    the sweep starts; ``"left"`` cuts them from the left and marks their samples.
     """
 
     output: str = "results/run"
@@ -40,6 +48,9 @@ class RunConfig:
     include_path: list[str] = field(default_factory=list)
     trust_remote_code: bool = False
     backend_options: dict[str, Any] = field(default_factory=dict)
+    overwrite: list[str] = field(default_factory=list)
+    verify_weights: bool = False
+    truncate: str | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
@@ -56,3 +67,5 @@ class RunConfig:
             raise RunError("limit: must be at least 1")
         if self.checkpoints and self.model:
             raise RunError("give --checkpoints or --model, not both")
+        if self.truncate not in TRUNCATE:
+            raise RunError(f"truncate: {self.truncate!r} is not a way to truncate (expected: left, or none to refuse)")

@@ -9,6 +9,7 @@ samples already in ``samples/`` are not recomputed and never duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -24,12 +25,14 @@ from harness.backends.api import Backend
 from harness.backends.tokens import load_tokenizer
 from harness.checkpoints import Checkpoint, discover, split_loadable
 from harness.errors import RunError
+from harness.identity import CheckpointIdentity
 from harness.plan import WorkItem, plan, task_modes
 from harness.prompts import apply_format, generation_request, loglikelihood_request, loglikelihood_roles
 from harness.results import RunDirectory, SampleRecord, SummaryRow
 from harness.run_config import RunConfig
 from harness.scoring import GENERATE, LOGLIKELIHOOD, aggregate, metric_names, score_generation, score_loglikelihood
 from harness.tasks import Task, TaskRegistry
+from harness.windows import overflows, refusal
 
 log = logging.getLogger("harness")
 
@@ -109,28 +112,51 @@ def score_batch(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[s
     return [sample_record(item, p, o, s) for item, p, o, s in zip(items, prompts, outputs, lls)]
 
 
-def summarize(run: RunDirectory, tasks: Sequence[Task], checkpoint: Checkpoint, config: RunConfig,
-              task_hashes: dict[str, str]) -> list[SummaryRow]:
-    """Summary rows of one checkpoint: a row a (task, condition, conjugate, mode, metric)."""
+def summarize(run: RunDirectory, tasks: Sequence[Task], items: Sequence[WorkItem], checkpoint: Checkpoint,
+              config: RunConfig, task_hashes: dict[str, str]) -> list[SummaryRow]:
+    """Summary rows of one checkpoint: a row a (task, condition, conjugate, mode, metric).
+
+    Only the samples of the current plan (``items``) count: a resume with a smaller limit or
+    fewer conjugates leaves the others on disk but out of the summary.
+    """
+    planned = {(item.task.name, item.key) for item in items}
     rows = []
     for task in tasks:
         groups: dict[tuple[str, str], list[SampleRecord]] = defaultdict(list)
         for sample in run.read_samples(checkpoint.label, task.name):
-            groups[(sample.condition, sample.conjugate)].append(sample)
+            if (task.name, sample.key) in planned:
+                groups[(sample.condition, sample.conjugate)].append(sample)
         for (condition, conjugate), samples in sorted(groups.items()):
             roles = samples[0].answers.keys()
-            scored = [s.scores for s in samples]
             for mode in task_modes(task, config):
+                scored = [s for s in samples if _has_mode(s, mode)]
                 names = metric_names(mode, roles)
                 if task.config.scoring.metrics:
                     names = [n for n in names if n in task.config.scoring.metrics]
                 for metric in names:
-                    value = aggregate(metric, scored, n_resamples=config.bootstrap_resamples, seed=config.seed)
+                    value = aggregate(metric, [s.scores for s in scored], n_resamples=config.bootstrap_resamples,
+                                      seed=config.seed)
                     rows.append(SummaryRow.of(
                         value, checkpoint=checkpoint.label, step=checkpoint.step, task=task.name,
                         task_version=task.config.version, task_hash=task_hashes[task.name],
-                        condition=condition, conjugate=conjugate, mode=mode, metric=metric))
+                        condition=condition, conjugate=conjugate, mode=mode, metric=metric,
+                        n_truncated=sum(bool(s.truncated) for s in scored)))
     return rows
+
+
+def _has_mode(record: SampleRecord, mode: str) -> bool:
+    return (record.output if mode == GENERATE else record.loglikelihoods) is not None
+
+
+def _merged(earlier: SampleRecord | None, new: SampleRecord) -> SampleRecord:
+    """``new`` completed with what an earlier line of the same sample already holds (the
+    modes a resume did not have to compute again)."""
+    if earlier is None:
+        return new
+    return dataclasses.replace(
+        new, output=new.output if new.output is not None else earlier.output,
+        loglikelihoods=new.loglikelihoods if new.loglikelihoods is not None else earlier.loglikelihoods,
+        scores={**earlier.scores, **new.scores}, truncated=new.truncated or earlier.truncated)
 
 
 class Sweep:
@@ -138,35 +164,87 @@ class Sweep:
 
     :func:`evaluate` drives a sweep over discovered checkpoints; a training loop
     (:mod:`harness.training.callbacks`) drives one step by step with :meth:`evaluate_checkpoint`.
+    A sweep holds the folder's writer lock from its creation to :meth:`finish` (or
+    :meth:`close`); ``engine`` is the engine's name, recorded in run.json.
     """
 
-    def __init__(self, config: RunConfig, *, command_line: Sequence[str] | None = None):
+    def __init__(self, config: RunConfig, *, engine: str | None = None, command_line: Sequence[str] | None = None):
         config.validate()
         self.config = config
         self.tasks = TaskRegistry(config.include_path).select(config.tasks)
+        _check_unique_names(self.tasks)
         self.items = plan(self.tasks, config)
         self.run = RunDirectory(config.output)
-        self.record: dict[str, Any] = {
-            "config": dataclasses.asdict(config),
-            "task_hashes": {t.name: t.content_hash() for t in self.tasks},
-            "task_versions": {t.name: t.config.version for t in self.tasks},
-            "checkpoints": [],
-            "skipped_checkpoints": {},
-            "packages": _package_versions(),
-            "command_line": list(command_line if command_line is not None else sys.argv),
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        _check_resume(self.run, self.record)
-        previous = self.run.read_run() or {}
-        self.record["checkpoints"] = previous.get("checkpoints", [])
-        self.summary: dict[str, list[SummaryRow]] = {}
-        self.run.write_run(self.record)
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(self.run.lock())
+        try:
+            self.record: dict[str, Any] = {
+                "config": dataclasses.asdict(config),
+                "engine": engine,
+                "task_hashes": {t.name: t.content_hash() for t in self.tasks},
+                "task_versions": {t.name: t.config.version for t in self.tasks},
+                "checkpoints": [],
+                "skipped_checkpoints": {},
+                "packages": _package_versions(),
+                "command_line": list(command_line if command_line is not None else sys.argv),
+                "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }
+            _check_resume(self.run, self.record)
+            previous = self.run.read_run() or {}
+            self.record["checkpoints"] = previous.get("checkpoints", [])
+            self.summary: dict[str, list[SummaryRow]] = {}
+            self.run.write_run(self.record)
+        except BaseException:
+            self.close()
+            raise
 
     def skip(self, checkpoint: Checkpoint, reason: str) -> None:
         """Record a checkpoint that could not be evaluated (the sweep goes on)."""
         log.warning("skipping checkpoint %s (%s): %s", checkpoint.label, checkpoint.adapter or checkpoint.model, reason)
         self.record["skipped_checkpoints"][checkpoint.label] = reason
         self.run.write_run(self.record)
+
+    def _identify(self, checkpoint: Checkpoint, identity: CheckpointIdentity) -> None:
+        """Record what ``checkpoint`` is in run.json (now, so a crash keeps its step); refuse a
+        label whose earlier samples were made with other weights, engine or dtype, unless it
+        is one to overwrite."""
+        entries = self.record["checkpoints"]
+        index = next((i for i, entry in enumerate(entries) if entry["label"] == checkpoint.label), None)
+        before = None if index is None else CheckpointIdentity.from_dict(entries[index])
+        changes = [] if before is None else identity.changes_from(before)
+        if index is not None and before is None:
+            log.warning("%s: checkpoint %s was evaluated by a version that recorded no identity; its "
+                        "samples are taken as this checkpoint's", self.run.path, checkpoint.label)
+        if changes and checkpoint.label not in self.config.overwrite:
+            raise RunError(
+                f"{self.run.path}: checkpoint {checkpoint.label!r} was evaluated before with "
+                f"{'; '.join(changes)}: its samples are not this checkpoint's. Evaluate into a new --output, "
+                f"or pass --overwrite {checkpoint.label} to discard them and evaluate it again")
+        if changes:
+            log.warning("%s: discarding the earlier samples of %s (%s)", self.run.path, checkpoint.label,
+                        "; ".join(changes))
+            self.run.discard(checkpoint.label)
+        entry = {**dataclasses.asdict(checkpoint), **identity.to_dict()}
+        if index is None:
+            entries.append(entry)
+        else:
+            entries[index] = entry
+        self.run.write_run(self.record)
+
+    def _pending(self, checkpoint: Checkpoint) -> list[tuple[WorkItem, SampleRecord | None]]:
+        """The work left on ``checkpoint``: each item with only the modes its sample still lacks,
+        and that sample's earlier line (None when there is none)."""
+        pending = []
+        for task in self.tasks:
+            earlier = {record.key: record for record in self.run.read_samples(checkpoint.label, task.name)}
+            for item in self.items:
+                if item.task is not task:
+                    continue
+                record = earlier.get(item.key)
+                missing = tuple(m for m in item.modes if record is None or not _has_mode(record, m))
+                if missing:
+                    pending.append((dataclasses.replace(item, modes=missing), record))
+        return pending
 
     def evaluate_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
                             position: str = "", progress: bool = True) -> list[SummaryRow]:
@@ -175,23 +253,34 @@ class Sweep:
         ``load=False`` uses the backend's current model as it is (a live model in training).
         Returns this checkpoint's summary rows. A load failure is recorded and skipped.
         """
-        done = {task.name: self.run.done_keys(checkpoint.label, task.name) for task in self.tasks}
-        todo = [item for item in self.items if item.key not in done[item.task.name]]
-        if todo:
+        identity = backend.identity(checkpoint, full_weights=self.config.verify_weights)
+        log.info("checkpoint %s: %s %s, %s, on %s", checkpoint.label, identity.engine,
+                 identity.engine_version or "", identity.dtype, identity.device)
+        self._identify(checkpoint, identity)
+        pending = self._pending(checkpoint)
+        if pending:
+            try:
+                tokenizer = (backend.tokenizer if not load
+                             else load_tokenizer(checkpoint, trust_remote_code=self.config.trust_remote_code))
+            except Exception as error:  # a broken checkpoint must not end the sweep
+                self.skip(checkpoint, f"load failed: {error}")
+                return []
+            items = [item for item, _ in pending]
+            format_with = tokenizer if self.config.format == "chat" else None
+            prompts = [apply_format(item.rendered.prompt, self.config.format, format_with) for item in items]
+            windows = backend.windows_for(checkpoint) if load else (backend.generation_window, backend.scoring_window)
+            too_long = overflows(items, prompts, tokenizer, *windows)
+            if too_long and self.config.truncate is None:
+                raise refusal(too_long, checkpoint.label)
             if load:
                 try:
                     backend.load(checkpoint)
                 except Exception as error:  # a broken checkpoint must not end the sweep
                     self.skip(checkpoint, f"load failed: {error}")
                     return []
-            tokenizer = (load_tokenizer(checkpoint, trust_remote_code=self.config.trust_remote_code)
-                         if self.config.format == "chat" else None)
-            _run_items(self.run, backend, checkpoint, todo, tokenizer, self.config,
+            _run_items(self.run, backend, checkpoint, pending, prompts, set(too_long), self.config,
                        desc=f"{position}{checkpoint.label}", progress=progress)
-        entry = dataclasses.asdict(checkpoint)
-        if entry not in self.record["checkpoints"]:
-            self.record["checkpoints"].append(entry)
-        rows = summarize(self.run, self.tasks, checkpoint, self.config, self.record["task_hashes"])
+        rows = summarize(self.run, self.tasks, self.items, checkpoint, self.config, self.record["task_hashes"])
         self.summary[checkpoint.label] = rows
         self._write_summary()
         return rows
@@ -202,8 +291,25 @@ class Sweep:
         self.run.write_summary(kept + [row for rows in self.summary.values() for row in rows])
 
     def finish(self) -> None:
+        """Record the end of the run and release the folder."""
         self.record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.run.write_run(self.record)
+        self.close()
+
+    def close(self) -> None:
+        """Release the folder's writer lock (a sweep that did not finish)."""
+        self._lock.close()
+
+
+def _check_unique_names(tasks: Sequence[Task]) -> None:
+    """Two tasks of one name would share a samples file and every summary row."""
+    seen: dict[str, Task] = {}
+    for task in tasks:
+        if task.name in seen:
+            first, second = (str(t.path or "built in") for t in (seen[task.name], task))
+            raise RunError(f"tasks: two tasks are named {task.name!r} ({first} and {second}); rename one, "
+                           f"e.g. --tasks my_{task.name}={second}, or give it another name: in its task YAML")
+        seen[task.name] = task
 
 
 def evaluate(config: RunConfig, *, backend: Backend | None = None,
@@ -211,14 +317,11 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None,
     """Evaluate every checkpoint of ``config`` on its tasks and write the results folder.
 
     ``backend`` lets a caller reuse an engine it already has; otherwise one is made from
-    ``config.backend`` and closed at the end.
+    ``config.backend`` (``auto`` is resolved before anything is written) and closed at the
+    end.
     """
     config.validate()
     checkpoints = resolve_checkpoints(config)
-    sweep = Sweep(config, command_line=command_line)
-    loadable, broken = split_loadable(checkpoints)
-    for checkpoint, reason in broken:
-        sweep.skip(checkpoint, reason)
     owned = backend is None
     if backend is None:
         from harness.backends import make_backend
@@ -226,28 +329,37 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None,
         backend = make_backend(config.backend, trust_remote_code=config.trust_remote_code,
                                **config.backend_options)
     try:
-        for index, checkpoint in enumerate(loadable, 1):
-            sweep.evaluate_checkpoint(checkpoint, backend, position=f"checkpoint {index}/{len(loadable)} ",
-                                      progress=progress)
+        sweep = Sweep(config, engine=backend.name, command_line=command_line)
+        try:
+            loadable, broken = split_loadable(checkpoints)
+            for checkpoint, reason in broken:
+                sweep.skip(checkpoint, reason)
+            for index, checkpoint in enumerate(loadable, 1):
+                sweep.evaluate_checkpoint(checkpoint, backend, position=f"checkpoint {index}/{len(loadable)} ",
+                                          progress=progress)
+            sweep.finish()
+        finally:
+            sweep.close()
     finally:
         if owned:
             backend.close()
-    sweep.finish()
     if not sweep.summary:
         reasons = "; ".join(f"{label}: {why}" for label, why in sweep.record["skipped_checkpoints"].items())
         raise RunError(f"no checkpoint could be evaluated ({reasons or 'none found'}); see {sweep.run.run_json}")
     return sweep.run
 
 
-def _run_items(run: RunDirectory, backend: Backend, checkpoint: Checkpoint, todo: Sequence[WorkItem],
-               tokenizer: Any, config: RunConfig, *, desc: str, progress: bool) -> None:
-    with tqdm(total=len(todo), desc=desc, unit="ex", disable=not progress) as bar:
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start:start + config.batch_size]
-            prompts = [apply_format(item.rendered.prompt, config.format, tokenizer) for item in batch]
+def _run_items(run: RunDirectory, backend: Backend, checkpoint: Checkpoint,
+               pending: Sequence[tuple[WorkItem, SampleRecord | None]], prompts: Sequence[str],
+               truncated: set[int], config: RunConfig, *, desc: str, progress: bool) -> None:
+    with tqdm(total=len(pending), desc=desc, unit="ex", disable=not progress) as bar:
+        for start in range(0, len(pending), config.batch_size):
+            batch = range(start, min(start + config.batch_size, len(pending)))
+            items = [pending[i][0] for i in batch]
             by_task: dict[str, list[SampleRecord]] = defaultdict(list)
-            for item, sample in zip(batch, score_batch(backend, batch, prompts)):
-                by_task[item.task.name].append(sample)
+            for i, sample in zip(batch, score_batch(backend, items, [prompts[i] for i in batch])):
+                sample.truncated = (i in truncated) or None
+                by_task[pending[i][0].task.name].append(_merged(pending[i][1], sample))
             for task_name, samples in by_task.items():
                 run.append_samples(checkpoint.label, task_name, samples)
             bar.update(len(batch))

@@ -78,6 +78,12 @@ def _from_mapping(cls: type[T], data: Any, where: str, file: str, error: type[Ex
     return cls(**values)
 
 
+def check_type(value: Any, tp: Any, where: str, file: str, error: type[Exception] = ValueError) -> Any:
+    """``value`` checked against the annotation ``tp`` (a dataclass is built from a mapping);
+    a mismatch raises ``error`` naming ``file`` and the dotted key ``where``."""
+    return _coerce(value, tp, where, file, error)
+
+
 def from_mapping(cls: type[T], data: Any, file: str, error: type[Exception] = ValueError) -> T:
     """Build dataclass ``cls`` from parsed YAML ``data``; problems raise ``error`` naming
     ``file`` and the dotted key (``scoring.match``)."""

@@ -8,14 +8,18 @@ statistics :mod:`harness.stats`):
    that goes into the per-sample logs and holds everything :func:`aggregate` needs, so every
    metric can be recomputed from the logs alone.
 2. Aggregates. :func:`aggregate` turns a list of those dicts into a :class:`MetricValue`
-   (point estimate and percentile-bootstrap confidence interval).
+   (point estimate and confidence interval). Every metric's definition, with the name the
+   papers give it, is in docs/metrics.md.
 
 Which scores and metrics an example gets follows from its answer roles
 (:mod:`harness.examples`); :func:`metric_names` lists them.
 
 Scoring reads only the model's output, never the prompt. In counterfactual contexts the
 real-world answer is often written in the context too ("... is not Paris but Lyon"); a model
-that copies the whole context therefore scores ``both``, not ``context``.
+that copies the whole context therefore scores ``both`` in the exclusive split — and counts
+for ``context_hit_rate``, the inversion paper's counterfactual accuracy, which asks only
+whether the context's answer appears. Matches are whole-word spans: an answer found only
+inside the other answer's match ("Cairo" inside "New Cairo") is not a hit.
 
 Per-sample keys
 ---------------
@@ -40,8 +44,8 @@ import numpy as np
 
 from harness.backends.api import ContinuationScore
 from harness.examples import ALTERNATIVE, CONTEXT, ICL, INSTRUCTION, PARAMETRIC, TARGET
-from harness.matching import contains, starts_with
-from harness.stats import MetricValue, percentile_interval, resample_indices
+from harness.matching import Span, contains, find_spans, raw_prefix, starts_with
+from harness.stats import MetricValue, percentile_interval, rate_interval, resample_indices
 
 #: How an answer is scored: the greedy output (``generate``) or the continuations'
 #: log-likelihoods (``loglikelihood``). Summary rows call it ``mode``.
@@ -51,7 +55,8 @@ SCORING_MODES = (GENERATE, LOGLIKELIHOOD)
 
 CONTAINS = "contains"
 PREFIX = "prefix"
-MATCHES = (CONTAINS, PREFIX)
+RAW_PREFIX = "raw_prefix"
+MATCHES = (CONTAINS, PREFIX, RAW_PREFIX)
 
 #: The ``outcome`` of a knowledge-conflict generation: which of the two answers it gives.
 OUTCOME_CONTEXT = "context"
@@ -90,6 +95,11 @@ def _families(roles: Collection[str]) -> list[str]:
     return families
 
 
+def _inside(span: Span, others: Sequence[Span]) -> bool:
+    """Whether ``span`` lies inside, and is shorter than, one of ``others``."""
+    return any(o[0] <= span[0] and span[1] <= o[1] and o != span for o in others)
+
+
 def score_generation(
     answers: Mapping[str, Sequence[str]],
     output: str,
@@ -101,20 +111,41 @@ def score_generation(
 
     A role is hit when any of its spellings matches: ``match="contains"`` uses
     :func:`contains`, ``match="prefix"`` uses :func:`starts_with`; ``case_sensitive`` is
-    passed to either (the ICL task uses ``"prefix"`` with ``case_sensitive=True``). Only the
-    output is read: answers that the prompt itself contains do not count.
+    passed to either. ``match="raw_prefix"`` is the conjugate-prompting paper's rule
+    (:func:`raw_prefix`, the ``icl_vs_if`` tasks), case-sensitive by definition: it needs
+    ``case_sensitive=True``. Only the output is read: answers that the prompt itself
+    contains do not count.
     """
     if match not in MATCHES:
         raise ValueError(f"unknown match {match!r}; expected one of {MATCHES}")
-    test = contains if match == CONTAINS else starts_with
+    if match == RAW_PREFIX and not case_sensitive:
+        raise ValueError("match 'raw_prefix' compares the raw output and is case-sensitive; "
+                         "pass case_sensitive=True")
+
+    def test(answer: str) -> bool:
+        if match == RAW_PREFIX:
+            return raw_prefix(output, answer)
+        matcher = contains if match == CONTAINS else starts_with
+        return matcher(output, answer, case_sensitive=case_sensitive)
 
     def hit(role: str) -> bool:
-        return any(test(output, a, case_sensitive=case_sensitive) for a in answers[role])
+        return any(test(a) for a in answers[role])
+
+    def spans(role: str) -> list[Span]:
+        return [span for answer in answers[role]
+                for span in find_spans(output, answer, case_sensitive=case_sensitive, prefix=match == PREFIX)]
 
     scores: dict[str, Any] = {}
     for family in _families(answers):
         if family == _CONFLICT:
-            on_context, on_parametric = hit(CONTEXT), hit(PARAMETRIC)
+            if match == RAW_PREFIX:
+                on_context, on_parametric = hit(CONTEXT), hit(PARAMETRIC)
+            else:
+                # A match inside the other answer's match is that answer, not this one:
+                # "Cairo" in an output "New Cairo" is not a second, parametric answer.
+                context, parametric = spans(CONTEXT), spans(PARAMETRIC)
+                on_context = any(not _inside(span, parametric) for span in context)
+                on_parametric = any(not _inside(span, context) for span in parametric)
             scores["hit_context"] = on_context
             scores["hit_parametric"] = on_parametric
             scores["outcome"] = {
@@ -185,13 +216,15 @@ class _Metric:
     """A metric as a ratio of sums over examples: sum(numerator) / sum(denominator).
 
     A mean has denominator 1 per example; the memorisation ratio counts only the examples
-    answered from context or memory. Bootstrapping the ratio of sums on each resample keeps
-    it a ratio of counts, as the point estimate is.
+    answered from context or memory. ``counts``: numerator and denominator count examples
+    (0 or 1 each), so the metric is a binomial rate with an exact interval; otherwise it is
+    a mean of continuous values with a bootstrap interval.
     """
 
     key: str
     numerator: Callable[[Any], float]
     denominator: Callable[[Any], float] | None = None  # None: a plain mean
+    counts: bool = True
 
 
 def _flag(value: Any) -> float:
@@ -216,6 +249,8 @@ def _outcome_in(*outcomes: str) -> Callable[[Any], float]:
 
 
 _METRICS: dict[str, _Metric] = {
+    "context_hit_rate": _Metric("hit_context", _flag),
+    "parametric_hit_rate": _Metric("hit_parametric", _flag),
     "context_rate": _Metric("outcome", _outcome_in(OUTCOME_CONTEXT)),
     "parametric_rate": _Metric("outcome", _outcome_in(OUTCOME_PARAMETRIC)),
     "both_rate": _Metric("outcome", _outcome_in(OUTCOME_BOTH)),
@@ -228,9 +263,9 @@ _METRICS: dict[str, _Metric] = {
     "instruction_rate": _Metric("hit_instruction", _flag),
     "ll_context_win_rate": _Metric("ll_context_wins", _flag),
     "ll_context_win_rate_per_token": _Metric("ll_context_wins_per_token", _flag),
-    "ll_mean_logodds": _Metric("ll_margin", _number),
+    "ll_mean_logodds": _Metric("ll_margin", _number, counts=False),
     "ll_greedy_accuracy": _Metric("ll_target_greedy", _flag),
-    "ll_mean_target_logprob": _Metric("ll_target_logprob", _number),
+    "ll_mean_target_logprob": _Metric("ll_target_logprob", _number, counts=False),
     "ll_accuracy": _Metric("ll_correct", _flag),
     "ll_accuracy_per_token": _Metric("ll_correct_per_token", _flag),
     "ll_icl_win_rate": _Metric("ll_icl_wins", _flag),
@@ -241,6 +276,7 @@ METRICS: tuple[str, ...] = tuple(_METRICS)
 
 _METRICS_BY_FAMILY: dict[tuple[str, str], tuple[str, ...]] = {
     (GENERATE, _CONFLICT): (
+        "context_hit_rate", "parametric_hit_rate",
         "context_rate", "parametric_rate", "both_rate", "neither_rate", "memorization_ratio",
     ),
     (GENERATE, _TARGET_FAMILY): ("accuracy",),
@@ -311,16 +347,6 @@ def sample_values(metric: str, samples: Sequence[Mapping[str, Any]]) -> np.ndarr
     return _columns(metric, samples)[0]
 
 
-def _ratio_of_sums(
-    numerators: np.ndarray, denominators: np.ndarray, indices: np.ndarray
-) -> np.ndarray:
-    """The ratio of sums for each row of ``indices``; NaN where the denominator sums to 0."""
-    top = numerators[indices].sum(axis=1)
-    bottom = denominators[indices].sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(bottom > 0, top / bottom, np.nan)
-
-
 def aggregate(
     metric: str,
     samples: Sequence[Mapping[str, Any]],
@@ -329,15 +355,16 @@ def aggregate(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> MetricValue:
-    """Metric ``metric`` over per-sample score dicts, with a percentile-bootstrap CI.
+    """Metric ``metric`` over per-sample score dicts, with its confidence interval.
 
     ``samples`` are the dicts of :func:`score_generation` / :func:`score_loglikelihood`
     (also as read back from the JSONL logs); ``n`` is their number. Rates are means of
-    per-example booleans; ``memorization_ratio`` is ``parametric / (parametric + context)``
-    as a ratio of counts, recomputed as such on every resample. A resample with no context
-    or parametric answer leaves that ratio undefined: the CI is taken over the resamples
-    where it is defined, and is NaN when the point estimate is (every resample then has a
-    zero denominator too). No samples give NaN value and CI.
+    per-example booleans, with the Clopper–Pearson interval (:func:`harness.stats.rate_interval`:
+    it keeps its coverage at 0 of n and at small n); ``memorization_ratio`` is
+    ``parametric / (parametric + context)``, a rate among the examples answered either way.
+    Means of continuous values (log-odds) get a percentile-bootstrap interval. A ratio with
+    nothing to divide (no context or parametric answer) is NaN, value and interval. No
+    samples give NaN value and CI.
 
     Raises ``ValueError`` for an unknown metric or a sample lacking the metric's key.
     """
@@ -346,12 +373,10 @@ def aggregate(
     if n == 0:
         low, high = percentile_interval(np.empty(0), confidence)
         return MetricValue(float("nan"), low, high, 0)
-    # The point estimate goes through the same vectorised reduction as the resamples, so
-    # identical values give an interval exactly equal to the value.
-    value = float(_ratio_of_sums(numerators, denominators, np.arange(n)[np.newaxis, :])[0])
-    ratios = _ratio_of_sums(
-        numerators, denominators, resample_indices(n, n_resamples, seed)
-    )
-    defined = np.empty(0) if np.isnan(value) else ratios[~np.isnan(ratios)]
-    low, high = percentile_interval(defined, confidence)
+    if _metric(metric).counts:
+        successes, trials = int(numerators.sum()), int(denominators.sum())
+        low, high = rate_interval(successes, trials, confidence)
+        return MetricValue(successes / trials if trials else float("nan"), low, high, n)
+    value = float(numerators.mean())
+    low, high = percentile_interval(numerators[resample_indices(n, n_resamples, seed)].mean(axis=1), confidence)
     return MetricValue(value, low, high, n)

@@ -121,6 +121,26 @@ def test_truncation_keeps_continuation(tokenizer):
     assert len(tk.encode_prompt(tokenizer, prompt, max_length=7)) == 7
 
 
+def test_a_chat_template_that_writes_the_bos_token_gets_one_bos(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from harness.prompts import apply_format
+
+    # As Llama 2/3, Mistral and Gemma templates do: the template itself writes <s>.
+    chat = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    chat.chat_template = ("{{ bos_token }}{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}"
+                          "{% if add_generation_prompt %}assistant:{% endif %}")
+    text = apply_format("What is the capital of France?", "chat", chat)
+    assert text.startswith("<s>")
+    bos = chat.bos_token_id
+    ids = tk.encode_prompt(chat, text)
+    assert ids[0] == bos and ids[1] != bos
+    pair = tk.encode_pair(chat, text, " Paris")
+    assert pair.context[0] == bos and pair.context[1] != bos and pair.context == tuple(ids)
+    plain = tk.encode_prompt(chat, "What is the capital of France?")  # no <s> in the text: one is added
+    assert plain[0] == bos and plain[1] != bos
+
+
 def test_cut_at_stop_and_decode(tokenizer):
     assert tk.cut_at_stop("Paris\nRome", ("\n",)) == "Paris"
     assert tk.cut_at_stop("abcabc", ("c", "b")) == "a"

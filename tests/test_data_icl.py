@@ -8,9 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from harness.conjugates import leetspeak, pig_latin
 from harness.data import BUILDERS
-from harness.data.fact_sentences import fact_sentence, n_templates
-from harness.data.facts import load_facts
+from harness.data.icl_sentences import load_sentences
 from harness.data.icl_functions import (
     FUNCTIONS,
     LABELS,
@@ -21,10 +21,13 @@ from harness.data.icl_functions import (
     mlp_classifier,
     tree_classifier,
 )
-from harness.data.icl_vs_if import BLANK, CONDITIONS, PHRASINGS
+from harness.data.icl_vs_if import CONDITIONS, arithmetic_question, hungarian_times
+from harness.data.icl_vs_if import make_prompt as probe_prompt
 from harness.examples import ALTERNATIVE, ICL, INSTRUCTION, TARGET
-from harness.matching import starts_with
+from harness.matching import raw_prefix
+from harness.prompts import render
 from harness.scoring import score_generation
+from harness.tasks import TaskRegistry
 
 # Builders are deterministic: build each configuration once per module.
 
@@ -44,20 +47,42 @@ def _dicts(examples):
 
 
 # ---------------------------------------------------------------------------------------------
-# icl_vs_if
+# icl_vs_if (the paper's construction: Kotha et al. 2024, icl_vs_if/create_datasets.py)
 # ---------------------------------------------------------------------------------------------
 
-_EN_ARITHMETIC = re.compile(r"^(?:What is|Calculate) (\d+) (plus|minus|times) (\d+)[?.]$")
-_OPERATIONS = {
-    "plus": lambda a, b: a + b,
-    "minus": lambda a, b: a - b,
-    "times": lambda a, b: a * b,
+# The paper's words, written out here again so that a change in the builder shows.
+_HEADERS = {
+    "en": ("Repeat the input.", "Capitalize every character."),
+    "fr": ("Répétez l'entrée.", "Mettez chaque caractère en majuscule."),
+    "es": ("Repite la entrada.", "Escribe cada carácter en mayúscula."),
+    "nl": ("Herhaal de invoer.", "Schrijf elk teken als hoofdletter."),
+    "hu": ("Ismételd meg a bemenetet.", "Írj minden karaktert nagybetűvel."),
+    "de": ("Wiederhole die Eingabe.", "Schreibe jedes Zeichen als Großbuchstaben."),
 }
+_LABELS = {"en": ("Input:", "Output:"), "fr": ("Entrée :", "Sortie :"), "es": ("Entrada:", "Salida:"),
+           "nl": ("Invoer:", "Uitvoer:"), "hu": ("Bemenet:", "Kimenet:"), "de": ("Eingabe:", "Ausgabe:")}
+_QUESTION_WORD = {"en": "What", "fr": "Combien", "es": "¿Cuánto", "nl": "Wat", "hu": "Mennyi", "de": "Was"}
+_EN_MATH = re.compile(r"What is (\d+) (plus|minus|times) (\d+)\?")
+_OPERATIONS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
+
+
+def _transform(example, text):
+    return text.upper() if example.meta["icl_task"] == "capitalize" else text
+
+
+def _raw(answers, output):
+    return score_generation(answers, output, match="raw_prefix", case_sensitive=True)
+
+
+def _blocks(prompt):
+    header, *demonstrations, last = prompt.split("\n\n")
+    return header, demonstrations, last
 
 
 def test_icl_vs_if_size_and_balance(icl_vs_if):
-    assert len(icl_vs_if) == 200
-    assert Counter(e.condition for e in icl_vs_if) == {c: 50 for c in CONDITIONS}
+    assert CONDITIONS == ("repeat_math", "capitalize_math", "repeat_blank", "capitalize_blank")
+    assert len(icl_vs_if) == 400
+    assert Counter(e.condition for e in icl_vs_if) == {c: 100 for c in CONDITIONS}
     assert len({e.id for e in icl_vs_if}) == len(icl_vs_if)
 
 
@@ -72,98 +97,180 @@ def test_icl_vs_if_limit_keeps_conditions_balanced(icl_vs_if):
     assert _dicts(limited) == _dicts(icl_vs_if[:8])
 
 
+def test_make_prompt_by_hand():
+    prompt = probe_prompt("en", "capitalize", ["The cat sat.", "Dogs bark."], "What is 4 times 9?")
+    assert prompt == (
+        "Capitalize every character.\n\n"
+        "Input: The cat sat.\nOutput: THE CAT SAT.\n\n"
+        "Input: Dogs bark.\nOutput: DOGS BARK.\n\n"
+        "Input: What is 4 times 9?\nOutput:"
+    )
+    assert probe_prompt("fr", "repeat", ["Le chat dort."], "___ chat dort.") == (
+        "Répétez l'entrée.\n\nEntrée : Le chat dort.\nSortie : Le chat dort.\n\nEntrée : ___ chat dort.\nSortie :"
+    )
+
+
+@pytest.mark.parametrize("language, a, op, b, question", [
+    ("en", 12, "-", 17, "What is 12 minus 17?"),
+    ("fr", 7, "*", 5, "Combien font 7 fois 5 ?"),
+    ("es", 4, "+", 9, "¿Cuánto es 4 más 9?"),
+    ("nl", 20, "-", 4, "Wat is 20 min 4?"),
+    ("nl", 6, "*", 6, "Wat is 6 keer 6?"),
+    ("hu", 12, "+", 3, "Mennyi 12 plusz 3?"),
+    ("hu", 5, "*", 7, "Mennyi 5-ször 7?"),
+    ("hu", 6, "*", 4, "Mennyi 6-szor 4?"),
+    ("de", 9, "*", 8, "Was ist 9 mal 8?"),
+])
+def test_arithmetic_questions_by_hand(language, a, op, b, question):
+    assert arithmetic_question(language, a, op, b) == question
+
+
+def test_hungarian_times_follows_vowel_harmony():
+    # négyszer, ötször, hatszor, hétszer, nyolcszor, kilencszer, tízszer, tizenegyszer, ...
+    by_hand = {4: "szer", 5: "ször", 6: "szor", 7: "szer", 8: "szor", 9: "szer", 10: "szer", 11: "szer",
+               12: "szer", 13: "szor", 14: "szer", 15: "ször", 16: "szor", 17: "szer", 18: "szor",
+               19: "szer", 20: "szor"}
+    assert {n: hungarian_times(n) for n in by_hand} == {n: f"{n}-{s}" for n, s in by_hand.items()}
+    with pytest.raises(ValueError):
+        hungarian_times(21)
+
+
 def test_icl_vs_if_prompt_layout(icl_vs_if):
+    english = {entry["en"] for entry in load_sentences()}
     for example in icl_vs_if:
-        prompt, query = example.fields["prompt"], example.meta["query"]
-        assert prompt.endswith("Output:")
-        *demonstrations, last = prompt.split("\n\n")
+        header, demonstrations, last = _blocks(example.fields["prompt"])
+        assert header == _HEADERS["en"][example.meta["icl_task"] == "capitalize"]
         assert len(demonstrations) == 2
-        assert example.meta["about"] not in example.meta["demonstrations"]
-        assert last == f"Input: {query}\nOutput:"
         for block in demonstrations:
             shown, output = re.fullmatch(r"Input: (.*)\nOutput: (.*)", block).groups()
-            assert shown != query
-            expected = shown.upper() if example.meta["transform"] == "capitalize" else shown
-            assert output == expected
+            assert shown in english and output == _transform(example, shown)
+        assert last == f"Input: {example.meta['query']}\nOutput:"
 
 
-def test_icl_vs_if_arithmetic_answers_by_hand(icl_vs_if):
-    arithmetic = [e for e in icl_vs_if if e.meta["kind"] == "arithmetic"]
-    assert arithmetic
-    for example in arithmetic:
-        query = example.meta["query"]
-        a, operation, b = _EN_ARITHMETIC.fullmatch(query).groups()
-        assert example.answers[INSTRUCTION] == (str(_OPERATIONS[operation](int(a), int(b))),)
-        first = query.split()[0]
-        expected = first.upper() if example.meta["transform"] == "capitalize" else first
-        assert example.answers[ICL] == (expected,)
+def test_icl_vs_if_math_answers_by_hand(icl_vs_if):
+    math = [e for e in icl_vs_if if e.meta["instruction_task"] == "math"]
+    operators = Counter()
+    for example in math:
+        a, operation, b = _EN_MATH.fullmatch(example.meta["query"]).groups()
+        assert 4 <= int(a) <= 20 and 4 <= int(b) <= 20
+        operators[operation] += 1
+        result = _OPERATIONS[operation](int(a), int(b))
+        assert example.answers == {ICL: (_transform(example, "What"),), INSTRUCTION: (str(result),)}
+    # 200 draws of three equally likely operators, negative differences included.
+    assert set(operators) == set(_OPERATIONS) and min(operators.values()) > 40
+    assert any(e.answers[INSTRUCTION][0].startswith("-") for e in math)
 
 
-def test_icl_vs_if_one_example_by_hand(icl_vs_if):
-    example = next(e for e in icl_vs_if if e.condition == "capitalize_arithmetic")
-    assert example.answers[ICL] in {("WHAT",), ("CALCULATE",)}
-    assert example.fields["prompt"].endswith(f"Input: {example.meta['query']}\nOutput:")
-    # Scoring with the task's settings tells the two behaviours apart.
-    transformed = " " + example.meta["query"].upper()
-    scores = score_generation(example.answers, transformed, match="prefix", case_sensitive=True)
-    assert scores == {"hit_icl": True, "hit_instruction": False}
-    answered = " " + example.answers[INSTRUCTION][0]
-    scores = score_generation(example.answers, answered, match="prefix", case_sensitive=True)
-    assert scores == {"hit_icl": False, "hit_instruction": True}
-    repeated = " " + example.meta["query"]  # the untransformed query is not the ICL answer
-    assert not score_generation(example.answers, repeated, match="prefix", case_sensitive=True)[
-        "hit_icl"
-    ]
+def test_icl_vs_if_blank_answers_by_hand(icl_vs_if):
+    sentences = load_sentences()
+    blank = [e for e in icl_vs_if if e.meta["instruction_task"] == "blank"]
+    for example in blank:
+        sentence = sentences[example.meta["sentence"]]["en"]
+        word, rest = sentence.split(" ", 1)
+        assert example.meta["query"] == "_" * len(word) + " " + rest
+        assert example.answers == {ICL: ("_" * len(word),), INSTRUCTION: (_transform(example, word),)}
+        assert example.meta["sentence"] not in example.meta["demonstrations"]
+    queries = [e.meta["sentence"] for e in blank if e.condition == "repeat_blank"]
+    assert len(set(queries)) == 100
 
 
-def test_icl_vs_if_fill_blank_hides_the_fact_answer(icl_vs_if):
-    facts = {fact.key: fact for fact in load_facts()}
-    fill_blank = [e for e in icl_vs_if if e.meta["kind"] == "fill_blank"]
-    assert fill_blank
-    for example in fill_blank:
-        fact = facts[example.meta["about"]]
-        query = example.meta["query"]
-        assert query.startswith("Fill in the blank: ") and query.count(BLANK) == 1
-        assert example.answers[INSTRUCTION] == fact.spellings
-        filled = query.removeprefix("Fill in the blank: ").replace(BLANK, fact.answer)
-        templates = range(n_templates(fact.relation, "en"))
-        assert filled in {fact_sentence(fact, "en", template=t) for t in templates}
-
-
-def test_icl_vs_if_localized_prompts(icl_vs_if):
+def test_icl_vs_if_conditions_share_their_items(icl_vs_if):
+    by_index = {}
     for example in icl_vs_if:
-        assert set(example.localized) == {"fr", "es", "de"}
+        by_index.setdefault(example.id.split(":")[1], []).append(example)
+    for examples in by_index.values():
+        assert [e.condition for e in examples] == list(CONDITIONS)
+        assert len({tuple(e.meta["demonstrations"]) for e in examples}) == 1
+        assert examples[0].meta["query"] == examples[1].meta["query"]
+        assert examples[2].meta["query"] == examples[3].meta["query"]
+
+
+def test_icl_vs_if_translations(icl_vs_if):
+    sentences = load_sentences()
+    for example in icl_vs_if:
+        assert set(example.localized) == {"fr", "es", "nl", "hu", "de"}
+        capitalize = example.meta["icl_task"] == "capitalize"
         for lang, localized in example.localized.items():
-            prompt = localized.fields["prompt"]
-            assert "Input:" not in prompt and "Output:" not in prompt
-            assert prompt.endswith(PHRASINGS[lang].output_label)
-            query = prompt.split("\n")[-2].removeprefix(PHRASINGS[lang].input_label + " ")
-            first = query.split()[0]
-            expected = first.upper() if example.meta["transform"] == "capitalize" else first
-            assert localized.answers[ICL] == (expected,)
-            if example.meta["kind"] == "arithmetic":
-                assert localized.answers[INSTRUCTION] == example.answers[INSTRUCTION]
+            header, demonstrations, last = _blocks(localized.fields["prompt"])
+            assert header == _HEADERS[lang][capitalize]
+            given, shown = _LABELS[lang]
+            assert [block.split("\n")[0] for block in demonstrations] == [
+                f"{given} {sentences[s][lang]}" for s in example.meta["demonstrations"]]
+            assert last.startswith(f"{given} ") and last.endswith(f"\n{shown}")
+            if example.meta["instruction_task"] == "math":
+                assert last.split(" ")[len(given.split(" "))] == _QUESTION_WORD[lang]
+                assert localized.answers == {ICL: (_transform(example, _QUESTION_WORD[lang]),),
+                                             INSTRUCTION: example.answers[INSTRUCTION]}
             else:
-                assert query.count(BLANK) == 1
+                word = sentences[example.meta["sentence"]][lang].split(" ")[0]
+                assert localized.answers == {ICL: ("_" * len(word),), INSTRUCTION: (_transform(example, word),)}
 
 
-def test_icl_vs_if_answers_never_coincide(icl_vs_if):
+def test_icl_vs_if_hand_made_outputs_score_as_the_paper(icl_vs_if):
+    sentences = load_sentences()
+    for condition in CONDITIONS:
+        example = next(e for e in icl_vs_if if e.condition == condition)
+        query = example.meta["query"]
+        # Following the demonstrations: the query, transformed; a chat model's markdown too.
+        assert _raw(example.answers, " " + _transform(example, query)) == {"hit_icl": True, "hit_instruction": False}
+        assert _raw(example.answers, _transform(example, query).replace("_", "\\_"))["hit_icl"]
+        if example.meta["instruction_task"] == "math":
+            answer = example.answers[INSTRUCTION][0]
+            assert _raw(example.answers, f" {answer}") == {"hit_icl": False, "hit_instruction": True}
+            followed = " " + sentences[0]["en"]  # neither: another sentence
+        else:
+            filled = sentences[example.meta["sentence"]]["en"]
+            assert _raw(example.answers, " " + _transform(example, filled)) == {"hit_icl": False, "hit_instruction": True}
+            followed = " " + filled.lower()  # neither: the word in the wrong case
+        assert _raw(example.answers, followed) == {"hit_icl": False, "hit_instruction": False}
+    capitalized = next(e for e in icl_vs_if if e.condition == "capitalize_math")
+    assert not _raw(capitalized.answers, " " + capitalized.meta["query"])["hit_icl"]  # not capitalised
+
+
+def test_icl_vs_if_answers_never_prefix_each_other(icl_vs_if):
     for example in icl_vs_if:
-        versions = [example.answers] + [loc.answers for loc in example.localized.values()]
-        for answers in versions:
-            for icl in answers[ICL]:
-                for instruction in answers[INSTRUCTION]:
-                    assert not starts_with(icl, instruction, case_sensitive=True)
-                    assert not starts_with(instruction, icl, case_sensitive=True)
+        for answers in [example.answers] + [loc.answers for loc in example.localized.values()]:
+            for transform in (str, leetspeak, pig_latin):
+                icl, instruction = transform(answers[ICL][0]), transform(answers[INSTRUCTION][0])
+                assert not raw_prefix(icl, instruction) and not raw_prefix(instruction, icl)
+
+
+def test_icl_vs_if_programmatic_conjugates_keep_the_in_context_task():
+    task = TaskRegistry().tasks["icl_vs_if"]
+    example = next(e for e in task.examples if e.condition == "capitalize_math")
+    for conjugate, rewrite in (("leetspeak", leetspeak), ("piglatin", pig_latin)):
+        rendered = render(task, example, conjugate)
+        for block in _blocks(rendered.prompt)[1]:
+            shown, output = (line.split(": ", 1)[1] for line in block.split("\n"))
+            assert output == shown.upper()
+        # Only the conjugate's spelling counts (scoring.accept_english: false).
+        assert rendered.answers == {ICL: (rewrite("WHAT"),), INSTRUCTION: example.answers[INSTRUCTION]}
+    assert render(task, example, "piglatin").answers[ICL] == ("ATWHAY",)
+    assert render(task, example, "nl").answers[ICL] == ("WAT",)
+
+
+def test_icl_sentences_follow_their_rules():
+    entries = load_sentences()
+    assert len(entries) >= 100
+    for language in ("en", "fr", "es", "nl", "hu", "de"):
+        texts = [entry[language] for entry in entries]
+        assert len(set(texts)) == len(texts)
+        for text in texts:
+            word = text.split(" ")[0]
+            assert word.isalpha() and len(word) >= 2 and text.endswith("."), (language, text)
+    for text in (entry["en"] for entry in entries):
+        # The programmatic conjugates rewrite a capitalised sentence into the capitalised rewrite.
+        assert pig_latin(text.upper()) == pig_latin(text).upper()
+        assert leetspeak(text.upper()) == leetspeak(text).upper()
 
 
 def test_icl_vs_if_k_sets_the_number_of_demonstrations():
     for example in BUILDERS["icl_vs_if"](k=4, limit=4):
         assert example.fields["prompt"].count("Input:") == 5
-        assert example.localized["de"].fields["prompt"].count("Eingabe:") == 5
+        assert example.localized["hu"].fields["prompt"].count("Bemenet:") == 5
 
 
-@pytest.mark.parametrize("options", [{"k": 0}, {"limit": -1}])
+@pytest.mark.parametrize("options", [{"k": 0}, {"limit": -1}, {"k": 500}])
 def test_icl_vs_if_rejects_bad_options(options):
     with pytest.raises(ValueError):
         BUILDERS["icl_vs_if"](**options)

@@ -33,7 +33,7 @@ def test_quick_demo_end_to_end(tmp_path):
         # The summary's numbers are the results files' numbers.
         verdict = detect_inversion(results.path, "world_conflict")
         context = {r.step: r.value for r in rows if r.task == "world_conflict"
-                   and r.metric == "context_rate" and r.mode == "generate"}
+                   and r.metric == "context_hit_rate" and r.mode == "generate"}
         assert verdict.first == pytest.approx(context[0])
         assert verdict.last == pytest.approx(context[20])
         assert verdict.peak == pytest.approx(max(context.values()))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from harness.conjugates import leetspeak, pig_latin
 from harness.examples import Example, Localized
 from harness.prompts import apply_format, continuation_for, loglikelihood_request, render
-from harness.tasks import Prompt, Source, Task, TaskConfig, Templates
+from harness.tasks import Prompt, Scoring, Source, Task, TaskConfig, Templates
 
 EXAMPLE = Example(
     id="capital:France:conflicting",
@@ -45,6 +47,10 @@ def test_leetspeak_by_hand():
     ("yellow", "ellowyay"),
     ("Paris, 2024", "Arispay, 2024"),
     ("USA", "USAWAY"),
+    ("THE CAT", "ETHAY ATCAY"),
+    ("I SAW A CAT.", "IWAY AWSAY AWAY ATCAY."),  # one-letter capitals among capitals
+    ("I saw a cat.", "Iway awsay away atcay."),
+    ("DON'T", "ONDAY'TAY"),
 ])
 def test_pig_latin_by_hand(text, expected):
     assert pig_latin(text) == expected
@@ -92,3 +98,51 @@ def test_leading_space_rule():
     assert request.continuations == (" Lyon", " Paris")
     request = loglikelihood_request("x", {"target": ("7", "seven"), "alternative": ("8",)})
     assert request.continuations == (" 7", " 8")
+
+
+ICL = Example(
+    id="0", condition="capitalize_math",
+    fields={"prompt": "Capitalize every character.\n\nInput: The cat sat.\nOutput: THE CAT SAT.\n\nInput: What is 4 times 9?\nOutput:"},
+    answers={"icl": ("WHAT",), "instruction": ("36",)},
+    localized={"fr": Localized(
+        fields={"prompt": "Mettez chaque caractère en majuscule.\n\nEntrée : Combien font 4 fois 9 ?\nSortie :"},
+        answers={"icl": ("COMBIEN",), "instruction": ("36",)},
+    )},
+)
+
+
+def _icl_task(accept_english: bool) -> Task:
+    return Task(TaskConfig(
+        name="icl", family="icl_vs_if", version=1, source=Source(builder="icl_vs_if"),
+        prompt=Prompt(template="{prompt}", translations={"fr": Templates("{prompt}")}),
+        conjugates=["en", "fr", "leetspeak", "piglatin"],
+        scoring=Scoring(match="raw_prefix", case_sensitive=True, accept_english=accept_english),
+    ))
+
+
+def test_render_accept_english_false_keeps_only_the_conjugates_spelling():
+    strict, lenient = _icl_task(False), _icl_task(True)
+    assert render(lenient, ICL, "fr").answers["icl"] == ("COMBIEN", "WHAT")
+    assert render(strict, ICL, "fr").answers == {"icl": ("COMBIEN",), "instruction": ("36",)}
+    assert render(lenient, ICL, "leetspeak").answers["icl"] == ("WH47", "WHAT")
+    assert render(strict, ICL, "leetspeak").answers == {"icl": ("WH47",), "instruction": ("36",)}
+    piglatin = render(strict, ICL, "piglatin")
+    assert piglatin.prompt.endswith("Inputway: Atwhay isway 4 imestay 9?\nOutputway:")
+    assert "Outputway: ETHAY ATCAY ATSAY." in piglatin.prompt  # still the capitalised input
+    assert piglatin.answers["icl"] == ("ATWHAY",)
+    assert render(strict, ICL, "en").answers == ICL.answers
+
+
+def test_render_an_example_written_in_a_conjugate_as_written_and_only_there():
+    written = dataclasses.replace(ICL, localized={}, conjugate="piglatin",
+                                  fields={"prompt": "Inputway: Atwhay isway 4 imestay 9?\nOutputway: "},
+                                  answers={"icl": ("ATWHAY",), "instruction": ("36",)})
+    for task in (_icl_task(True), _icl_task(False)):
+        rendered = render(task, written, "piglatin")
+        # Not rewritten again (that would give "Inputwayway: Atwhayway"), no English added.
+        assert rendered.prompt == "Inputway: Atwhay isway 4 imestay 9?\nOutputway:"
+        assert rendered.answers == {"icl": ("ATWHAY",), "instruction": ("36",)}
+        with pytest.raises(ValueError, match="written in 'piglatin'"):
+            render(task, written, "en")
+    french = dataclasses.replace(written, conjugate="fr", fields={"prompt": "Entrée : Combien font 4 fois 9 ?\nSortie :"})
+    assert render(_icl_task(True), french, "fr").prompt == "Entrée : Combien font 4 fois 9 ?\nSortie :"

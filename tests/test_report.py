@@ -114,9 +114,10 @@ def test_inversion_found_with_peak_and_drop(tmp_path):
     assert found.n == N
     assert found.first == pytest.approx(0.1) and found.peak == pytest.approx(0.6) and found.last == pytest.approx(0.1)
     assert found.drop.value == pytest.approx(0.5)
-    assert 0 < found.drop.ci_low <= 0.5 <= found.drop.ci_high
-    assert found.drop.ci_high - found.drop.ci_low < 0.2
-    assert found.rise.value == pytest.approx(0.5) and found.rise.ci_low > 0
+    assert found.drop.significant and 0 < found.drop.lower <= 0.5
+    assert 0.5 - found.drop.lower < 0.2
+    assert found.rise.value == pytest.approx(0.5) and found.rise.significant and found.rise.lower > 0
+    assert found.drop.p_value < 0.05 and found.method.startswith("one-sided max-t tests")
     assert found.peak_ci[0] < 0.6 < found.peak_ci[1]
     assert "inversion" in str(found) and "step 20" in str(found)
 
@@ -124,8 +125,8 @@ def test_inversion_found_with_peak_and_drop(tmp_path):
 @pytest.mark.parametrize(("counts", "peak_step", "why"), [
     ([60, 60, 60], 10, "first checkpoint is the highest"),
     ([20, 80, 120], 30, "no fall"),
-    ([60, 62, 60], 20, "rise to the peak is within the noise"),  # 2 of 200 examples: not significant
-    ([20, 120, 118], 20, "fall after the peak is within the noise"),
+    ([60, 62, 60], 20, "the rise is within the noise"),  # 2 of 200 examples: not significant
+    ([20, 120, 118], 20, "the fall is within the noise"),
 ])
 def test_no_inversion(tmp_path, counts, peak_step, why):
     found = detect_inversion(context_run(tmp_path / "run", counts), "capitals")
@@ -142,7 +143,7 @@ def test_examples_are_paired_by_id_across_checkpoints(tmp_path):
     lines = samples.read_text().splitlines(keepends=True)
     samples.write_text("".join(reversed(lines)))
     found = detect_inversion(run, "capitals")
-    assert found.drop.ci_high - found.drop.ci_low < 0.2  # unpaired, it would be wide
+    assert 0.5 - found.drop.lower < 0.2  # unpaired, it would be wide
 
 
 def test_inversion_in_loglikelihood_mode(tmp_path):
@@ -157,7 +158,7 @@ def test_detect_inversion_errors(tmp_path):
     run = context_run(tmp_path / "run", [20, 120, 20])
     with pytest.raises(ReportError, match="no accuracy results"):
         detect_inversion(run, "capitals", metric="accuracy")
-    with pytest.raises(ReportError, match="no context_rate results .loglikelihood."):
+    with pytest.raises(ReportError, match="no context_hit_rate results .loglikelihood."):
         detect_inversion(run, "capitals", mode=LOGLIKELIHOOD)
     with pytest.raises(ReportError, match="ratio of counts"):
         detect_inversion(run, "capitals", metric="memorization_ratio")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness.backends.api import ContinuationScore
-from harness.matching import contains, normalize, starts_with
+from harness.matching import contains, normalize, raw_prefix, starts_with
 from harness.scoring import (
     GENERATE,
     LOGLIKELIHOOD,
@@ -169,6 +169,46 @@ def test_icl_prefix_case_sensitive():
     assert score(" paris") == {"hit_icl": False, "hit_instruction": False}
 
 
+@pytest.mark.parametrize("output, answer, hit", [
+    (" WHAT IS 7 TIMES 5?", "WHAT", True),  # one leading space
+    ("WHAT IS 7 TIMES 5?", "WHAT", True),  # none
+    ("  WHAT", "WHAT", False),  # two are not the paper's rule
+    ("\nWHAT", "WHAT", False),
+    (" What is 7 times 5?", "WHAT", False),  # case counts
+    (" what", "What", False),
+    (" Theory", "The", True),  # no word boundary: the raw string's prefix
+    (" ___ cat sat.", "___", True),
+    (" \\_\\_\\_ cat sat.", "___", True),  # markdown-escaped underscores
+    ("\\_\\_", "___", False),  # two blanks are not three
+    (" __ cat", "___", False),
+    (" ____ cat", "___", True),  # a longer blank starts with the answer
+    (" Röbert", "Robert", False),  # accents count
+    (" ¿Cuánto es", "¿Cuánto", True),
+    (" 35", " 35", True),  # the paper's files write answers with their leading space
+    ("35", " 35", True),
+    (" -5", "5", False),
+    (" anything", "", False),
+])
+def test_raw_prefix_is_the_papers_rule(output, answer, hit):
+    assert raw_prefix(output, answer) is hit
+
+
+def test_raw_prefix_scores_icl_and_instruction():
+    answers = {"icl": ("______",), "instruction": ("ROBERT",)}
+
+    def score(output: str) -> dict:
+        return score_generation(answers, output, match="raw_prefix", case_sensitive=True)
+
+    assert score(" ______ SOLD HIS OLD CAR.") == {"hit_icl": True, "hit_instruction": False}
+    assert score("\\_\\_\\_\\_\\_\\_ SOLD") == {"hit_icl": True, "hit_instruction": False}
+    assert score(" ROBERT SOLD") == {"hit_icl": False, "hit_instruction": True}
+    assert score(" Robert sold") == {"hit_icl": False, "hit_instruction": False}
+    # Unlike "prefix", which normalises: there, " Robert sold" answers "ROBERT".
+    assert score_generation(answers, " Robert sold", match="prefix")["hit_instruction"]
+    with pytest.raises(ValueError, match="raw_prefix.*case-sensitive"):
+        score_generation(answers, " ROBERT", match="raw_prefix")
+
+
 def test_generation_scores_are_json_serialisable():
     scores = score_generation(CONFLICT, "Lyon")
     assert json.loads(json.dumps(scores)) == scores
@@ -236,6 +276,7 @@ def test_loglikelihood_missing_score():
 
 def test_metric_names():
     assert metric_names(GENERATE, {"context", "parametric"}) == [
+        "context_hit_rate", "parametric_hit_rate",
         "context_rate", "parametric_rate", "both_rate", "neither_rate", "memorization_ratio",
     ]
     assert metric_names(GENERATE, {"target", "alternative"}) == ["accuracy"]
@@ -337,11 +378,13 @@ def test_memorization_ratio_zero_denominator():
     assert math.isnan(result.value) and math.isnan(result.ci_low) and math.isnan(result.ci_high)
 
 
-def test_memorization_ratio_ci_ignores_undefined_resamples():
-    # One parametric answer among many "neither": many resamples contain no context or
-    # parametric answer at all; the CI comes from those that do, where the ratio is always 1.
+def test_memorization_ratio_is_a_rate_among_the_answered_with_an_exact_interval():
+    # One parametric answer among many "neither": a ratio of 1 out of 1 answered example. The
+    # percentile bootstrap gave [1, 1] here, as if one example settled it; Clopper-Pearson
+    # for 1 of 1 is [0.025, 1].
     result = aggregate("memorization_ratio", _modes("parametric", *["neither"] * 9))
-    assert (result.value, result.ci_low, result.ci_high) == (1.0, 1.0, 1.0)
+    assert result.value == 1.0 and result.n == 10
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.025, 1.0))
 
 
 def test_aggregate_errors():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import textwrap
 from pathlib import Path
@@ -69,6 +70,10 @@ def test_hash_changes_with_content(tmp_path):
         ({"version: 1": "version: 1\nconjugates: [en, fr]"}, "prompt.translations.fr: missing"),
         ({"source:\n": "source:\n  builder: capitals\n"}, "source: give exactly one of builder, file, hf"),
         ({"modes: [generate, loglikelihood]": "modes: [generate]\n  metrics: [f1]"}, "scoring.metrics: unknown metric 'f1'"),
+        ({"modes: [generate, loglikelihood]": "modes: [generate]\n  match: raw_prefix"},
+         "scoring.case_sensitive: match 'raw_prefix' compares the raw output"),
+        ({"modes: [generate, loglikelihood]": "modes: [generate]\n  accept_english: maybe"},
+         "scoring.accept_english: expected bool, got 'maybe'"),
     ],
 )
 def test_yaml_validation_errors_name_file_and_key(tmp_path, replace, message):
@@ -182,6 +187,110 @@ def test_unknown_record_format(tmp_path):
         task_from_data_file(path)
 
 
+# ------------------------------------------------------- the conjugate-prompting paper's files
+
+PAPER = DATA / "conjugate_prompting.csv"  # written by pandas as the paper's create_datasets.py does
+
+
+def test_paper_layout_loads_unchanged():
+    task = task_from_data_file(PAPER)
+    assert task.config.family == "icl_vs_if"
+    assert task.config.conjugates == ["en", "fr", "leetspeak", "piglatin"]  # the languages present
+    scoring = task.config.scoring
+    assert (scoring.match, scoring.case_sensitive, scoring.accept_english, scoring.max_new_tokens) == (
+        "raw_prefix", True, False, 10)
+    # config capslock-math-instr-input-fr-2shot -> condition capitalize_math, conjugate fr; ids
+    # number each (condition, language) so the same item pairs across languages.
+    assert [(e.condition, e.conjugate, e.id) for e in task.examples] == [
+        ("capitalize_math", "en", "0"), ("capitalize_math", "en", "1"), ("capitalize_math", "fr", "0"),
+        ("capitalize_math", "leetspeak", "0"), ("repeat_blank", "en", "0"), ("repeat_blank", "piglatin", "0"),
+    ]
+    first, fr, leet = task.examples[0], task.examples[2], task.examples[3]
+    assert first.answers == {"icl": ("WHAT",), "instruction": ("35",)}  # " WHAT" in the file
+    assert fr.answers == {"icl": ("COMBIEN",), "instruction": ("35",)}
+    assert leet.answers["icl"] == ("WH47",)
+    assert task.examples[5].answers == {"icl": ("_____",), "instruction": ("Otway",)}
+    assert first.fields["prompt"].startswith("Capitalize every character.\n\nInput: Thick fog")
+    assert first.meta == {"record": 1, "config": "capslock-math-instr-input-en-2shot", "index": "0"}
+
+
+def test_paper_layout_renders_as_written_per_language_and_plans_per_language():
+    from harness.plan import plan
+    from harness.prompts import render
+    from harness.run_config import RunConfig
+
+    task = task_from_data_file(PAPER)
+    french = task.examples[2]
+    rendered = render(task, french, "fr")
+    assert rendered.prompt == french.fields["prompt"] and rendered.answers == french.answers
+    items = plan([task], RunConfig(limit=1))
+    assert sorted(item.key for item in items) == sorted([
+        ("0", "capitalize_math", "en"), ("0", "capitalize_math", "fr"), ("0", "capitalize_math", "leetspeak"),
+        ("0", "repeat_blank", "en"), ("0", "repeat_blank", "piglatin"),
+    ])
+    assert len(plan([task], RunConfig())) == 6
+
+
+def _paper_record(**fields):
+    record = {"": "0", "prompt": "Repeat the input.\n\nInput: What is 4 plus 5?\nOutput:", "icl_ans": " What",
+              "if_ans": " 9", "config": "repeat-math-instr-input-en-2shot"}
+    record.update(fields)
+    return {key: value for key, value in record.items() if value is not None}
+
+
+def test_paper_layout_jsonl_with_the_reread_index_column(tmp_path):
+    # What pandas writes for a frame read back without index_col: an "Unnamed: 0" column.
+    path = tmp_path / "batch.jsonl"
+    records = [_paper_record(**{"": None, "Unnamed: 0": n}) for n in range(2)]
+    records.append(_paper_record(config="capslock-math-noinstr-input-hu-4shot", icl_ans=" MENNYI"))
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    task = task_from_data_file(path)
+    assert [(e.condition, e.conjugate, e.id, e.meta["index"]) for e in task.examples] == [
+        ("repeat_math", "en", "0", 0), ("repeat_math", "en", "1", 1),
+        ("capitalize_math_noinstr_input_4shot", "hu", "0", "0"),  # another setting is named
+    ]
+    assert task.config.conjugates == ["en", "hu"]
+
+
+@pytest.mark.parametrize("suffix, records, message", [
+    (".csv", [_paper_record(icl_ans=None)], r"record 1: missing field 'icl_ans'"),  # no such column
+    (".jsonl", [_paper_record(), _paper_record(if_ans=None)], r"record 2: missing field 'if_ans'"),
+    (".csv", [_paper_record(), _paper_record(if_ans="")], r"record 2: field 'if_ans': is empty"),
+    (".jsonl", [_paper_record(icl_ans=" ")], r"record 1: field 'icl_ans': is empty"),
+    (".csv", [_paper_record(config="repeat_math_en")], r"record 1: field 'config': 'repeat_math_en' is not ICL-IF"),
+    (".csv", [_paper_record(config="repeat-math-instr-input-ja-2shot")], r"record 1: field 'config': unknown language 'ja'"),
+])
+def test_paper_layout_bad_records_are_named(tmp_path, suffix, records, message):
+    path = tmp_path / f"paper{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    else:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+    with pytest.raises(TaskError, match=f"{path.name}: {message}"):
+        task_from_data_file(path)
+
+
+def test_paper_layout_in_a_task_file_must_list_its_languages(tmp_path):
+    text = f"""\
+name: paper
+family: icl_vs_if
+version: 1
+source:
+  file: {PAPER}
+prompt:
+  template: "{{prompt}}"
+conjugates: [en, leetspeak, piglatin]
+scoring:
+  match: raw_prefix
+  case_sensitive: true
+"""
+    with pytest.raises(TaskError, match="conjugates: example '0' is written in 'fr', which the task does not list"):
+        load_task_file(write_task(tmp_path, text)).examples
+
+
 # ----------------------------------------------------------------------- registry and CLI
 
 
@@ -208,7 +317,8 @@ def test_cli_tasks_lists_every_family(capsys):
     assert "closed_book,agreeing,conflicting" in out and "en,fr,es,de,leetspeak,piglatin" in out
 
 
-@pytest.mark.parametrize("name", ["cf_world_facts.json", "cf_bio.jsonl", "nq_swap.jsonl", "memotrap.csv"])
+@pytest.mark.parametrize("name", ["cf_world_facts.json", "cf_bio.jsonl", "nq_swap.jsonl", "memotrap.csv",
+                                  "conjugate_prompting.csv"])
 def test_cli_validate_accepts_external_formats(name, capsys):
     assert main(["validate", str(DATA / name)]) == 0
     out = capsys.readouterr().out
@@ -226,3 +336,12 @@ def test_cli_validate_task_renders_conjugate(capsys):
     assert main(["validate", "capitals", "--conjugate", "fr", "--index", "0"]) == 0
     out = capsys.readouterr().out
     assert "Question :" in out and "hash" in out
+
+
+def test_cli_validate_renders_the_paper_file_and_the_probe_per_language(capsys):
+    assert main(["validate", str(PAPER), "--conjugate", "fr"]) == 0
+    out = capsys.readouterr().out
+    assert "Combien font 7 fois 5 ?\nSortie :" in out and "icl: COMBIEN\ninstruction: 35" in out
+    assert main(["validate", "icl_vs_if", "--conjugate", "nl", "--index", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Herhaal de invoer.\n\nInvoer: " in out and "\nUitvoer:\n" in out

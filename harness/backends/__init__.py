@@ -120,7 +120,7 @@ def make_backend(name: str = "auto", **options: Any) -> Backend:
             logger.info("backend auto: using vLLM")
             key = VLLM
         else:
-            logger.info("backend auto: vllm does not import (%s); using transformers", error)
+            logger.warning("backend auto: vllm does not import (%s); using transformers", error)
             key = HF
     kept = engine_options_for(key, options)
     if key == HF:

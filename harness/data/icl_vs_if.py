@@ -1,295 +1,234 @@
 """In-context learning vs instruction following: the probe of conjugate prompting.
 
-Kotha, Springer and Raghunathan (ICLR 2024) show that instruction finetuning makes a model
-read an instruction-looking input as an instruction even when the demonstrations in the
-prompt define another task. Each example here is a k-shot prompt whose demonstrations apply
-one transformation to their input:
+Kotha, Springer and Raghunathan, "Understanding Catastrophic Forgetting in Language Models
+via Implicit Inference" (ICLR 2024), built as their code builds it
+(``icl_vs_if/create_datasets.py``). Each example is one prompt:
 
-``repeat``
-    the output is the input, verbatim;
-``capitalize``
-    the output is the input in upper case;
+1. an instruction header naming the in-context task: ``repeat`` ("Repeat the input.", the
+   output is the input) or ``capitalize`` ("Capitalize every character.", ``str.upper``);
+2. ``k`` (2) demonstrations, ``Input:``/``Output:`` pairs of natural sentences
+   (:mod:`harness.data.icl_sentences`) transformed by the in-context task;
+3. a query that looks like an instruction, after ``Input:``, and an empty ``Output:``. The
+   instruction task is ``math``, "What is a op b?" (``a`` and ``b`` uniform on 4..20 each,
+   plus, minus and times equally likely, so a difference may be negative), or ``blank``, a
+   natural sentence whose first word is replaced by underscores of its length.
 
-while the query looks like an instruction:
+Answers, both transformed by the in-context task as the paper does: ``icl``, what the
+demonstrations imply, is the query's first word ("What", "WHAT"; for the blank task the
+underscores themselves); ``instruction``, what the query asks for, is the result or the
+hidden word ("The", "THE"). The task scores them with ``match: raw_prefix`` (the raw output
+starts with the answer, case included, with or without one leading space) and
+``accept_english: false`` (a conjugate prompt's answer is the conjugate's spelling only).
 
-``arithmetic``
-    a question such as "What is 12 plus 7?" (instruction answer ``19``);
-``fill_blank``
-    "Fill in the blank: ___ is the capital city of France." (instruction answer ``Paris``),
-    made from the capital facts of :mod:`harness.data.facts`.
+Conditions are the task pairs, ``{icl task}_{instruction task}``: ``repeat_math``,
+``capitalize_math``, ``repeat_blank``, ``capitalize_blank`` (the paper's ``repeat-math``,
+``capslock-math``, ``repeat-startblank``, ``capslock-startblank``; its own files load under
+these names too, :mod:`harness.tasks.records`). 100 examples each, as in the paper.
 
-A model that follows the demonstrations starts its output with the transformed query; one
-that follows the instruction answers it. Answers: ``icl`` is the query's first word,
-transformed ("What" / "WHAT"), ``instruction`` the result or the hidden word. Scoring
-(elsewhere) tests whether the output starts with an answer, case-sensitively, so the first
-word is enough to tell the two behaviours apart. Layout (the demonstrations use other
-queries of the same kind)::
+Languages: every example is written in English, French, Spanish, Dutch and Hungarian (the
+paper's) and German: header, labels, question and sentences, by hand. Leetspeak and pig
+latin are the programmatic conjugates of :mod:`harness.conjugates`, which rewrite the
+rendered English prompt and answers alike ("Wh47", "ATWHAY"); both commute with
+upper-casing, so a capitalised demonstration stays the capitalised form of its input. One
+difference from the paper remains: it blanked the first word of a pig-latin sentence, so its
+blank has the pig-latin word's length, while rewriting the English prompt keeps the English
+word's (``"___"`` for "The", answer "Ethay"). Leetspeak keeps every length.
 
-    Input: What is 3 plus 4?
-    Output: What is 3 plus 4?
+Layout (English, ``repeat_math``)::
 
-    Input: What is 10 times 2?
-    Output: What is 10 times 2?
+    Repeat the input.
 
-    Input: What is 12 plus 7?
+    Input: Small boats rocked gently in the harbour.
+    Output: Small boats rocked gently in the harbour.
+
+    Input: Thick fog hid the bridge this morning.
+    Output: Thick fog hid the bridge this morning.
+
+    Input: What is 12 minus 17?
     Output:
-
-Every example is written in English, French, Spanish and German (the labels, the question
-words and the sentences alike), for translation conjugates.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from harness.data.fact_sentences import fact_sentence
-from harness.data.facts import LOCALIZED_LANGUAGES, Fact, load_facts
-from harness.data.knowledge_conflicts import pick_template
+from harness.data.icl_sentences import LANGUAGES, blank_first_word, first_word, load_sentences
 from harness.data.registry import builder
 from harness.data.seeding import seeded_random
 from harness.examples import ICL, INSTRUCTION, Example, Localized
-from harness.matching import contains, starts_with
 
-TRANSFORMS: Mapping[str, Callable[[str], str]] = {
-    "repeat": lambda text: text,
-    "capitalize": str.upper,
-}
-KINDS = ("arithmetic", "fill_blank")
-CONDITIONS = tuple(f"{transform}_{kind}" for kind in KINDS for transform in TRANSFORMS)
-N_PER_CONDITION = 50
-
-# The blank of fill-in-the-blank sentences.
-BLANK = "___"
-
-# Capital cities are proper nouns in every language, so the hidden word has the same case
-# wherever the template puts it (a currency or language name would be lowercase mid-sentence
-# in French but capitalised at its start).
-_FILL_BLANK_RELATIONS = ("capital", "state_capital")
+ICL_TASKS: Mapping[str, Callable[[str], str]] = {"repeat": lambda text: text, "capitalize": str.upper}
+INSTRUCTION_TASKS = ("math", "blank")
+CONDITIONS = tuple(f"{icl}_{instruction}" for instruction in INSTRUCTION_TASKS for icl in ICL_TASKS)
+N_PER_CONDITION = 100
+OPERAND_RANGE = (4, 20)
+OPERATIONS: Mapping[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 
 
 @dataclass(frozen=True)
-class _Phrasing:
+class Phrasing:
     """The hand-written words of the probe in one language.
 
-    The labels include their colon (``"Input:"``, ``"Entrée :"``). ``arithmetic`` holds
-    question templates with ``{a}``, ``{op}``, ``{b}``, translations of each other index by
-    index (an example uses one index in every language); ``operators`` names ``+``, ``-`` and
-    ``*``; ``fill_blank`` wraps a sentence with a blank.
+    ``headers``: in-context task -> instruction header. The labels include their colon
+    (``"Input:"``, ``"Entrée :"``). ``questions``: operator -> the arithmetic question, with
+    ``{a}`` and ``{b}``; Hungarian says a product with a suffix on ``a`` ("12-szer 7",
+    twelve times seven), given as ``{a_times}`` (:func:`hungarian_times`).
     """
 
+    headers: Mapping[str, str]
     input_label: str
     output_label: str
-    arithmetic: tuple[str, ...]
-    operators: Mapping[str, str]
-    fill_blank: str
+    questions: Mapping[str, str]
 
 
-PHRASINGS: Mapping[str, _Phrasing] = {
-    "en": _Phrasing(
-        "Input:",
-        "Output:",
-        ("What is {a} {op} {b}?", "Calculate {a} {op} {b}."),
-        {"+": "plus", "-": "minus", "*": "times"},
-        "Fill in the blank: {sentence}",
+PHRASINGS: Mapping[str, Phrasing] = {
+    "en": Phrasing(
+        {"repeat": "Repeat the input.", "capitalize": "Capitalize every character."},
+        "Input:", "Output:",
+        {"+": "What is {a} plus {b}?", "-": "What is {a} minus {b}?", "*": "What is {a} times {b}?"},
     ),
-    "fr": _Phrasing(
-        # French typography puts a space before a colon, as the fact templates do.
-        "Entrée :",
-        "Sortie :",
-        ("Combien font {a} {op} {b} ?", "Calculez {a} {op} {b}."),
-        {"+": "plus", "-": "moins", "*": "fois"},
-        "Complétez la phrase : {sentence}",
+    "fr": Phrasing(
+        # French typography puts a space before a colon and a question mark.
+        {"repeat": "Répétez l'entrée.", "capitalize": "Mettez chaque caractère en majuscule."},
+        "Entrée :", "Sortie :",
+        {"+": "Combien font {a} plus {b} ?", "-": "Combien font {a} moins {b} ?", "*": "Combien font {a} fois {b} ?"},
     ),
-    "es": _Phrasing(
-        "Entrada:",
-        "Salida:",
-        ("¿Cuánto es {a} {op} {b}?", "Calcula {a} {op} {b}."),
-        {"+": "más", "-": "menos", "*": "por"},
-        "Completa el espacio en blanco: {sentence}",
+    "es": Phrasing(
+        {"repeat": "Repite la entrada.", "capitalize": "Escribe cada carácter en mayúscula."},
+        "Entrada:", "Salida:",
+        {"+": "¿Cuánto es {a} más {b}?", "-": "¿Cuánto es {a} menos {b}?", "*": "¿Cuánto es {a} por {b}?"},
     ),
-    "de": _Phrasing(
-        "Eingabe:",
-        "Ausgabe:",
-        ("Was ist {a} {op} {b}?", "Berechne {a} {op} {b}."),
-        {"+": "plus", "-": "minus", "*": "mal"},
-        "Ergänze die Lücke: {sentence}",
+    "nl": Phrasing(
+        {"repeat": "Herhaal de invoer.", "capitalize": "Schrijf elk teken als hoofdletter."},
+        "Invoer:", "Uitvoer:",
+        {"+": "Wat is {a} plus {b}?", "-": "Wat is {a} min {b}?", "*": "Wat is {a} keer {b}?"},
+    ),
+    "hu": Phrasing(
+        {"repeat": "Ismételd meg a bemenetet.", "capitalize": "Írj minden karaktert nagybetűvel."},
+        "Bemenet:", "Kimenet:",
+        {"+": "Mennyi {a} plusz {b}?", "-": "Mennyi {a} mínusz {b}?", "*": "Mennyi {a_times} {b}?"},
+    ),
+    "de": Phrasing(
+        {"repeat": "Wiederhole die Eingabe.", "capitalize": "Schreibe jedes Zeichen als Großbuchstaben."},
+        "Eingabe:", "Ausgabe:",
+        {"+": "Was ist {a} plus {b}?", "-": "Was ist {a} minus {b}?", "*": "Was ist {a} mal {b}?"},
     ),
 }
 
+# The multiplicative suffix follows the vowel harmony of the number's last word: négyszer,
+# ötször, hatszor, ..., tízszer, húszszor.
+_HU_UNITS_TIMES = {1: "szer", 2: "szer", 3: "szor", 4: "szer", 5: "ször", 6: "szor", 7: "szer", 8: "szor", 9: "szer"}
+_HU_TENS_TIMES = {10: "szer", 20: "szor"}
 
-@dataclass(frozen=True)
-class Query:
-    """One instruction-looking input in every language of :data:`PHRASINGS`.
 
-    Attributes:
-        texts: language -> the query text.
-        answers: language -> the spellings of the answer the instruction asks for.
-        about: what the query is about, for the per-sample logs (the sum, or the fact's key).
+def hungarian_times(n: int) -> str:
+    """``n`` times, in Hungarian digits and suffix: ``4`` -> ``"4-szer"``, ``15`` -> ``"15-ször"``.
+
+    Defined for 1..20, which covers :data:`OPERAND_RANGE`.
     """
-
-    texts: Mapping[str, str]
-    answers: Mapping[str, tuple[str, ...]]
-    about: str
-
-
-def icl_answer(query_text: str, transform: str) -> str:
-    """The answer the demonstrations imply: the query's first word, transformed."""
-    return TRANSFORMS[transform](query_text.split()[0])
+    if not 1 <= n <= 20:
+        raise ValueError(f"hungarian_times covers 1..20, got {n}")
+    suffix = _HU_TENS_TIMES[n] if n % 10 == 0 else _HU_UNITS_TIMES[n % 10]
+    return f"{n}-{suffix}"
 
 
-def _arithmetic_pool() -> list[Query]:
-    """Every arithmetic query: small operands, positive results, every phrasing."""
-    # Operand ranges keep the sums familiar; a > b keeps differences positive, and the
-    # products stay within the times tables.
-    operations = [("+", a, b, a + b) for a in range(2, 21) for b in range(2, 21)]
-    operations += [("-", a, b, a - b) for a in range(3, 21) for b in range(2, a)]
-    operations += [("*", a, b, a * b) for a in range(2, 13) for b in range(2, 13)]
-    return [
-        Query(
-            texts={
-                lang: p.arithmetic[t].format(a=a, op=p.operators[op], b=b)
-                for lang, p in PHRASINGS.items()
-            },
-            answers={lang: (str(result),) for lang in PHRASINGS},
-            about=f"{a} {op} {b} = {result}",
-        )
-        for t in range(len(PHRASINGS["en"].arithmetic))
-        for op, a, b, result in operations
-    ]
+def arithmetic_question(language: str, a: int, op: str, b: int) -> str:
+    """The math query in ``language``: ``("en", 12, "-", 17)`` -> ``"What is 12 minus 17?"``."""
+    return PHRASINGS[language].questions[op].format(a=a, b=b, a_times=hungarian_times(a))
 
 
-def _blankable(fact: Fact) -> bool:
-    """Whether ``fact`` makes a clean one-word blank in every language.
+def make_prompt(language: str, icl_task: str, demonstrations: Sequence[str], query: str) -> str:
+    """The whole prompt: header, the demonstrations transformed by ``icl_task``, the query.
 
-    Its answer must be a single word, and not part of the subject's name (the blank of
-    "___ is the capital city of Djibouti" can be copied from the sentence itself).
+    Blocks are separated by a blank line; the prompt ends with the output label, no space.
     """
-    for lang in PHRASINGS:
-        names = fact.names(lang)
-        hidden = names.answers[0]
-        if len(hidden.split()) != 1 or contains(names.subject, hidden):
-            return False
-    return True
-
-
-def _fill_blank_pool(seed: int) -> list[Query]:
-    """One query per blankable capital fact, the phrasing picked per fact with ``seed``."""
-    facts = [
-        fact
-        for relation in _FILL_BLANK_RELATIONS
-        for fact in load_facts(relation)
-        if _blankable(fact)
-    ]
-    queries = []
-    for fact in facts:
-        template = pick_template(fact, seed, "icl_vs_if")
-        queries.append(
-            Query(
-                texts={
-                    lang: p.fill_blank.format(
-                        sentence=fact_sentence(fact, lang, value=BLANK, template=template)
-                    )
-                    for lang, p in PHRASINGS.items()
-                },
-                answers={lang: fact.names(lang).answers for lang in PHRASINGS},
-                about=fact.key,
-            )
-        )
-    return queries
-
-
-def _answers_apart(query: Query) -> bool:
-    """Whether no transformed first word and no instruction answer could score as each other.
-
-    Scoring tests whether the output starts with an answer, and a translated prompt accepts
-    the English spellings too, so every language is checked against every other; the test
-    is the case-insensitive one, stricter than the task's case-sensitive scoring.
-    """
-    icl = {icl_answer(text, t) for text in query.texts.values() for t in TRANSFORMS}
-    instruction = {answer for answers in query.answers.values() for answer in answers}
-    return not any(
-        starts_with(first, answer) or starts_with(answer, first)
-        for first in icl
-        for answer in instruction
-    )
-
-
-def _pool(kind: str, seed: int) -> list[Query]:
-    """The candidate queries of ``kind`` in a seeded order (the first ones are queried)."""
-    pool = _arithmetic_pool() if kind == "arithmetic" else _fill_blank_pool(seed)
-    pool = [query for query in pool if _answers_apart(query)]
-    seeded_random(seed, "icl_vs_if", kind).shuffle(pool)
-    return pool
-
-
-def _prompt(lang: str, demonstrations: Sequence[Query], query: Query, transform: str) -> str:
-    """The k-shot prompt in ``lang``; it ends with the output label and no trailing space."""
-    phrasing = PHRASINGS[lang]
-    apply = TRANSFORMS[transform]
-    blocks = [
-        f"{phrasing.input_label} {d.texts[lang]}\n{phrasing.output_label} {apply(d.texts[lang])}"
-        for d in demonstrations
-    ]
-    blocks.append(f"{phrasing.input_label} {query.texts[lang]}\n{phrasing.output_label}")
+    phrasing, apply = PHRASINGS[language], ICL_TASKS[icl_task]
+    blocks = [phrasing.headers[icl_task]]
+    blocks += [f"{phrasing.input_label} {s}\n{phrasing.output_label} {apply(s)}" for s in demonstrations]
+    blocks.append(f"{phrasing.input_label} {query}\n{phrasing.output_label}")
     return "\n\n".join(blocks)
 
 
-def _example(
-    index: int, kind: str, transform: str, query: Query, demonstrations: Sequence[Query]
-) -> Example:
-    def answers(lang: str) -> dict[str, tuple[str, ...]]:
-        return {ICL: (icl_answer(query.texts[lang], transform),), INSTRUCTION: query.answers[lang]}
+@dataclass(frozen=True)
+class _Item:
+    """What the four conditions' examples of one index share: sentences and the sum."""
 
-    condition = f"{transform}_{kind}"
+    index: int
+    shown: tuple[int, ...]  # the demonstrations' sentence entries
+    sentence: int  # the blank task's query entry
+    a: int
+    op: str
+    b: int
+
+
+def _query(item: _Item, instruction_task: str, language: str) -> tuple[str, str, str]:
+    """The query text, its first word and the instruction answer, before any transformation."""
+    if instruction_task == "math":
+        text = arithmetic_question(language, item.a, item.op, item.b)
+        return text, first_word(text), str(OPERATIONS[item.op](item.a, item.b))
+    text, hidden = blank_first_word(load_sentences()[item.sentence][language])
+    return text, first_word(text), hidden
+
+
+def _example(item: _Item, icl_task: str, instruction_task: str) -> Example:
+    apply = ICL_TASKS[icl_task]
+    sentences = load_sentences()
+
+    def version(language: str) -> tuple[str, dict[str, tuple[str, ...]]]:
+        text, first, answer = _query(item, instruction_task, language)
+        prompt = make_prompt(language, icl_task, [sentences[s][language] for s in item.shown], text)
+        return prompt, {ICL: (apply(first),), INSTRUCTION: (apply(answer),)}
+
+    condition = f"{icl_task}_{instruction_task}"
+    versions = {language: version(language) for language in LANGUAGES}
+    if instruction_task == "math":
+        about = {"arithmetic": f"{item.a} {item.op} {item.b} = {OPERATIONS[item.op](item.a, item.b)}"}
+    else:
+        about = {"sentence": item.sentence}
     return Example(
-        id=f"{condition}:{index}",
+        id=f"{condition}:{item.index}",
         condition=condition,
-        fields={"prompt": _prompt("en", demonstrations, query, transform)},
-        answers=answers("en"),
-        localized={
-            lang: Localized(
-                {"prompt": _prompt(lang, demonstrations, query, transform)}, answers(lang)
-            )
-            for lang in LOCALIZED_LANGUAGES
-        },
+        fields={"prompt": versions["en"][0]},
+        answers=versions["en"][1],
+        localized={lang: Localized({"prompt": prompt}, answers)
+                   for lang, (prompt, answers) in versions.items() if lang != "en"},
         meta={
-            "transform": transform,
-            "kind": kind,
-            "query": query.texts["en"],
-            "about": query.about,
-            "demonstrations": [d.about for d in demonstrations],
+            "icl_task": icl_task,
+            "instruction_task": instruction_task,
+            "query": _query(item, instruction_task, "en")[0],
+            "demonstrations": list(item.shown),
+            **about,
         },
     )
 
 
 @builder("icl_vs_if")
 def build(*, seed: int = 0, limit: int | None = None, k: int = 2) -> list[Example]:
-    """ICL-vs-instruction examples: 50 per condition, 200 in all (``limit`` caps the total).
+    """The probe's examples: 100 per condition, 400 in all (``limit`` caps the total).
 
-    Conditions are ``{transform}_{kind}`` for the transforms ``repeat``, ``capitalize`` and
-    the kinds ``arithmetic``, ``fill_blank``. The two transforms are paired: example ``i``
-    of ``repeat_arithmetic`` and of ``capitalize_arithmetic`` share their query and
-    demonstration inputs, so a difference between them is the transformation's alone.
-    Examples are interleaved across conditions, so a ``limit`` keeps them balanced; each
-    example's demonstrations are drawn with their own seeded generator, so an example does
-    not depend on which others are built.
+    Example ``i`` of the four conditions shares its ``k`` demonstration sentences, and of
+    ``repeat_*`` and ``capitalize_*`` its query too, so a difference between them is the task
+    pair's alone. Each blank query is a different sentence, never one of its own
+    demonstrations. Examples are interleaved across conditions, so a ``limit`` keeps them
+    balanced; each index draws from its own seeded generators, so an example does not depend
+    on which others are built.
     """
-    if k < 1 or (limit is not None and limit < 0):
-        raise ValueError(f"icl_vs_if needs k >= 1 and limit >= 0, got k={k}, limit={limit}")
-    pools = {kind: _pool(kind, seed) for kind in KINDS}
-    for kind, pool in pools.items():
-        if len(pool) < max(N_PER_CONDITION, k + 1):
-            raise ValueError(f"only {len(pool)} {kind} queries; too few for this probe")
+    sentences = load_sentences()
+    if k < 1 or k >= len(sentences) or (limit is not None and limit < 0):
+        raise ValueError(f"icl_vs_if needs 1 <= k < {len(sentences)} and limit >= 0, got k={k}, limit={limit}")
+    if len(sentences) < N_PER_CONDITION:
+        raise ValueError(f"only {len(sentences)} sentences; the blank task needs {N_PER_CONDITION} different ones")
+    queries = list(range(len(sentences)))
+    seeded_random(seed, "icl_vs_if", "queries").shuffle(queries)
     examples = []
     for index in range(N_PER_CONDITION):
-        for kind, pool in pools.items():
-            query = pool[index]
-            # Not the query itself, nor its other phrasing ("Calculate 4 times 3." for
-            # "What is 4 times 3?"), which would make a demonstration of the query.
-            others = [other for other in pool if other.about != query.about]
-            demonstrations = seeded_random(seed, "icl_vs_if", kind, str(index)).sample(others, k)
-            examples += [
-                _example(index, kind, transform, query, demonstrations) for transform in TRANSFORMS
-            ]
+        others = [s for s in range(len(sentences)) if s != queries[index]]
+        shown = seeded_random(seed, "icl_vs_if", "demonstrations", index).sample(others, k)
+        draw = seeded_random(seed, "icl_vs_if", "math", index)
+        a, b = draw.randint(*OPERAND_RANGE), draw.randint(*OPERAND_RANGE)
+        item = _Item(index, tuple(shown), queries[index], a, draw.choice(tuple(OPERATIONS)), b)
+        examples += [_example(item, icl_task, instruction_task)
+                     for instruction_task in INSTRUCTION_TASKS for icl_task in ICL_TASKS]
     return examples[:limit] if limit is not None else examples

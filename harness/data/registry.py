@@ -9,7 +9,8 @@ task's content hash is stable.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+import typing
+from typing import Any, Callable
 
 from harness.examples import Example
 
@@ -32,5 +33,12 @@ def builder(name: str) -> Callable[[Builder], Builder]:
 
 def builder_options(name: str) -> list[str]:
     """The keyword options a builder accepts (for validating task YAML)."""
-    parameters = inspect.signature(BUILDERS[name]).parameters.values()
-    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return list(builder_option_types(name))
+
+
+def builder_option_types(name: str) -> dict[str, Any]:
+    """Each keyword option of a builder and the type its annotation gives."""
+    function = BUILDERS[name]
+    hints = typing.get_type_hints(function)
+    parameters = inspect.signature(function).parameters.values()
+    return {p.name: hints.get(p.name, Any) for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}

@@ -45,6 +45,7 @@ from harness.conjugates import ENGLISH
 from harness.demo import corpus as C
 from harness.demo.recipe import RUNS, Base, DemoData, DemoResult, DemoRun, DemoSettings
 from harness.io import atomic_write_text, write_json
+from harness.results import RunDirectory
 from harness.scoring import GENERATE
 
 log = logging.getLogger("harness")
@@ -148,7 +149,6 @@ def _run_setup(settings: DemoSettings, folder: Path) -> str:
 
 def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str, Path], base: Base) -> str:
     from harness.analysis import detect_inversion
-    from harness.results import RunDirectory
 
     recipe = settings.recipe
     runs = {r.name: r for r in RUNS}
@@ -167,19 +167,25 @@ def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str
         lines.append(f"- {runs[name].title} ({_run_setup(settings, folders[name])}): {verdict}. "
                      f"At the last step: closed-book accuracy {final(*recipe.closed_book)}, "
                      f"{recipe.open_book[1].replace('_', '-')} accuracy {final(*recipe.open_book)}.")
-    return "\n".join(["Context reliance on the conflict probe (context_rate, greedy answer):", *lines, "",
+    return "\n".join(["Context reliance on the conflict probe (context_hit_rate: the context's answer is in the "
+                      "greedy output):", *lines, "",
                       base.description, recipe.caveats])
 
 
 def run_demo(settings: DemoSettings) -> DemoResult:
-    """Run (or resume) the whole demo; see the module docstring."""
+    """Run (or resume) the whole demo; see the module docstring. One demo at a time writes a
+    folder (it holds the folder's writer lock)."""
     import torch
-
-    from harness.report import compare, write_report
 
     torch.set_num_threads(settings.threads)
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with RunDirectory(out).lock():
+        return _run_stages(settings, out)
+
+
+def _run_stages(settings: DemoSettings, out: Path) -> DemoResult:
+    from harness.report import compare, write_report
+
     seconds: dict[str, float] = {}
     recipe = settings.recipe
     with _stage(seconds, recipe.base_stage):

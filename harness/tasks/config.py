@@ -33,8 +33,8 @@ from typing import Any
 from harness.conjugates import CONJUGATES, ENGLISH, TRANSLATIONS
 from harness.errors import TaskError
 from harness.examples import ANSWER_ROLES
-from harness.schema import from_mapping
-from harness.scoring import MATCHES, SCORING_MODES, metric_names
+from harness.schema import check_type, from_mapping
+from harness.scoring import MATCHES, RAW_PREFIX, SCORING_MODES, metric_names
 from harness.tasks.records import RECORD_FORMATS
 from harness.tasks.templates import placeholders
 
@@ -102,12 +102,22 @@ class Prompt:
         return self.translations[language]
 
 
+#: Field metadata: the option enters a task's content hash only when it differs from its
+#: default, so adding an option leaves the hash of every task that does not use it (and the
+#: comparability of their earlier results) as it was.
+HASHED_WHEN_SET = "hashed_when_set"
+
+
 @dataclass(frozen=True)
 class Scoring:
     """How outputs are scored (see :mod:`harness.scoring`).
 
-    ``match``: ``contains`` (the answer occurs in the output) or ``prefix`` (the output
-    starts with it). ``metrics``: restrict the reported metrics; empty means all that apply.
+    ``match``: ``contains`` (the answer occurs in the output), ``prefix`` (the output starts
+    with it) or ``raw_prefix`` (the raw output starts with it, the conjugate-prompting
+    paper's rule; needs ``case_sensitive: true``). ``accept_english``: on a conjugate prompt,
+    also accept the English spellings (the default); ``false``: only the conjugate's own
+    spelling counts, as in the paper (a French prompt's answer is ``Combien``, not
+    ``What``). ``metrics``: restrict the reported metrics; empty means all that apply.
     """
 
     modes: list[str] = field(default_factory=lambda: ["generate"])
@@ -116,6 +126,7 @@ class Scoring:
     max_new_tokens: int = 24
     stop: list[str] = field(default_factory=lambda: ["\n"])
     metrics: list[str] = field(default_factory=list)
+    accept_english: bool = field(default=True, metadata={HASHED_WHEN_SET: True})
 
 
 @dataclass(frozen=True)
@@ -146,14 +157,15 @@ def parse_task(data: Any, file: str) -> TaskConfig:
     if len(given) != 1:
         raise TaskError(f"{file}: source: give exactly one of builder, file, hf (got {given or 'none'})")
     if source.builder is not None:
-        from harness.data import BUILDERS, builder_options  # the builders import the facts: only when named
+        from harness.data import BUILDERS, builder_option_types  # the builders import the facts: only when named
 
         if source.builder not in BUILDERS:
             raise TaskError(f"{file}: source.builder: unknown builder {source.builder!r} (known: {', '.join(sorted(BUILDERS))})")
-        allowed = builder_options(source.builder)
-        for key in source.options:
+        allowed = builder_option_types(source.builder)
+        for key, value in source.options.items():
             if key not in allowed:
                 raise TaskError(f"{file}: source.options.{key}: builder {source.builder!r} has no option {key!r} (options: {', '.join(allowed)})")
+            check_type(value, allowed[key], f"source.options.{key}", file, TaskError)
     elif source.options:
         raise TaskError(f"{file}: source.options: options go with a builder only")
     if source.format != "auto" and source.format not in RECORD_FORMATS:
@@ -163,6 +175,8 @@ def parse_task(data: Any, file: str) -> TaskConfig:
             raise TaskError(f"{file}: scoring.modes: unknown mode {mode!r} (expected: {', '.join(SCORING_MODES)})")
     if config.scoring.match not in MATCHES:
         raise TaskError(f"{file}: scoring.match: unknown match {config.scoring.match!r} (expected: {', '.join(MATCHES)})")
+    if config.scoring.match == RAW_PREFIX and not config.scoring.case_sensitive:
+        raise TaskError(f"{file}: scoring.case_sensitive: match {RAW_PREFIX!r} compares the raw output, case included; set case_sensitive: true")
     if config.scoring.max_new_tokens < 1:
         raise TaskError(f"{file}: scoring.max_new_tokens: must be at least 1")
     _check_metrics(config, file)

@@ -10,25 +10,33 @@ fields (:func:`detect_format`) unless a task names one:
 ``nq_swap``         NQ-Swap: ``question``, ``org_context``/``org_answer``,
                     ``sub_context``/``sub_answer`` (answers may be lists);
 ``memotrap``        MemoTrap: ``prompt``, ``classes``, ``answer_index``;
+``icl_vs_if``       the conjugate-prompting paper's files (Kotha et al. 2024): ``prompt``,
+                    ``icl_ans``, ``if_ans``, optional ``config``, and the unnamed index
+                    column pandas writes (:func:`_from_icl_vs_if`);
 ``examples``        the harness's own layout (what ``Example.to_dict`` writes).
 
-Errors name the file, the record number and the field.
+A record that has most of one layout's fields but not all is read in that layout, so the
+error names the missing field. Errors name the file, the record number and the field.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import re
 import typing
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import jsonlines
 import yaml
 
+from harness.conjugates import CONJUGATES
 from harness.errors import TaskError
-from harness.examples import ALTERNATIVE, CONTEXT, PARAMETRIC, TARGET, Example, Localized
+from harness.io import read_jsonl
+from harness.examples import ALTERNATIVE, CONTEXT, ICL, INSTRUCTION, PARAMETRIC, TARGET, Example, Localized
 
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 
@@ -52,13 +60,10 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             raise TaskError(f"{path}: expected a JSON list of records (or {{\"data\": [...]}})")
         records = data
     elif suffix == ".jsonl":
-        records = []
-        with jsonlines.open(path) as reader:
-            try:
-                for record in reader.iter(skip_empty=True):
-                    records.append(record)
-            except jsonlines.InvalidLineError as error:
-                raise TaskError(f"{path}: line {error.lineno}: not valid JSON") from None
+        try:
+            records = read_jsonl(path, strict=True)
+        except ValueError as error:
+            raise TaskError(str(error)) from None
     elif suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             records = list(csv.DictReader(handle))
@@ -159,45 +164,167 @@ def _from_memotrap(record: Mapping[str, Any], number: int, where: str) -> list[E
     )]
 
 
+# The paper's names for its in-context tasks, instruction tasks and languages -> the
+# harness's (the built-in icl_vs_if task's conditions and conjugates).
+_PAPER_TASKS = {"capslock": "capitalize", "repeat": "repeat", "math": "math", "startblank": "blank"}
+_PAPER_LANGUAGES = {"ls": "leetspeak", "pl": "piglatin"}
+# The setting of every result in the paper: the instruction header, Input:/Output: labels,
+# two demonstrations. Its conditions are the bare task pair; other settings are named.
+_PAPER_SETTING = "instr-input-2shot"
+_PAPER_CONFIG = re.compile(r"(?P<icl>[^-]+)-(?P<instruction>[^-]+)-(?P<setting>(?:[^-]+-)*)(?P<language>[^-]+)-(?P<shots>\d+shot)")
+
+
+def _paper_answer(record: Mapping[str, Any], name: str, where: str) -> tuple[str, ...]:
+    """One answer of the paper's files: written with a leading space (``" What"``), dropped
+    here (the ``raw_prefix`` match accepts it with or without); anything else kept as is."""
+    answer = str(record[name]).removeprefix(" ")
+    if not answer.strip():
+        raise TaskError(f"{where}: field {name!r}: is empty")
+    return (answer,)
+
+
+def _paper_config(config: str, where: str) -> tuple[str, str]:
+    """``capslock-math-instr-input-fr-2shot`` -> condition ``capitalize_math``, conjugate ``fr``."""
+    match = _PAPER_CONFIG.fullmatch(config)
+    if match is None:
+        raise TaskError(f"{where}: field 'config': {config!r} is not ICL-IF-[SETTING-]LANGUAGE-Kshot "
+                        "(e.g. capslock-math-instr-input-fr-2shot)")
+    language = _PAPER_LANGUAGES.get(match["language"], match["language"])
+    if language not in CONJUGATES:
+        raise TaskError(f"{where}: field 'config': unknown language {match['language']!r} in {config!r} "
+                        f"(expected one of: {', '.join(CONJUGATES)}, or the paper's {', '.join(_PAPER_LANGUAGES)})")
+    pair = "_".join(_PAPER_TASKS.get(match[part], match[part]) for part in ("icl", "instruction"))
+    setting = match["setting"] + match["shots"]
+    condition = pair if setting == _PAPER_SETTING else f"{pair}_{setting.replace('-', '_')}"
+    return condition, language
+
+
+def _from_icl_vs_if(record: Mapping[str, Any], number: int, where: str) -> list[Example]:
+    """The conjugate-prompting paper's files, unchanged (its ``create_datasets.py`` output).
+
+    ``prompt`` is the whole prompt (instruction header, demonstrations, query), in the
+    language of ``config``; ``icl_ans`` is the answer the demonstrations imply, ``if_ans``
+    the one the instruction-looking query asks for. ``config`` names the in-context task,
+    the instruction task, the setting and the language: the condition is the task pair in
+    the harness's words (``capitalize_math``, ``repeat_blank``; the paper's ``capslock`` and
+    ``startblank``), with the setting appended when it is not the paper's
+    ``instr-input-2shot``; the language is the example's conjugate (``ls`` is
+    ``leetspeak``, ``pl`` ``piglatin``). Without ``config`` a record is an English-written
+    item of condition ``default``. The pandas index column is kept in ``meta``; ids number
+    the items of each (condition, conjugate) in file order (:func:`_number_by_config`).
+    """
+    _require(record, ("prompt", "icl_ans", "if_ans"), where)
+    condition, conjugate = "default", None
+    meta: dict[str, Any] = {"record": number}
+    if record.get("config") not in (None, ""):
+        config = str(record["config"])
+        condition, conjugate = _paper_config(config, where)
+        meta["config"] = config
+    for index_column in ("", "Unnamed: 0"):
+        if index_column in record:
+            meta["index"] = record[index_column]
+    return [Example(
+        id=str(number),
+        condition=condition,
+        fields={"prompt": str(record["prompt"])},
+        answers={ICL: _paper_answer(record, "icl_ans", where), INSTRUCTION: _paper_answer(record, "if_ans", where)},
+        meta=meta,
+        conjugate=conjugate,
+    )]
+
+
+def _number_by_config(examples: list[Example]) -> list[Example]:
+    """Ids ``0, 1, ...`` within each (condition, conjugate), in file order.
+
+    The paper draws item ``i`` of every language and of both in-context tasks from the same
+    random state (the same sentences, the same sum), so equal numbers pair the same item
+    across conjugates, which is what paired conjugate comparisons line up.
+    """
+    counts: Counter[tuple[str, str | None]] = Counter()
+    numbered = []
+    for example in examples:
+        group = (example.condition, example.conjugate)
+        numbered.append(dataclasses.replace(example, id=str(counts[group])))
+        counts[group] += 1
+    return numbered
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise TaskError(f"{where}: expected an object with fields, got {type(value).__name__}")
+    return value
+
+
 def _from_examples(record: Mapping[str, Any], number: int, where: str) -> list[Example]:
     """The harness's own example layout (what ``Example.to_dict`` writes)."""
     _require(record, ("fields", "answers"), where)
     answers = {role: _answer_list(spellings, f"{where}: field 'answers.{role}'")
-               for role, spellings in dict(record["answers"]).items()}
-    localized = {
-        lang: Localized(fields=dict(loc.get("fields", {})),
-                        answers={r: _answer_list(s, f"{where}: field 'localized.{lang}.answers.{r}'")
-                                 for r, s in dict(loc.get("answers", {})).items()})
-        for lang, loc in dict(record.get("localized", {})).items()
-    }
+               for role, spellings in _mapping(record["answers"], f"{where}: field 'answers'").items()}
+    localized = {}
+    for lang, loc in _mapping(record.get("localized", {}), f"{where}: field 'localized'").items():
+        at = f"{where}: field 'localized.{lang}"
+        loc = _mapping(loc, f"{at}'")
+        localized[lang] = Localized(
+            fields=dict(_mapping(loc.get("fields", {}), f"{at}.fields'")),
+            answers={r: _answer_list(s, f"{at}.answers.{r}'")
+                     for r, s in _mapping(loc.get("answers", {}), f"{at}.answers'").items()})
+    conjugate = record.get("conjugate")
+    if conjugate is not None and conjugate not in CONJUGATES:
+        raise TaskError(f"{where}: field 'conjugate': unknown conjugate {conjugate!r} (expected one of: {', '.join(CONJUGATES)})")
+    fields = _mapping(record["fields"], f"{where}: field 'fields'")
     return [Example(id=_record_id(record, number), condition=str(record.get("condition", "default")),
-                    fields={k: str(v) for k, v in dict(record["fields"]).items()},
-                    answers=answers, localized=localized, meta=dict(record.get("meta", {})))]
+                    fields={k: str(v) for k, v in fields.items()}, answers=answers, localized=localized,
+                    meta=dict(_mapping(record.get("meta", {}), f"{where}: field 'meta'")), conjugate=conjugate)]
 
 
 @dataclass(frozen=True)
 class RecordFormat:
-    """How records of an external file map to examples, and the prompt they read best with."""
+    """How records of an external file map to examples, and how a file of them is a task.
+
+    ``required``: the fields that identify the layout; ``convert``: one record to examples;
+    ``default_prompt``: the template a file of them reads best with; ``family`` and
+    ``scoring`` (keyword arguments of :class:`harness.tasks.Scoring`): the task a data file
+    of the layout becomes; ``finish``: a pass over all of a file's examples, for what one
+    record cannot tell (the paper's item numbers).
+    """
 
     required: tuple[str, ...]
     convert: typing.Callable[[Mapping[str, Any], int, str], list[Example]]
     default_prompt: str
+    family: str = "knowledge_conflict"
+    scoring: Mapping[str, Any] = field(default_factory=dict)
+    finish: typing.Callable[[list[Example]], list[Example]] | None = None
 
 
 _QA_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
+# The paper's scoring (greedy, 10 new tokens, the raw output's prefix, case included) and
+# only the conjugate's own spelling: a French prompt's in-context answer is "Combien".
+_PAPER_SCORING = {"match": "raw_prefix", "case_sensitive": True, "accept_english": False, "max_new_tokens": 10}
 RECORD_FORMATS: dict[str, RecordFormat] = {
     "counterfactual": RecordFormat(("context", "question", "answer"), _from_counterfactual, _QA_PROMPT),
     "nq_swap": RecordFormat(("org_context", "sub_context"), _from_nq_swap, _QA_PROMPT),
     "memotrap": RecordFormat(("prompt", "classes", "answer_index"), _from_memotrap, "{prompt}"),
+    "icl_vs_if": RecordFormat(("prompt", "icl_ans", "if_ans"), _from_icl_vs_if, "{prompt}", family="icl_vs_if",
+                              scoring=_PAPER_SCORING, finish=_number_by_config),
     "examples": RecordFormat(("fields", "answers"), _from_examples, "{prompt}"),
 }
 
 
 def detect_format(record: Mapping[str, Any], where: str) -> str:
-    """Guess a record's format from its fields."""
+    """Guess a record's format from its fields.
+
+    A layout whose every required field is present wins; failing that, the one layout with
+    the most of them, at least two (``prompt`` and ``if_ans`` without ``icl_ans``), so its
+    converter names the field that is missing.
+    """
     for name, record_format in RECORD_FORMATS.items():
         if all(key in record for key in record_format.required):
             return name
+    present = {name: sum(key in record for key in f.required) for name, f in RECORD_FORMATS.items()}
+    most = max(present.values())
+    nearest = [name for name, count in present.items() if count == most]
+    if most >= 2 and len(nearest) == 1:
+        return nearest[0]
     raise TaskError(
         f"{where}: cannot tell the format from its fields ({', '.join(record) or 'none'}); expected "
         + "; ".join(f"{name}: {', '.join(f.required)}" for name, f in RECORD_FORMATS.items())
@@ -210,8 +337,8 @@ def examples_from_records(records: Sequence[Mapping[str, Any]], record_format: s
         raise TaskError(f"{file}: no records")
     if record_format == "auto":
         record_format = detect_format(records[0], f"{file}: record 1")
-    convert = RECORD_FORMATS[record_format].convert
+    layout = RECORD_FORMATS[record_format]
     examples: list[Example] = []
     for number, record in enumerate(records, 1):
-        examples.extend(convert(record, number, f"{file}: record {number}"))
-    return examples
+        examples.extend(layout.convert(record, number, f"{file}: record {number}"))
+    return layout.finish(examples) if layout.finish else examples

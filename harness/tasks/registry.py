@@ -15,14 +15,14 @@ import importlib.resources
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
-from harness.conjugates import ENGLISH, TRANSFORMS, TRANSLATIONS
+from harness.conjugates import CONJUGATES, ENGLISH, TRANSFORMS, TRANSLATIONS
 from harness.errors import TaskError
 from harness.examples import Example
-from harness.tasks.config import Prompt, Scoring, Source, TaskConfig, parse_task
+from harness.tasks.config import HASHED_WHEN_SET, Prompt, Scoring, Source, TaskConfig, parse_task
 from harness.tasks.records import DATA_SUFFIXES, RECORD_FORMATS, detect_format, examples_from_records, read_records
 from harness.tasks.templates import placeholders
 
@@ -38,6 +38,10 @@ class Task:
     @property
     def name(self) -> str:
         return self.config.name
+
+    def renamed(self, name: str) -> "Task":
+        """This task under another name (its examples kept); the name is part of its hash."""
+        return Task(dataclasses.replace(self.config, name=name), self.path, self._examples)
 
     @property
     def examples(self) -> list[Example]:
@@ -61,7 +65,7 @@ class Task:
         Results record it so runs made on different task content are never mixed.
         """
         payload = {
-            "config": dataclasses.asdict(self.config),
+            "config": _hashed(self.config),
             "examples": [e.to_dict() for e in self.examples],
         }
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
@@ -69,25 +73,65 @@ class Task:
 
 
 
+def _hashed(value: Any) -> Any:
+    """``dataclasses.asdict``, less the options marked ``HASHED_WHEN_SET`` left at their default."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _hashed(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get(HASHED_WHEN_SET) and getattr(value, f.name) == f.default)}
+    if isinstance(value, (list, tuple)):
+        return [_hashed(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _hashed(item) for key, item in value.items()}
+    return value
+
+
+def prompt_source(task: Task, example: Example, conjugate: str) -> tuple[str, str, Mapping[str, str]]:
+    """The language of the template ``example`` is rendered with under ``conjugate``, that
+    template, and the field values that fill it.
+
+    A translation conjugate fills the task's template in that language with the example's
+    localised fields. An example already written in a conjugate (``Example.conjugate``, only
+    ever rendered under that one) fills the task's template of that language when there is
+    one, else the English template, with its own fields. Otherwise: the English template and
+    fields (the programmatic conjugates rewrite the result).
+    """
+    prompt = task.config.prompt
+    if example.conjugate is not None:
+        language = conjugate if conjugate in prompt.translations else ENGLISH
+        values: Mapping[str, str] = example.fields
+    elif conjugate in TRANSLATIONS:
+        language = conjugate
+        values = {**example.fields, **example.localized[conjugate].fields}
+    else:
+        language, values = ENGLISH, example.fields
+    return language, prompt.templates(language).for_condition(example.condition), values
+
+
 def check_examples(task: Task, examples: Sequence[Example]) -> None:
-    """Check a task's examples against its prompt: every placeholder filled, translations present."""
+    """Check a task's examples against its prompt: every placeholder filled, translations
+    present, examples written in a conjugate only in conjugates the task lists."""
     file = str(task.path or task.name)
     if not examples:
         raise TaskError(f"{file}: source: no examples (conditions: {task.config.conditions or 'all'})")
-    seen_ids: set[tuple[str, str]] = set()
+    seen_ids: set[tuple[str, str, str | None]] = set()
     for example in examples:
-        key = (example.id, example.condition)
+        # Examples written in different conjugates are scored apart, so they may share an id
+        # (the paper's files number each language's items alike, which pairs them).
+        key = (example.id, example.condition, example.conjugate)
         if key in seen_ids:
             raise TaskError(f"{file}: example {example.id!r}: duplicate id")
         seen_ids.add(key)
+        if example.conjugate is not None and example.conjugate not in task.config.conjugates:
+            raise TaskError(f"{file}: conjugates: example {example.id!r} is written in {example.conjugate!r}, which the task does not list (it lists: {', '.join(task.config.conjugates)})")
     for conjugate in task.config.conjugates:
-        language = conjugate if conjugate in TRANSLATIONS else ENGLISH
-        templates = task.config.prompt.templates(language)
+        if not any(example.conjugate in (None, conjugate) for example in examples):
+            raise TaskError(f"{file}: conjugates: no example renders under {conjugate!r} (every example is written in another conjugate)")
         for example in examples:
-            if language != ENGLISH and language not in example.localized:
-                raise TaskError(f"{file}: conjugates: example {example.id!r} has no {language!r} version (its data source does not localise)")
-            values = example.fields if language == ENGLISH else {**example.fields, **example.localized[language].fields}
-            template = templates.for_condition(example.condition)
+            if example.conjugate not in (None, conjugate):
+                continue
+            if example.conjugate is None and conjugate in TRANSLATIONS and conjugate not in example.localized:
+                raise TaskError(f"{file}: conjugates: example {example.id!r} has no {conjugate!r} version (its data source does not localise)")
+            language, template, values = prompt_source(task, example, conjugate)
             for name in placeholders(template):
                 if name not in values:
                     where = "prompt" if language == ENGLISH else f"prompt.translations.{language}"
@@ -101,7 +145,10 @@ def load_examples(source: Source, task_path: Path | None) -> list[Example]:
     if source.builder is not None:
         from harness.data import BUILDERS
 
-        return BUILDERS[source.builder](**source.options)
+        try:
+            return BUILDERS[source.builder](**source.options)
+        except ValueError as error:  # an option a builder refuses (a negative limit, ...)
+            raise TaskError(f"{where}: source.options: {error}") from None
     if source.file is not None:
         path = Path(source.file)
         if not path.is_absolute() and task_path is not None:
@@ -175,30 +222,51 @@ class TaskRegistry:
         raise TaskError(f"{name_or_path}: unknown task (known: {', '.join(self.names())})")
 
     def select(self, names: Sequence[str]) -> list[Task]:
-        """Tasks for a ``--tasks`` list (names or paths; ``all`` means every registered task)."""
+        """Tasks for a ``--tasks`` list: names or paths, ``NAME=PATH`` to give a file's task
+        another name (``cf_world_facts=world_facts.json``), ``all`` for every registered task."""
         if list(names) == ["all"]:
             return [self.tasks[n] for n in self.names()]
-        return [self.get(name) for name in names]
+        return [self._select_one(name) for name in names]
+
+    def _select_one(self, spec: str) -> Task:
+        name, renamed, target = spec.partition("=")
+        if not renamed:
+            return self.get(spec)
+        if not name.replace("-", "_").isidentifier() or not target:
+            raise TaskError(f"--tasks: {spec!r}: expected NAME=PATH, NAME letters, digits, '_' or '-'")
+        return self.get(target).renamed(name)
 
 
 def task_from_data_file(path: Path, record_format: str = "auto") -> Task:
-    """Wrap a user's data file as a knowledge-conflict task with its format's default prompt."""
+    """Wrap a user's data file as a task of its layout's family, prompt and scoring.
+
+    Its conjugates: those its examples are written in (the conjugate-prompting paper's
+    files: the languages present), English for examples written in none; a file written in
+    none gets English and the programmatic rewrites.
+    """
     records = read_records(path)
     if not records:
         raise TaskError(f"{path}: no records")
     if record_format == "auto":
         record_format = detect_format(records[0], f"{path}: record 1")
+    layout = RECORD_FORMATS[record_format]
+    examples = examples_from_records(records, record_format, str(path))
+    written = {example.conjugate for example in examples}
+    if written == {None}:
+        conjugates = [ENGLISH, *TRANSFORMS]
+    else:
+        conjugates = [c for c in CONJUGATES if c in written or (c == ENGLISH and None in written)]
     config = TaskConfig(
         name=path.stem.replace(".", "_"),
-        family="knowledge_conflict",
+        family=layout.family,
         version=1,
         description=f"{record_format} records from {path.name}",
         source=Source(file=str(path.resolve()), format=record_format),
-        prompt=Prompt(template=RECORD_FORMATS[record_format].default_prompt),
-        conjugates=[ENGLISH, *TRANSFORMS],
-        scoring=Scoring(modes=["generate", "loglikelihood"]),
+        prompt=Prompt(template=layout.default_prompt),
+        conjugates=conjugates,
+        scoring=Scoring(modes=["generate", "loglikelihood"], **layout.scoring),
     )
     task = Task(config, path)
-    task._examples = examples_from_records(records, record_format, str(path))
+    task._examples = examples
     check_examples(task, task._examples)
     return task

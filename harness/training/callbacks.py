@@ -26,9 +26,9 @@ order after an evaluation are those of a run without the callback. Only the main
 evaluates (data-parallel runs wait for it; sharded models are not supported).
 
 **Metrics in the trainer's log.** Each evaluation's summary values are logged as
-``ctx/<task>/<condition>/<metric>`` (``ctx/capitals/conflicting/context_rate``); a conjugate
+``ctx/<task>/<condition>/<metric>`` (``ctx/capitals/conflicting/context_hit_rate``); a conjugate
 other than English adds its name before the metric
-(``ctx/capitals/conflicting/fr/context_rate``). Given the trainer (``trainer=``), the
+(``ctx/capitals/conflicting/fr/context_hit_rate``). Given the trainer (``trainer=``), the
 callback logs through ``Trainer.log``: they land in ``state.log_history`` (and so in every
 ``trainer_state.json``) and every reporting integration (W&B, TensorBoard, the console)
 receives them. A callback cannot reach the trainer otherwise, so without ``trainer=`` the
@@ -114,13 +114,19 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: Sequence[str], *, output: 
     ``limit``, ``batch_size``...); ``backend_options`` go to
     :meth:`~harness.backends.hf.HFBackend.from_model` (``batch_size``, ``max_length``).
     Training state is left as it was (module docstring). A label already in ``output`` is
-    not evaluated again (resume), its stored metrics are returned.
+    not evaluated again (resume) and its stored metrics are returned — if its samples were made
+    with this very model (its parameters' fingerprint); another model under the same label is
+    a :class:`~harness.errors.RunError`.
     """
     name = model_name(model)
     sweep = Sweep(RunConfig(output=str(output), tasks=list(tasks), model=name, backend=LIVE_BACKEND, **settings))
     backend = HFBackend.from_model(model, tokenizer, **sweep.config.backend_options)
-    rows = _evaluate(sweep, backend, Checkpoint(label=label or f"step-{step}", step=step, model=name), load=False)
-    sweep.finish()
+    try:
+        rows = _evaluate(sweep, backend, Checkpoint(label=label or f"step-{step}", step=step, model=name),
+                         load=False)
+        sweep.finish()
+    finally:
+        sweep.close()
     return log_metrics(rows)
 
 
