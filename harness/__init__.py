@@ -16,6 +16,8 @@ _EXPORTS = {
     "TaskRegistry": "harness.tasks",
     "HarnessError": "harness.errors",
     "load_results": "harness.analysis",
+    "load_samples": "harness.items",
+    "transitions": "harness.items",
     "detect_inversion": "harness.analysis",
     "write_report": "harness.report",
     "compare": "harness.report",

@@ -6,7 +6,10 @@
 - :func:`detect_inversion`: whether a metric rises and then significantly falls over a run
   (context-parametric inversion, Goyal et al. 2025);
 - :func:`conjugate_gap`: a conjugate prompt's metric minus the English prompt's, paired over
-  the same examples, checkpoint by checkpoint.
+  the same examples, checkpoint by checkpoint;
+- :func:`parameter_count`: a model's parameters from its config (``compare --x params``);
+  :attr:`RunResults.variants`: the down-scaled variants of a ``prune:`` run, whose curves
+  :mod:`harness.scaling` draws.
 
 Charts come from ``summary.jsonl`` (point estimates and bootstrap CIs as evaluated); every
 paired comparison goes back to the per-example scores in ``samples/``, where the same example
@@ -21,21 +24,22 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from harness.checkpoints import training_progress
+from harness.checkpoints import Checkpoint, training_progress
 from harness.conjugates import CONJUGATES, ENGLISH
 from harness.errors import ReportError
-from harness.results import SUMMARY, RunDirectory
+from harness.results import SUMMARY, RunDirectory, run_folders
 from harness.scoring import GENERATE, sample_values
 from harness.stats import ChangeTest, MetricValue, bootstrap_ci, max_change_test, paired_bootstrap_diff, rate_interval
 
 log = logging.getLogger("harness")
 
-X_AXES = ("step", "epoch", "tokens")
+X_AXES = ("step", "epoch", "tokens", "params")
 _X_KEYS = {"epoch": "epoch", "tokens": "num_input_tokens_seen"}  # their trainer_state.json keys
 
 _COLUMNS = frozenset({"checkpoint", "step", "task", "condition", "conjugate", "mode", "metric", "value",
@@ -60,14 +64,7 @@ def checkpoint_progress(run: RunDirectory) -> dict[str, dict[str, int | float]]:
     }
 
 
-def load_results(run_dir: str | Path):
-    """A run's ``summary.jsonl`` as a pandas DataFrame (one row a metric value).
-
-    Columns: checkpoint, step, task, task_version, task_hash, condition, conjugate, mode,
-    metric, value, ci_low, ci_high, n, plus the run's name in ``run`` and each checkpoint's
-    training progress in ``epoch`` and ``tokens`` (input tokens seen), both from the
-    checkpoint's ``trainer_state.json`` and NaN where it has none.
-    """
+def _load_one(run_dir: str | Path):
     import pandas as pd
 
     run = RunDirectory(run_dir)
@@ -75,7 +72,7 @@ def load_results(run_dir: str | Path):
     if not rows and not run.summary_file.is_file():
         raise FileNotFoundError(f"{run.summary_file}: no summary (is {run_dir} a results folder?)")
     frame = pd.DataFrame([row.to_dict() for row in rows])
-    frame.insert(0, "run", run.path.name)
+    frame.insert(0, "run", run.path.resolve().name)
     progress = checkpoint_progress(run)
     labels = frame["checkpoint"] if "checkpoint" in frame else []
     for column, key in (("epoch", "epoch"), ("tokens", "num_input_tokens_seen")):
@@ -83,15 +80,33 @@ def load_results(run_dir: str | Path):
     return frame
 
 
+def load_results(runs: str | Path | Iterable[str | Path]):
+    """The ``summary.jsonl`` of one or more runs as a pandas DataFrame (one row a metric value).
+
+    ``runs`` is a results folder, a glob (``"results/*"``) or a list of either. Columns:
+    ``run`` (the folder's name), checkpoint, step, task, task_version, task_hash, condition,
+    conjugate, mode, metric, value, ci_low, ci_high, n, n_truncated, and each checkpoint's
+    training progress in ``epoch`` and ``tokens`` (input tokens seen), both from the
+    checkpoint's ``trainer_state.json`` and NaN where it has none. Per-sample rows:
+    :func:`harness.items.load_samples`.
+    """
+    import pandas as pd
+
+    frames = [_load_one(path) for path in run_folders(runs)]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 @dataclass(frozen=True)
 class CheckpointPoint:
     """One evaluated checkpoint as the report places it: name, step, and training progress
-    from its trainer_state.json (None where unknown)."""
+    from its trainer_state.json (None where unknown); ``params`` (its parameter count, see
+    :meth:`RunResults.parameter_counts`) is filled in once an x axis of parameters is asked for."""
 
     label: str
     step: int | None
     epoch: float | None
     tokens: float | None
+    params: float | None = None
 
     @property
     def where(self) -> str:
@@ -106,6 +121,18 @@ INVERSION_METHOD = (
     "checkpoint above the last), each allowing for the highest checkpoint having been picked"
 )
 ALPHA = 0.05
+
+#: Metrics of how often the model goes with what the context says: a rise and then a
+#: significant fall of one of them is context-parametric inversion.
+CONTEXT_RELIANCE = frozenset({"context_hit_rate", "context_rate", "ll_context_win_rate",
+                              "ll_context_win_rate_per_token"})
+#: Accuracies: a significant fall of one is the model forgetting what it could do.
+ACCURACIES = frozenset({"accuracy", "ll_accuracy", "ll_accuracy_per_token", "ll_greedy_accuracy"})
+
+#: The verdicts, in words, and whether each is a change to look at (drawn in warning colours).
+INVERSION, FORGETTING, RISE_FALL, FALL, RISE, NO_CHANGE, SINGLE = (
+    "inversion", "fall (forgetting)", "rise, then fall", "fall", "rise", "no significant change", "one checkpoint")
+ALARMING = frozenset({INVERSION, FORGETTING, RISE_FALL, FALL})
 
 
 @dataclass(frozen=True)
@@ -156,9 +183,24 @@ class Inversion:
     def peak_step(self) -> int | None:
         return self.peak_checkpoint.step
 
+    @property
+    def verdict(self) -> str:
+        """The verdict in words: ``inversion`` only for a context-reliance metric
+        (:data:`CONTEXT_RELIANCE`) that rises and then falls; a significant fall of an accuracy is
+        ``fall (forgetting)``; otherwise ``rise, then fall``, ``fall``, ``rise`` or
+        ``no significant change`` (``one checkpoint`` when there is nothing to compare)."""
+        if math.isnan(self.drop.p_value):
+            return SINGLE
+        if self.drop.significant:
+            if self.metric in ACCURACIES:
+                return FORGETTING
+            if self.rise.significant:
+                return INVERSION if self.metric in CONTEXT_RELIANCE else RISE_FALL
+            return FALL
+        return RISE if self.rise.significant else NO_CHANGE
+
     def __str__(self) -> str:
-        verdict = "inversion" if self.found else "no inversion"
-        return (f"{self.task} {self.metric} ({self.condition}, {self.conjugate}): {verdict}: {self.reason}; "
+        return (f"{self.task} {self.metric} ({self.condition}, {self.conjugate}): {self.verdict}: {self.reason}; "
                 f"first {self.first:.3f} ({self.first_checkpoint.where}), peak {self.peak:.3f} at "
                 f"{self.peak_checkpoint.where}, last {self.last:.3f} ({self.last_checkpoint.where}); "
                 f"rise {self.rise}, drop {self.drop}; n={self.n}")
@@ -192,7 +234,7 @@ class RunResults:
                               "harness evaluate)")
         self.folder = folder
         try:
-            self.frame = load_results(path)
+            self.frame = _load_one(path)
             self.record = folder.read_run() or {}
         except ValueError as error:  # a corrupt summary.jsonl or run.json
             raise ReportError(f"{path}: {error}") from None
@@ -212,6 +254,9 @@ class RunResults:
         self.checkpoints = sorted(points, key=lambda p: (p.step is None, p.step or 0, p.label))
         self.tasks: list[str] = list(dict.fromkeys(self.frame["task"]))
         self._samples: dict[tuple[str, str], list[dict]] = {}
+        #: down-scaled variants (label -> their run.json summary, :mod:`harness.downscale`)
+        self.variants: dict[str, dict] = {entry["label"]: entry["variant"]
+                                          for entry in self.record.get("checkpoints", []) if entry.get("variant")}
 
     # ------------------------------------------------------------------ summary rows
     def rows(self, task: str, metric: str, condition: str, conjugate: str, mode: str | None = None):
@@ -271,25 +316,97 @@ class RunResults:
     def steps_known(self) -> bool:
         return all(point.step is not None for point in self.checkpoints)
 
-    def x_values(self, x: str) -> tuple[dict[str, float], list[str]]:
+    def x_values(self, x: str, tokens_per_step: float | None = None) -> tuple[dict[str, float], list[str]]:
         """Where each checkpoint goes on an x axis of kind ``x``, and warnings about it.
 
         ``step``: the step when every checkpoint has one, else the checkpoint's index.
-        ``epoch``/``tokens``: from trainer_state.json; checkpoints without it are left out.
+        ``epoch``/``tokens``: from trainer_state.json; the base model (step 0) sits at 0; with
+        ``tokens_per_step``, a checkpoint without tokens seen sits at step × tokens_per_step;
+        the others are left out.
+        ``params``: :meth:`parameter_counts`; checkpoints whose config cannot be read are left out.
         """
+        if x == "params":
+            return self._parameter_axis()
         if x == "step":
             if self.steps_known:
                 return {point.label: float(point.step) for point in self.checkpoints}, []
             return ({point.label: float(index) for index, point in enumerate(self.checkpoints)},
                     [f"run {self.name}: training steps unknown; checkpoints plotted at their index"])
-        known = {point.label: getattr(point, x) for point in self.checkpoints if getattr(point, x) is not None}
-        if not known:
+        known: dict[str, float] = {}
+        for point in self.checkpoints:
+            value = getattr(point, x)
+            if value is None and x == "tokens" and tokens_per_step is not None and point.step is not None:
+                value = point.step * tokens_per_step
+            if value is None and point.step == 0:  # the base model: nothing trained yet
+                value = 0.0
+            if value is not None:
+                known[point.label] = float(value)
+        if not known or set(known.values()) == {0.0} and len(self.checkpoints) > 1:
+            hint = " or give --tokens-per-step" if x == "tokens" else ""
             raise ReportError(f"--x {x}: no checkpoint of run {self.name} has a trainer_state.json with "
-                              f"{_X_KEYS[x]} (or its folder is gone); use --x step")
+                              f"{_X_KEYS[x]} (or its folder is gone); use --x step{hint}")
         lacking = [point.label for point in self.checkpoints if point.label not in known]
         warnings = [f"run {self.name}: no {x} for {', '.join(lacking)} (no trainer_state.json); left out"
                     ] if lacking else []
         return known, warnings
+
+    # ------------------------------------------------------------------ down-scaling
+    @property
+    def is_downscaling(self) -> bool:
+        """Whether every checkpoint is a down-scaled variant (a ``prune:`` run)."""
+        return bool(self.variants) and all(point.label in self.variants for point in self.checkpoints)
+
+    def parameter_counts(self) -> dict[str, float]:
+        """Each checkpoint's parameter count (label -> count; left out where its config cannot
+        be read): :func:`parameter_count` of its model (an adapter's base model), less the
+        weights a down-scaled variant set to zero. Also fills ``CheckpointPoint.params``."""
+        counts: dict[str, float] = {}
+        for entry in self.record.get("checkpoints", []):
+            count = parameter_count(entry["model"], entry.get("revision"))
+            if count is not None:
+                counts[entry["label"]] = float(count - (entry.get("variant") or {}).get("zeros_added", 0))
+        self.checkpoints = [replace(point, params=counts.get(point.label)) for point in self.checkpoints]
+        return counts
+
+    def _parameter_axis(self) -> tuple[dict[str, float], list[str]]:
+        counts = self.parameter_counts()
+        known = {point.label: counts[point.label] for point in self.checkpoints if point.label in counts}
+        if not known:
+            raise ReportError(f"--x params: the config of no checkpoint of run {self.name} can be read "
+                              "(its folder is gone, or a hub model is not cached); use --x step")
+        lacking = [point.label for point in self.checkpoints if point.label not in known]
+        return known, ([f"run {self.name}: no parameter count for {', '.join(lacking)} (config unreadable); "
+                        "left out"] if lacking else [])
+
+
+_PARAMETER_COUNTS: dict[str, int | None] = {}
+
+
+def parameter_count(model: str, revision: str | None = None) -> int | None:
+    """The parameters of the model a config describes (a tied output head counted once),
+    from a model built on the meta device: no weights are read. None when the config cannot be
+    read or built."""
+    import json
+
+    from harness.identity import model_config
+
+    config = model_config(Checkpoint("params", None, model, revision))
+    if not config.get("model_type"):
+        return None
+    key = json.dumps(config, sort_keys=True, default=str)
+    if key not in _PARAMETER_COUNTS:
+        try:
+            import torch
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            settings = {k: v for k, v in config.items() if k != "model_type"}
+            with torch.device("meta"):
+                built = AutoModelForCausalLM.from_config(AutoConfig.for_model(config["model_type"], **settings))
+            _PARAMETER_COUNTS[key] = sum(p.numel() for p in built.parameters())
+        except Exception as error:  # an architecture transformers does not know
+            log.warning("%s: cannot count its parameters from its config (%s)", model, error)
+            _PARAMETER_COUNTS[key] = None
+    return _PARAMETER_COUNTS[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,10 +463,11 @@ def inversion_of(run: RunResults, task: str, metric: str, condition: str, conjug
         reason = "one checkpoint: nothing to compare"
     else:
         rise, drop = (_change(test, peak) for test in inversion_tests(matrix, n_resamples=n_resamples, seed=seed))
-        if not rise.significant and peak == 0:
-            reason = "no rise: the first checkpoint is the highest"
-        elif not rise.significant:
-            reason = "no checkpoint is significantly above the first: the rise is within the noise"
+        if not rise.significant:
+            reason = ("no rise: the first checkpoint is the highest" if peak == 0 else
+                      "no checkpoint is significantly above the first: the rise is within the noise")
+            if drop.significant:
+                reason += f"; it falls by {drop.value:.3f} from {points[peak].where} to the last"
         elif not drop.significant and peak == len(points) - 1:
             reason = "no fall: the last checkpoint is the highest"
         elif not drop.significant:

@@ -23,7 +23,10 @@ th, td { border: 1px solid #d6d6d6; padding: 4px 8px; text-align: left; vertical
 th { background: #f3f3f3; }
 td { font-variant-numeric: tabular-nums; }
 .found { color: #a33b00; font-weight: 600; }
-.none { color: #33691e; font-weight: 600; }
+.none { color: #444; font-weight: 600; }
+pre { white-space: pre-wrap; word-break: break-word; background: #f7f7f7; padding: 6px 8px; margin: 0.3em 0;
+      font-size: 0.88em; max-width: 980px; }
+td pre { background: none; padding: 0; margin: 0; }
 .why { color: #555; font-size: 0.9em; }
 .warning { background: #fff4e5; border-left: 4px solid #d55e00; padding: 8px 12px; margin: 1em 0; }
 .warning ul { margin: 0.3em 0; padding-left: 1.2em; }

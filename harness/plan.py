@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from harness.data.seeding import seeded_random
 from harness.examples import Example
 from harness.prompts import RenderedExample, render
 from harness.tasks import Task
@@ -45,17 +46,24 @@ def task_conjugates(task: Task, config: RunConfig) -> list[str]:
     return [c for c in config.conjugates if c in task.config.conjugates]
 
 
-def limited(examples: Sequence[Example], limit: int | None) -> list[Example]:
-    """The first ``limit`` examples of each condition (all conditions stay represented)."""
+def limited(examples: Sequence[Example], limit: int | float | None, *, seed: int = 0, task: str = "") -> list[Example]:
+    """A seeded sample of each condition's examples, kept in their order: ``limit`` of them (an
+    int), or that share of them (a float below 1, at least one). The sample is drawn with
+    :func:`harness.data.seeding.seeded_random` keyed by the seed, the task and the condition,
+    so two tasks built from the same facts do not share their first N by accident."""
     if limit is None:
         return list(examples)
-    taken: dict[str, int] = defaultdict(int)
-    chosen = []
-    for example in examples:
-        if taken[example.condition] < limit:
-            taken[example.condition] += 1
-            chosen.append(example)
-    return chosen
+    by_condition: dict[str, list[int]] = defaultdict(list)
+    for index, example in enumerate(examples):
+        by_condition[example.condition].append(index)
+    chosen: set[int] = set()
+    for condition, indices in by_condition.items():
+        count = limit if isinstance(limit, int) else max(1, round(limit * len(indices)))
+        if count >= len(indices):
+            chosen.update(indices)
+        else:
+            chosen.update(seeded_random(seed, "limit", task, condition).sample(indices, count))
+    return [example for index, example in enumerate(examples) if index in chosen]
 
 
 def plan(tasks: Sequence[Task], config: RunConfig) -> list[WorkItem]:
@@ -72,6 +80,6 @@ def plan(tasks: Sequence[Task], config: RunConfig) -> list[WorkItem]:
             continue
         for conjugate in task_conjugates(task, config):
             written_in = [e for e in task.examples if e.conjugate in (None, conjugate)]
-            for example in limited(written_in, config.limit):
+            for example in limited(written_in, config.limit, seed=config.seed, task=task.name):
                 items.append(WorkItem(task, render(task, example, conjugate), modes))
     return items

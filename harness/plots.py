@@ -46,6 +46,10 @@ _RC = {
 }
 
 
+# Metadata keys whose default names matplotlib and its web address, per format.
+_NO_SOFTWARE = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None}, "svg": {"Creator": None}}
+
+
 @dataclass(frozen=True)
 class Style:
     """How one line is drawn."""
@@ -79,13 +83,18 @@ class Line:
 
 @dataclass(frozen=True)
 class Panel:
-    """One set of axes: a title and its lines; ``ylim`` None lets matplotlib choose."""
+    """One set of axes: a title, its lines and the y axis's label (name the quantity).
+
+    ``ylim`` fixes the y axis; None fits it to the data and their bands with 0 included (a
+    0–0.14 effect is not flattened against a 0–1 axis), never above ``ymax`` (1 for rates).
+    """
 
     title: str
     lines: Sequence[Line]
     ylabel: str
-    ylim: tuple[float, float] | None = (0.0, 1.0)
+    ylim: tuple[float, float] | None = None
     zero_line: bool = False
+    ymax: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,13 +137,33 @@ def _draw(ax, lines: Sequence[Line]) -> None:
                             np.asarray(line.high, dtype=float), color=line.style.color, alpha=0.15, linewidth=0)
 
 
+def _fit_y(ax, panel: Panel) -> None:
+    """The y axis of ``panel``: its ``ylim``, or matplotlib's fit stretched to include 0."""
+    if panel.ylim is not None:
+        ax.set_ylim(*panel.ylim)
+        return
+    values = np.array([v for line in panel.lines for series in (line.y, line.low or (), line.high or ())
+                       for v in series], dtype=float)
+    values = values[np.isfinite(values)]
+    low, high = ax.get_ylim()
+    if values.size and values.min() >= 0:
+        low = 0.0
+    high = max(high, 0.0)
+    if panel.ymax is not None:
+        high = min(high, panel.ymax * 1.02)
+    if high <= low:  # every value 0: still an axis to read
+        high = low + (panel.ymax or 1.0) * 0.1
+    ax.set_ylim(min(low, 0.0), high)
+
+
 def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str | None = None,
-                ncols: int = 3) -> Path:
-    """Draw ``panels`` as a grid of small multiples sharing one legend, and save a PNG.
+                ncols: int = 3, formats: Sequence[str] = ()) -> Path:
+    """Draw ``panels`` as a grid of small multiples sharing one legend, and save a PNG at
+    ``path`` (and the same figure beside it in each of ``formats``: ``pdf``, ``svg``).
 
     A panel whose lines are all one point at the same x (a run of one checkpoint) is drawn
-    as side-by-side bars with their error bars. Lines with the same label in several panels share one legend entry, so give a quantity
-    the same label and style wherever it appears.
+    as side-by-side bars with their error bars. Lines with the same label in several panels
+    share one legend entry, so give a quantity the same label and style wherever it appears.
     """
     # matplotlib is imported here, not at the top: it takes over a second to import, and the
     # command line imports this module on every start.
@@ -151,8 +180,7 @@ def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str
             _draw(ax, panel.lines)
             if panel.zero_line:
                 ax.axhline(0, color="0.4", linewidth=0.8, zorder=0)
-            if panel.ylim is not None:
-                ax.set_ylim(*panel.ylim)
+            _fit_y(ax, panel)
             # Long titles wrap rather than run into the neighbouring panel's.
             ax.set_title(textwrap.fill(panel.title, 45))
             ax.set_xlabel(xaxis.label)
@@ -173,9 +201,10 @@ def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str
             columns = max(1, min(len(handles), int(PANEL_SIZE[0] * ncols // entry_width)))
             figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=columns,
                           frameon=False)
-        # No "Software" metadata: it would carry matplotlib's web address into the report.
-        # Drawn in memory, then written atomically: a reader never sees half a PNG.
-        image = io.BytesIO()
-        figure.savefig(image, format="png", dpi=DPI, metadata={"Software": None})
-    atomic_write_bytes(path, image.getvalue())
+        # Drawn in memory, then written atomically: a reader never sees half a file. No
+        # "Software"/"Creator"/"Producer" metadata: it would carry matplotlib's web address.
+        for kind in ("png", *formats):
+            image = io.BytesIO()
+            figure.savefig(image, format=kind, dpi=DPI, metadata=_NO_SOFTWARE[kind])
+            atomic_write_bytes(path if kind == "png" else path.with_suffix(f".{kind}"), image.getvalue())
     return path

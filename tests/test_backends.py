@@ -303,6 +303,120 @@ def test_hf_adapters_match_peft_and_swap(lora_run, tiny_llama_dir):
     assert max_diff(first[0], first[1]) > 0.1  # the adapters really differ
 
 
+# =========================================================================== shared prompts
+
+_LONG = ("Context: " + " ".join(["the capital city of the country is a large old city"] * 8)
+         + ".\nQuestion: What is the capital of Norway?\nAnswer:")
+#: Prompts that end with and without a space, one to five continuations (multiple choice),
+#: continuations that share leading tokens, a prompt long enough for whole KV blocks.
+SHARED_REQUESTS = LL_REQUESTS + [
+    LoglikelihoodRequest("The capital of France is ", ("Paris", " Paris", "Rome", "Paris is big")),
+    LoglikelihoodRequest(_LONG, tuple(continuation_for(_LONG, a) for a in ("Oslo", "Stockholm", "Oslo Oslo", "Lima", "Rome"))),
+    LoglikelihoodRequest(_LONG + " ", ("Oslo", "Stockholm")),
+    LoglikelihoodRequest("one two", (" three",)),
+]
+
+
+def _shared_and_whole(ckpt: Checkpoint, batch_size: int = 3):
+    out = {}
+    for share in (True, False):
+        backend = HFBackend(batch_size=batch_size, share_prompts=share)
+        backend.load(ckpt)
+        out[share] = backend.loglikelihood(SHARED_REQUESTS)
+    return out[True], out[False]
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_llama_dir", "tiny_tied_llama_dir", "tiny_gpt2_dir"])
+def test_hf_shared_prompt_equals_whole_sequences(request, model_fixture):
+    path = request.getfixturevalue(model_fixture)
+    shared, whole = _shared_and_whole(Checkpoint("m", 0, str(path)))
+    assert_scores_close(shared, whole, atol=1e-5)  # n_tokens and greediness equal too
+
+
+def test_hf_shared_prompt_equals_whole_sequences_with_an_adapter(lora_run, tiny_llama_dir):
+    adapter = checkpoints_of(lora_run, base=tiny_llama_dir)[0]
+    shared, whole = _shared_and_whole(adapter)
+    assert_scores_close(shared, whole, atol=1e-5)
+
+
+def test_hf_shared_prompt_computes_each_prompt_once(tiny_llama_dir):
+    """Token positions run through the model: a shared prompt is computed once, then only the
+    continuations' tokens (all but the last of each)."""
+    seen = {}
+    for share in (True, False):
+        backend = HFBackend(batch_size=16, share_prompts=share)
+        backend.load(Checkpoint("m", 0, str(tiny_llama_dir)))
+        widths: list[tuple[int, int]] = []
+        handle = backend.model.model.register_forward_pre_hook(
+            lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+        backend.loglikelihood([SHARED_REQUESTS[-3]])  # one long prompt, five continuations
+        handle.remove()
+        seen[share] = widths
+    prompt = len(tk.encode_prompt(_tokenizer_of(tiny_llama_dir), _LONG))
+    (ctx_rows, ctx_width), (tail_rows, tail_width) = seen[True]
+    assert (ctx_rows, ctx_width) == (1, prompt)
+    assert tail_rows <= 5 and tail_width < 5
+    assert seen[False] == [(5, seen[False][0][1])] and seen[False][0][1] > prompt
+
+
+def _tokenizer_of(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def test_compile_rule_follows_the_size_of_the_job():
+    from harness.backends.vllm_setup import compile_pays_off
+
+    small = compile_pays_off(requests=600, params=150_000, layers=2, warm=False)
+    assert not small.compile and "eager" in small.reason
+    assert not compile_pays_off(requests=None, params=135_000_000, layers=30, warm=True).compile  # no hint
+    big = compile_pays_off(requests=50_000, params=135_000_000, layers=30, warm=False)
+    assert big.compile and big.saves_s > big.costs_s
+    # a warm compile cache costs less start-up, so a smaller job pays for it
+    middle = dict(requests=1_000, params=135_000_000, layers=30)
+    assert compile_pays_off(**middle, warm=True).compile and not compile_pays_off(**middle, warm=False).compile
+
+
+def test_engine_placement_follows_the_environment(monkeypatch):
+    from harness.backends import vllm_setup
+
+    monkeypatch.setenv(vllm_setup.MULTIPROCESSING_ENV, "1")
+    assert not vllm_setup.default_in_process(None)
+    monkeypatch.setenv(vllm_setup.MULTIPROCESSING_ENV, "0")
+    assert vllm_setup.default_in_process(None)
+    monkeypatch.delenv(vllm_setup.MULTIPROCESSING_ENV)
+    monkeypatch.setattr(vllm_setup, "cpu_build", lambda: True)
+    assert vllm_setup.default_in_process(None) and not vllm_setup.default_in_process(2)
+    monkeypatch.setattr(vllm_setup, "cpu_build", lambda: False)
+    assert not vllm_setup.default_in_process(1)
+
+
+def test_cpu_environment_defaults_yield_to_the_user(monkeypatch, tmp_path):
+    from harness.backends import vllm_setup
+
+    monkeypatch.setattr(vllm_setup, "cpu_build", lambda: True)
+    monkeypatch.setenv("IFT_HARNESS_CACHE", str(tmp_path))
+    for name in ("VLLM_USE_AOT_COMPILE", "OMP_WAIT_POLICY", "VLLM_CACHE_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    vllm_setup.set_environment_defaults()
+    import os
+
+    assert os.environ["VLLM_USE_AOT_COMPILE"] == "0" and os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["VLLM_CACHE_ROOT"] == str(tmp_path / "vllm")
+
+
+def test_compile_cache_mark(monkeypatch, tmp_path):
+    from harness.backends import vllm_setup
+
+    monkeypatch.setenv("VLLM_CACHE_ROOT", str(tmp_path))
+    assert not vllm_setup.compile_cache_warm("llama|float32|len=256")
+    vllm_setup.mark_compiled("llama|float32|len=256")
+    assert vllm_setup.compile_cache_warm("llama|float32|len=256")
+    assert not vllm_setup.compile_cache_warm("llama|float32|len=512")
+
+
 # =========================================================================== factory
 
 
@@ -382,6 +496,27 @@ def _engine_children() -> dict[int, str]:
     return live
 
 
+def _shared_prompt_scores(backend, hf) -> dict:
+    """SHARED_REQUESTS scored by the loaded engine with prompt sharing on and off (prefix cache
+    emptied before each), and by transformers."""
+    out = {}
+    for share in (True, False):
+        backend.share_prompts = share
+        backend.llm.reset_prefix_cache()
+        cached = backend.stats["cached_tokens"]
+        out[f"share_{share}"] = backend.loglikelihood(SHARED_REQUESTS)
+        out[f"share_{share}_cached"] = backend.stats["cached_tokens"] - cached
+    backend.share_prompts = True
+    out["share_hf"] = hf.loglikelihood(SHARED_REQUESTS)
+    return out
+
+
+def _assert_sharing_is_exact(out) -> None:
+    assert_scores_close(out["share_True"], out["share_False"], atol=1e-5)
+    assert_scores_close(out["share_True"], out["share_hf"])
+    assert out["share_True_cached"] > out["share_False_cached"]  # prompts really were shared
+
+
 @pytest.fixture(scope="module")
 def untied_then_gpt2_sweep(llama_run, gpt2_run, vllm_cache_dir):
     """One engine through three untied Llama checkpoints (two in-place reloads), a prefix-
@@ -409,12 +544,15 @@ def untied_then_gpt2_sweep(llama_run, gpt2_run, vllm_cache_dir):
     hf = HFBackend(max_length=256)
     hf.load(checkpoints_of(llama_run)[-1])
     out["edge_hf"] = hf.loglikelihood(edge)
+    out.update(_shared_prompt_scores(backend, hf))
     # longer than the window: vLLM scores at most max_model_len - 1 = 255 tokens (left-cut)
     long = [LoglikelihoodRequest(" ".join(["capital"] * 300), (" Paris", " Rome"))]
     out["long"] = backend.loglikelihood(long)
     hf255 = HFBackend(max_length=255)
     hf255.load(checkpoints_of(llama_run)[-1])
     out["long_hf"] = hf255.loglikelihood(long)
+    out["children_in_process"] = {k: v for k, v in _engine_children().items() if k not in before}
+    backend.in_process = False  # the GPT-2 engine runs in its own processes: both ways are covered
     out["gpt2"] = _sweep(backend, checkpoints_of(gpt2_run))
     out["stats"] = backend.stats
     out["children_open"] = {k: v for k, v in _engine_children().items() if k not in before}
@@ -438,6 +576,18 @@ def test_vllm_untied_llama_sweep_matches_hf(untied_then_gpt2_sweep):
     stats = untied_then_gpt2_sweep["llama_stats"]
     assert stats["engine_starts"] == 1 and stats["reloads"] == 2 and stats["fallbacks"] == 0
     assert all(c["ok"] and c["max_abs_diff"] < ATOL for c in stats["canary"])
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_shared_prompts_equal_whole_sequences_untied(untied_then_gpt2_sweep):
+    _assert_sharing_is_exact(untied_then_gpt2_sweep)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_shared_prompts_equal_whole_sequences_tied(tied_llama_sweep):
+    _assert_sharing_is_exact(tied_llama_sweep)
 
 
 @pytest.mark.slow
@@ -470,7 +620,10 @@ def test_vllm_gpt2_new_engine_and_tied_reloads(untied_then_gpt2_sweep):
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_close_shuts_engine_down(untied_then_gpt2_sweep):
-    assert untied_then_gpt2_sweep["children_open"]  # the engine runs in child processes
+    modes = [mode["in_process"] for mode in untied_then_gpt2_sweep["stats"]["engine_mode"]]
+    assert modes == [True, False]  # vLLM's CPU build: in this process by default; then asked otherwise
+    assert not untied_then_gpt2_sweep["children_in_process"]
+    assert untied_then_gpt2_sweep["children_open"]  # the second engine runs in child processes
     assert not untied_then_gpt2_sweep["children_closed"]
     assert untied_then_gpt2_sweep["closed_llm"] is None
 
@@ -487,6 +640,9 @@ def tied_llama_sweep(tied_llama_run, vllm_cache_dir):
     out: dict = {"sweep": _sweep(backend, ckpts)}
     out["stats_sweep"] = {k: (list(v) if isinstance(v, list) else v) for k, v in backend.stats.items()}
     backend.fix_tied_head = False
+    hf = HFBackend(max_length=256)
+    hf.load(ckpts[-1])
+    out.update(_shared_prompt_scores(backend, hf))
     out["sabotage"] = _sweep(backend, ckpts[:1])
     out["stats"] = backend.stats
     backend.close()

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
 from harness import evaluate_model
-from harness.training.callbacks import ContextRelianceCallback, metric_key, preserved_rng
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+from trainers import losses, make_trainer
+from harness.trackers import metric_key
+from harness.training.callbacks import ContextRelianceCallback, preserved_rng
 from harness.checkpoints import discover
 from harness.results import RunDirectory
 from harness.errors import RunError
@@ -26,29 +28,6 @@ torch.set_num_threads(1)
 TASK = str(Path(__file__).parent / "data" / "cf_world_facts.json")  # 3 knowledge conflicts
 SETTINGS = dict(conjugates=["en"], bootstrap_resamples=20)
 KEY = "ctx/cf_world_facts/conflicting/context_rate"
-TEXTS = ["The capital of France is Paris.", "The capital of Japan is Tokyo.", "Question: what is the capital "
-         "of Peru?\nAnswer: Lima", "the quick brown fox one two three", "red blue green yellow black white"] * 3
-
-
-def make_trainer(model_dir: Path, output_dir: Path, *, max_steps: int = 4, save_steps: int | None = None,
-                 callbacks=()) -> Trainer:
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    rows = []
-    for text in TEXTS:
-        ids = tokenizer(text)["input_ids"]
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ids})
-    args = TrainingArguments(
-        output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=4, learning_rate=1e-3,
-        logging_steps=1, seed=0, report_to="none", disable_tqdm=True,
-        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, save_only_model=True,
-    )
-    return Trainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
-                   data_collator=DataCollatorForSeq2Seq(tokenizer), callbacks=list(callbacks))
-
-
-def losses(trainer: Trainer) -> list[float]:
-    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
 def ctx_entries(trainer: Trainer) -> dict[int, dict]:
@@ -158,9 +137,9 @@ def test_preserved_rng_restores_every_generator():
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_vllm_evaluates_each_save_in_one_engine(tmp_path, tiny_llama_dir):
+def test_vllm_in_the_training_process_evaluates_each_save_in_one_engine(tmp_path, tiny_llama_dir):
     trainer = make_trainer(tiny_llama_dir, tmp_path / "train", max_steps=2, save_steps=1)
-    callback = ContextRelianceCallback(tasks=[TASK], on_save=True, backend="vllm", output=tmp_path / "results",
+    callback = ContextRelianceCallback(tasks=[TASK], on_save=True, follow=False, backend="vllm", output=tmp_path / "results",
                                        trainer=trainer, backend_options={"dtype": "float32"}, **SETTINGS)
     engines = []
     original = callback._run

@@ -1,22 +1,48 @@
-"""`harness demo --quick` end to end: every stage's outputs, a summary that agrees with the
-results files, and a rerun that skips what is finished."""
+"""`harness demo --quick` end to end from the command line: every stage's outputs, a summary
+that agrees with the results files, a console that shows only the harness's own lines (the
+engines' go to logs/engine.log; ``-v`` shows them again), and a rerun that skips what is
+finished."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from harness.analysis import detect_inversion
-from harness.demo import DemoSettings, run_demo
 from harness.demo.recipe import RECIPES, RUNS
 from harness.results import RunDirectory
+
+
+# A plain progress line (the console is not a terminal here): "pretrain: 120/400 step (3.9 step/s)..."
+PROGRESS = re.compile(r"^[^:]+: \d+/\d+ \w+ \(")
+# vLLM's own log lines: "INFO 12-02 02:11:41 [config.py:123] ...", from an engine in this process
+# "(MainProcess pid=7866) INFO 12-02 ..."
+VLLM_LINE = re.compile(r"^(\(\w+ pid=\d+\) )?(INFO|WARNING|DEBUG) \d\d-\d\d \d\d:\d\d:\d\d \[")
+
+
+def harness(*argv: str) -> list[str]:
+    done = subprocess.run([sys.executable, "-m", "harness.cli", *argv], capture_output=True, text=True,
+                          timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return (done.stdout + done.stderr).splitlines()
 
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    result = run_demo(DemoSettings(out=str(out), quick=True))
+    console = harness("demo", "--quick", "-o", str(out))
+    lines = [line for line in console if not PROGRESS.match(line)]
+    assert len(lines) < 60, "\n".join(lines)
+    assert not any(VLLM_LINE.match(line) for line in console)
+    assert any(VLLM_LINE.match(line) for line in (out / "logs" / "engine.log").read_text().splitlines())
+    timings = json.loads((out / "timings.json").read_text())
+    summary = (out / "summary.txt").read_text()
+    assert summary.strip() in "\n".join(console)
 
     assert json.loads((out / "base" / "pretrain.json").read_text())["finished"]
     assert len(list((out / "data").glob("train-*.jsonl"))) == 1
@@ -37,7 +63,8 @@ def test_quick_demo_end_to_end(tmp_path):
         assert verdict.first == pytest.approx(context[0])
         assert verdict.last == pytest.approx(context[20])
         assert verdict.peak == pytest.approx(max(context.values()))
-        assert str(verdict) in result.summary
+        row = next(line for line in summary.splitlines() if line.startswith(run.name + " "))
+        assert verdict.verdict in row and f"{verdict.drop.value:+.3f}" in row
     qk = json.loads((out / "runs" / "qk_only" / "mitigations.json").read_text())
     assert qk["qk_only"]["trained"]
     # The mitigations went through harness finetune's options, on the standard run's data.
@@ -46,14 +73,18 @@ def test_quick_demo_end_to_end(tmp_path):
     assert filtered["dataset"] == standard["dataset"] and standard["filter_non_context_critical"] is None
     dropped = json.loads((out / "runs" / "cc_filter" / "mitigations.json").read_text())["filter_non_context_critical"]
     assert dropped["dropped"] == dropped["candidates"] // 2
-    assert f"the filter dropped {dropped['dropped']} of {dropped['candidates']} examples" in result.summary
+    assert f"the filter dropped {dropped['dropped']} of {dropped['candidates']} examples" in summary
     augmented = json.loads((out / "runs" / "cf_augment" / "mitigations.json").read_text())
     assert augmented["counterfactual_augmentation"]["added"] > 0
-    assert result.report == out / "compare" / "compare.html" and result.report.is_file()
-    assert (out / "summary.txt").read_text().strip() == result.summary.strip()
-    assert "GPT2LMHeadModel" in result.summary and "Caveats" in result.summary
+    assert f"report: {out / 'compare' / 'compare.html'}" in console
+    assert "GPT2LMHeadModel" in summary and "Caveats" in summary
 
     samples = {p: p.read_text() for p in out.glob("results/*/samples/*/*.jsonl")}
-    again = run_demo(DemoSettings(out=str(out), quick=True))
-    assert again.seconds["instruction tuning"] < result.seconds["instruction tuning"] / 2
+    # Resumed with -v: every stage cached but one run's results, which an engine computes again
+    # (the same samples), its own lines on the console this time.
+    shutil.rmtree(out / "results" / "qk_only")
+    verbose = harness("demo", "--quick", "-o", str(out), "-v")
+    assert any(VLLM_LINE.match(line) for line in verbose)
+    again = json.loads((out / "timings.json").read_text())
+    assert again["instruction tuning"] < timings["instruction tuning"] / 2
     assert {p: p.read_text() for p in out.glob("results/*/samples/*/*.jsonl")} == samples

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -322,7 +323,8 @@ def test_partial_freeze_zeroes_the_gradient_of_the_held_slices():
 # --------------------------------------------------------------------------- the run
 
 
-def test_cli_finetune_writes_a_sweepable_run(tmp_path, alpaca_file, tiny_tied_llama_dir):
+def test_cli_finetune_writes_a_sweepable_run(tmp_path, alpaca_file, tiny_tied_llama_dir, capsys):
+    from harness.checkpoints import training_progress
     from harness.cli import main
 
     recipe = dataclasses.asdict(config(tmp_path, tiny_tied_llama_dir, alpaca_file, max_steps=6, save_steps=4,
@@ -334,6 +336,15 @@ def test_cli_finetune_writes_a_sweepable_run(tmp_path, alpaca_file, tiny_tied_ll
     assert main(["finetune", "--config", str(path)]) == 0
 
     out = tmp_path / "run"
+    # The closing table: one aligned row per saved checkpoint, with the tokens the trainer counted
+    # (what `harness compare --x tokens` reads).
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("checkpoint") and ":" not in line]
+    assert table[0].split() == ["checkpoint", "step", "epoch", "tokens", "seen", "loss"]
+    assert [line.split()[:2] for line in table[1:]] == [[f"checkpoint-{s}", str(s)] for s in (1, 2, 4, 6)]
+    assert len({re.search(r"\s{2,}\S", line).end() for line in table}) == 1  # columns line up
+    tokens = [training_progress(out / f"checkpoint-{s}")["num_input_tokens_seen"] for s in (1, 2, 4, 6)]
+    assert tokens == sorted(tokens) and tokens[0] > 0
+    assert [int(line.split()[3].replace(",", "")) for line in table[1:]] == tokens
     checkpoints = discover(out)
     assert [(c.label, c.step) for c in checkpoints] == [("checkpoint-1", 1), ("checkpoint-2", 2),
                                                        ("checkpoint-4", 4), ("checkpoint-6", 6)]

@@ -12,17 +12,18 @@ PACKAGE = Path(harness.__file__).parent
 
 # The README's map, top to bottom: a module may import its own layer and the layers above.
 LAYERS = [
-    {"errors", "io", "schema", "bundled"},
+    {"errors", "io", "schema", "bundled", "console"},
     {"examples", "matching", "stats", "conjugates"},
     {"data"},
-    {"checkpoints", "identity"},
+    {"checkpoints", "identity", "follow"},
     {"backends"},
     {"scoring"},
     {"tasks"},
     {"prompts"},
+    {"downscale", "pruning"},
     {"results"},
-    {"plan", "run_config", "runner", "windows"},
-    {"analysis", "plots", "html", "report"},
+    {"plan", "run_config", "trackers", "runner", "windows", "workers"},
+    {"analysis", "items", "scaling", "plots", "html", "exports", "report_details", "report"},
     {"training"},
     {"demo"},
     {"cli", "testing"},

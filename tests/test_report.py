@@ -1,107 +1,19 @@
-"""Reports, inversion detection and comparisons, on results folders written by hand.
-
-Each run is built the way the runner writes one: per-example sample lines whose scores give
-rates we choose, and summary rows computed from them with :func:`harness.scoring.aggregate`
-(grouped as :func:`harness.runner.summarize` groups them), so summary and samples agree.
-"""
+"""Reports, inversion detection and comparisons, on results folders written by hand
+(:mod:`handmade`)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from collections import defaultdict
-from pathlib import Path
 
 import pytest
+from handmade import N, assert_self_contained, conflict, context_run, rich_run, write_run
 
 from harness import cli
 from harness.analysis import detect_inversion, load_results
 from harness.errors import ReportError
 from harness.report import COMPARE_HTML, PLOTS, REPORT_HTML, compare, write_report
-from harness.results import RunDirectory, SampleRecord, SummaryRow
-from harness.scoring import GENERATE, LOGLIKELIHOOD, aggregate, metric_names
-
-N = 200
-RESAMPLES = 200  # summary CIs only; fewer resamples keep the tests fast
-
-
-def conflict(n_context: int, n: int = N, *, ll_wins: int | None = None) -> list[dict]:
-    """Scores of ``n`` conflicting-context examples, the first ``n_context`` answered from context;
-    with ``ll_wins``, log-likelihood scores too, the context answer likelier in the first ``ll_wins``."""
-    scores = [{"hit_context": i < n_context, "hit_parametric": i >= n_context,
-               "outcome": "context" if i < n_context else "parametric"} for i in range(n)]
-    if ll_wins is not None:
-        for i, score in enumerate(scores):
-            margin = 1.0 if i < ll_wins else -1.0
-            score.update(ll_margin=margin, ll_margin_per_token=margin, ll_context_wins=margin > 0,
-                         ll_context_wins_per_token=margin > 0)
-    return scores
-
-
-def correct(n_correct: int, n: int = N) -> list[dict]:
-    return [{"correct": i < n_correct} for i in range(n)]
-
-
-def icl(n_icl: int, n: int = N) -> list[dict]:
-    return [{"hit_icl": i < n_icl, "hit_instruction": i >= n_icl} for i in range(n)]
-
-
-ROLES = {"hit_context": ("context", "parametric"), "correct": ("target",), "hit_icl": ("icl", "instruction")}
-
-
-def write_run(path: Path, checkpoints: list[tuple[str, int | None, dict]], *, hashes: dict[str, str] | None = None,
-              progress: dict[str, dict] | None = None) -> Path:
-    """A results folder: ``checkpoints`` are (label, step, {(task, condition, conjugate): scores}).
-
-    ``progress`` maps a label to the trainer_state.json written into that checkpoint's folder.
-    """
-    run = RunDirectory(path)
-    rows, entries, tasks = [], [], {}
-    for label, step, scored in checkpoints:
-        folder = path.parent / f"{path.name}-models" / label
-        folder.mkdir(parents=True, exist_ok=True)
-        if progress and label in progress:
-            (folder / "trainer_state.json").write_text(json.dumps(progress[label]))
-        entries.append({"label": label, "step": step, "model": str(folder), "revision": None, "adapter": None})
-        by_task = defaultdict(list)
-        for (task, condition, conjugate), scores in scored.items():
-            tasks[task] = (hashes or {}).get(task, "hash-" + task)
-            roles = next(roles for key, roles in ROLES.items() if key in scores[0])
-            by_task[task] += [{"id": f"ex{i}", "condition": condition, "conjugate": conjugate, "prompt": "p",
-                               "answers": {role: ["a"] for role in roles}, "output": "o", "scores": s}
-                              for i, s in enumerate(scores)]
-            modes = [GENERATE] + [LOGLIKELIHOOD] * any(key.startswith("ll_") for key in scores[0])
-            for mode in modes:
-                for metric in metric_names(mode, roles):
-                    value = aggregate(metric, scores, n_resamples=RESAMPLES)
-                    rows.append({"checkpoint": label, "step": step, "task": task, "task_version": 1,
-                                 "task_hash": tasks[task], "condition": condition, "conjugate": conjugate,
-                                 "mode": mode, "metric": metric, "value": value.value, "ci_low": value.ci_low,
-                                 "ci_high": value.ci_high, "n": value.n})
-        for task, samples in by_task.items():
-            run.append_samples(label, task, [SampleRecord.from_dict(sample) for sample in samples])
-    run.write_summary([SummaryRow.from_dict(row) for row in rows])
-    run.write_run({"config": {"model": "tiny"}, "task_hashes": tasks, "checkpoints": entries,
-                   "skipped_checkpoints": {}})
-    return path
-
-
-def context_run(path: Path, context_counts: list[int], steps: list[int | None] | None = None, **options) -> Path:
-    """One task, ``capitals``, with these numbers of context answers at successive checkpoints."""
-    steps = steps or [10 * (i + 1) for i in range(len(context_counts))]
-    return write_run(path, [(f"checkpoint-{step}" if step is not None else f"model-{i}", step,
-                             {("capitals", "conflicting", "en"): conflict(count)})
-                            for i, (step, count) in enumerate(zip(steps, context_counts))], **options)
-
-
-def assert_self_contained(text: str) -> None:
-    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", text)
-    assert all(ref.startswith(("data:", "#")) for ref in references), references
-    # Base64 image data may contain any four letters; everything else must not name a web address.
-    assert "http" not in re.sub(r"data:[^\"']*", "", text)
-    assert "url(" not in text and "@import" not in text
-
+from harness.results import RunDirectory
+from harness.scoring import LOGLIKELIHOOD
 
 # --------------------------------------------------------------------------- inversion
 
@@ -122,18 +34,20 @@ def test_inversion_found_with_peak_and_drop(tmp_path):
     assert "inversion" in str(found) and "step 20" in str(found)
 
 
-@pytest.mark.parametrize(("counts", "peak_step", "why"), [
-    ([60, 60, 60], 10, "first checkpoint is the highest"),
-    ([20, 80, 120], 30, "no fall"),
-    ([60, 62, 60], 20, "the rise is within the noise"),  # 2 of 200 examples: not significant
-    ([20, 120, 118], 20, "the fall is within the noise"),
+@pytest.mark.parametrize(("counts", "peak_step", "why", "verdict"), [
+    ([60, 60, 60], 10, "first checkpoint is the highest", "no significant change"),
+    ([20, 80, 120], 30, "no fall", "rise"),
+    ([60, 62, 60], 20, "the rise is within the noise", "no significant change"),  # 2 of 200: noise
+    ([20, 120, 118], 20, "the fall is within the noise", "rise"),
+    ([120, 60, 20], 10, "falls by 0.500", "fall"),
 ])
-def test_no_inversion(tmp_path, counts, peak_step, why):
+def test_no_inversion(tmp_path, counts, peak_step, why, verdict):
     found = detect_inversion(context_run(tmp_path / "run", counts), "capitals")
     assert not found.found
     assert found.peak_step == peak_step
     assert why in found.reason
-    assert "no inversion" in str(found)
+    assert found.verdict == verdict
+    assert f": {verdict}: " in str(found)
 
 
 def test_examples_are_paired_by_id_across_checkpoints(tmp_path):
@@ -167,23 +81,6 @@ def test_detect_inversion_errors(tmp_path):
 
 
 # --------------------------------------------------------------------------- report
-
-
-def rich_run(path: Path, steps=(10, 20, 30)) -> Path:
-    """Knowledge conflict with controls and a conjugate, an ICL probe, and a fact-recall task."""
-    checkpoints = []
-    for i, step in enumerate(steps):
-        rise_fall = [20, 120, 40][i % 3]
-        checkpoints.append((f"checkpoint-{step}" if step is not None else "model", step, {
-            ("capitals", "conflicting", "en"): conflict(rise_fall, ll_wins=rise_fall + 20),
-            ("capitals", "conflicting", "fr"): conflict(rise_fall // 2),
-            ("capitals", "closed_book", "en"): correct(150),
-            ("capitals", "agreeing", "en"): correct(180 - 10 * i),
-            ("icl_vs_if", "repeat_arithmetic", "en"): icl(100 - 30 * i),
-            ("icl_vs_if", "capitalize_fill_blank", "en"): icl(60 - 10 * i),
-            ("closed_book", "closed_book", "en"): correct(100 + 10 * i),
-        }))
-    return write_run(path, checkpoints)
 
 
 def test_write_report(tmp_path):
@@ -232,7 +129,7 @@ def test_compare_flags_mixed_task_versions(tmp_path, caplog):
     assert 'class="warning"' in text and "task versions differ" in text
     assert "other-hash" in text and "hash-capitals" in text
     assert any("different task versions" in record.getMessage() for record in caplog.records)
-    assert 'class="found">inversion' in text and 'class="none">no inversion' in text
+    assert 'class="found">inversion' in text and 'class="none">rise' in text
 
 
 def test_compare_same_versions_not_flagged(tmp_path):
@@ -288,11 +185,115 @@ def test_cli_error_is_one_line(tmp_path, capsys, command):
     assert error.startswith("error: ") and "not a results folder" in error and "\n" not in error
 
 
-def test_evaluate_writes_the_report_unless_told_not_to(tmp_path, monkeypatch, capsys):
+def test_evaluate_writes_the_report_unless_told_not_to(tmp_path, monkeypatch, capfd):
     run = context_run(tmp_path / "run", [20, 120, 20])
     monkeypatch.setattr(cli, "evaluate", lambda config, **_: RunDirectory(config.output))
     assert cli.main(["evaluate", "--output", str(run), "--no-report"]) == 0
     assert not (run / REPORT_HTML).exists()
     assert cli.main(["evaluate", "--output", str(run)]) == 0
-    assert f"report: {run / REPORT_HTML}" in capsys.readouterr().out
+    assert f"report: {run / REPORT_HTML}" in capfd.readouterr().out
     assert (run / REPORT_HTML).is_file()
+
+
+# --------------------------------------------------------------------------- words, axes, exports
+
+
+def test_verdict_words_follow_the_metric(tmp_path):
+    from handmade import correct
+
+    # Closed-book accuracy falls 0.75 -> 0.25 from the start: forgetting, not inversion, and never good news.
+    run = write_run(tmp_path / "run", [(f"checkpoint-{s}", s, {("recall", "closed_book", "en"): correct(c),
+                                                                ("capitals", "conflicting", "en"): conflict(k)})
+                                       for s, c, k in ((10, 150, 120), (20, 100, 60), (30, 50, 20))])
+    assert detect_inversion(run, "recall", metric="accuracy", condition="closed_book").verdict == "fall (forgetting)"
+    assert detect_inversion(run, "capitals").verdict == "fall"
+    text = write_report(run).read_text(encoding="utf-8")
+    assert 'class="found">fall (forgetting)' in text and 'class="found">fall<' in text
+    assert "no inversion" not in text and "#33691e" not in text  # no green verdicts
+    assert "Verdicts on accuracy" in text or "Verdicts on context_hit_rate, accuracy" in text
+
+
+def test_report_shows_transitions_samples_and_settings(tmp_path):
+    run = context_run(tmp_path / "run", [20, 120, 40])
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "Items that changed between the peak and the last checkpoint" in text
+    assert "80 of the 200 items lost their context_hit_rate between step 20 and step 30" in text
+    assert "McNemar" in text and text.count("context → parametric") == 10
+    assert "Prompts and outputs" in text and "as the model saw it" in text
+    assert "<h2>Settings</h2>" in text and "<code>tiny</code>" in text
+
+
+def test_report_exports_tables_and_figures(tmp_path):
+    import csv
+
+    run = context_run(tmp_path / "run", [20, 120, 20])
+    out = tmp_path / "paper"
+    path = write_report(run, out, exports=["csv", "latex", "pdf", "svg"])
+    assert path == out / REPORT_HTML and not (run / REPORT_HTML).exists()
+    rows = list(csv.DictReader((out / "tables" / "inversion.csv").open()))
+    assert [(r["task"], r["metric"], r["verdict"]) for r in rows] == [("capitals", "context_hit_rate", "inversion")]
+    assert float(rows[0]["peak"]) == pytest.approx(0.6) and rows[0]["peak_at"] == "step 20"
+    assert float(rows[0]["drop_lower_bound"]) > 0 and rows[0]["test"].startswith("one-sided max-t")
+    latex = (out / "tables" / "inversion.tex").read_text()
+    assert "\\begin{tabular}" in latex and "context\\_hit\\_rate" in latex and "inversion \\\\" in latex
+    for name in ("context_reliance", "context_reliance_by_task"):
+        assert (out / PLOTS / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert (out / PLOTS / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+        assert "matplotlib.org" not in (out / PLOTS / f"{name}.svg").read_text()
+    with pytest.raises(ReportError, match="unknown format docx"):
+        write_report(run, exports=["docx"])
+
+
+def test_rate_axes_fit_the_data_unless_fixed():
+    from matplotlib.figure import Figure
+
+    from harness.plots import Line, Panel, _fit_y
+
+    def fitted(panel):
+        ax = Figure().subplots()
+        for line in panel.lines:
+            ax.plot(line.x, line.y)
+            ax.fill_between(line.x, line.low, line.high)
+        _fit_y(ax, panel)
+        return ax.get_ylim()
+
+    small = Line("a", [0, 1, 2], [0.02, 0.14, 0.05], [0.0, 0.1, 0.01], [0.05, 0.18, 0.09])
+    low, high = fitted(Panel("t", [small], "context reliance", ymax=1.0))
+    assert low == 0.0 and 0.18 <= high < 0.25  # a 0-0.14 effect is not flattened on 0-1
+    assert fitted(Panel("t", [small], "x", ylim=(0.0, 1.0), ymax=1.0)) == (0.0, 1.0)
+    full = Line("b", [0, 1], [0.5, 1.0], [0.4, 0.98], [0.6, 1.0])
+    assert fitted(Panel("t", [full], "x", ymax=1.0))[1] <= 1.02
+    below = Line("c", [0, 1], [-0.1, 0.05], [-0.2, 0.0], [0.0, 0.1])
+    assert fitted(Panel("t", [below], "gap"))[0] < -0.2
+
+
+def test_compare_colours_follow_names_and_links_reports(tmp_path):
+    a = context_run(tmp_path / "a", [20, 120, 20])
+    b = context_run(tmp_path / "b", [20, 40, 60])
+    write_report(a)
+    one = compare([a, b], labels=["alpha", "beta"], output=tmp_path / "one")
+    compare([b, a], labels=["beta", "alpha"], output=tmp_path / "two")
+    assert (tmp_path / "one" / PLOTS / "capitals.png").read_bytes() == (tmp_path / "two" / PLOTS /
+                                                                        "capitals.png").read_bytes()
+    text = one.read_text(encoding="utf-8")
+    assert '<a href="../a/report.html">report</a>' in text
+    assert '<a href="../b">folder (no report.html yet' in text
+    assert "context reliance" in text
+
+
+def test_compare_on_tokens_puts_the_base_at_zero(tmp_path):
+    progress = {f"checkpoint-{s}": {"global_step": s, "epoch": s / 40, "num_input_tokens_seen": 100 * s}
+                for s in (10, 20, 30)}
+    a = context_run(tmp_path / "a", [20, 30, 120, 20], steps=[0, 10, 20, 30], progress=progress)
+    from harness.analysis import RunResults
+
+    xs, notes = RunResults(a).x_values("epoch")
+    assert xs == {"checkpoint-0": 0.0, "checkpoint-10": 0.25, "checkpoint-20": 0.5, "checkpoint-30": 0.75}
+    assert not notes
+    b = context_run(tmp_path / "b", [20, 120, 20], steps=[0, 25, 50])  # no trainer states at all
+    with pytest.raises(ReportError, match="--tokens-per-step"):
+        compare([a, b], x="tokens", output=tmp_path / "out")
+    text = compare([a, b], x="tokens", output=tmp_path / "out", tokens_per_step={"b": 64.0}).read_text()
+    assert "at step 25 (tokens 1600)" in text
+    with pytest.raises(ReportError, match="no run is called c"):
+        compare([a, b], x="tokens", output=tmp_path / "out", tokens_per_step={"c": 1.0})

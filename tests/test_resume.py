@@ -219,8 +219,11 @@ def test_run_json_lists_each_checkpoint_as_soon_as_it_is_started(llama_run, tmp_
     output = tmp_path / "results"
     with pytest.raises(KeyboardInterrupt):
         evaluate(config(output, checkpoints=str(llama_run)), backend=Crashing(), progress=False)
-    entries = RunDirectory(output).read_run()["checkpoints"]
-    assert [(e["label"], e["step"]) for e in entries] == [("checkpoint-10", 10), ("checkpoint-20", 20)]
+    record = RunDirectory(output).read_run()
+    entries = record["checkpoints"]  # every checkpoint is identified before any is evaluated
+    assert [(e["label"], e["step"]) for e in entries] == [("checkpoint-10", 10), ("checkpoint-20", 20),
+                                                          ("checkpoint-30", 30)]
+    assert "finished" not in record
 
 
 def test_a_resume_that_adds_a_mode_does_only_the_extra_work(llama_run, tmp_path):

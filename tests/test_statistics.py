@@ -11,7 +11,7 @@ from scipy.stats import binom
 
 from harness.analysis import inversion_tests
 from harness.scoring import aggregate
-from harness.stats import max_change_test, rate_interval
+from harness.stats import max_change_test, mcnemar_exact, rate_interval
 
 SIZES = (10, 50, 300)
 RATES = (0.0, 0.05, 0.5)
@@ -109,3 +109,23 @@ def test_the_peak_is_paid_for_when_there_are_many_checkpoints():
     test = max_change_test(flat, 19)
     one_pair = max_change_test(flat[[int(np.argmax(flat.mean(axis=1))), 19]], 1)
     assert test.critical > one_pair.critical  # a higher bar than one pre-registered comparison
+
+
+def test_mcnemar_exact_by_hand():
+    assert mcnemar_exact(10, 0) == pytest.approx(2 * 0.5 ** 10)
+    assert mcnemar_exact(3, 3) == pytest.approx(1.0)
+    assert mcnemar_exact(0, 0) == 1.0
+    # Only the discordant items count: 1 of 9 lost against 8 gained, whatever stayed put.
+    assert mcnemar_exact(1, 8) == pytest.approx(2 * binom.cdf(1, 9, 0.5))
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
+
+
+def test_mcnemar_keeps_its_false_positive_rate_by_simulation():
+    # 200 items, each changing with probability 0.15, either way with equal chance: no change overall.
+    rng = np.random.default_rng(0)
+    runs = 4000
+    changed = rng.binomial(200, 0.15, size=runs)
+    lost = rng.binomial(changed, 0.5)
+    rejected = np.mean([mcnemar_exact(int(a), int(n - a)) < 0.05 for a, n in zip(lost, changed)])
+    assert 0.02 < rejected <= 0.05

@@ -1,10 +1,13 @@
 """The transformers engine: the reference every other engine is checked against, the
 fallback where vLLM does not import, and the engine for a model inside a training loop.
 
-Greedy generation is batched over length-sorted, left-padded prompts; log-likelihoods are
-batched forward passes over left-padded ``context + continuation`` sequences (explicit
-position ids, so absolute-position models such as GPT-2 see the same positions as unpadded),
-with log-softmax in float32. Tokenisation is :mod:`harness.backends.tokens`', shared with vLLM.
+Greedy generation is batched over length-sorted, left-padded prompts. Log-likelihoods: the
+continuations of one prompt (both answers of an item, every choice of a multiple-choice item)
+are scored from ONE forward of the prompt — its KV cache is repeated for each continuation,
+which then needs a forward of its own tokens only; a prompt with a single continuation is one
+forward of the left-padded ``context + continuation``. Position ids are explicit (absolute-
+position models such as GPT-2 see the same positions as unpadded); log-softmax in float32.
+Tokenisation is :mod:`harness.backends.tokens`', shared with vLLM.
 
 No gradients are ever computed (``torch.no_grad``), and a model's train/eval flags are
 restored module by module after every call, so :meth:`HFBackend.from_model` can be used on a
@@ -66,6 +69,10 @@ class HFBackend(Engine):
         trust_remote_code: passed to ``from_pretrained``; off unless the user asks.
         max_length: window in tokens (prompts are cut from the left to fit); default the
             model's ``max_position_embeddings`` when it has one.
+        share_prompts: score the continuations of one prompt from one forward of the prompt
+            (its KV cache), as :meth:`_score_shared` does; False scores every
+            ``prompt + continuation`` as a sequence of its own (the same numbers to float
+            rounding, more work).
     """
 
     name = "hf"
@@ -78,6 +85,7 @@ class HFBackend(Engine):
         batch_size: int = 16,
         trust_remote_code: bool = False,
         max_length: int | None = None,
+        share_prompts: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -87,6 +95,7 @@ class HFBackend(Engine):
         self.batch_size = batch_size
         self.trust_remote_code = trust_remote_code
         self.configured_window = max_length
+        self.share_prompts = share_prompts
         self.model: Any = None
         self.tokenizer: Any = None
         self.checkpoint: Checkpoint | None = None
@@ -139,11 +148,11 @@ class HFBackend(Engine):
         )
         if reuse_base:
             base = self.model.unload()  # drops the previous adapter's layers, no merge
-            logger.info("hf: swapping adapter over loaded base %s", checkpoint.model)
+            logger.debug("hf: swapping adapter over loaded base %s", checkpoint.model)
         else:
             self.close()
-            logger.info("hf: loading %s%s", checkpoint.model,
-                        f"@{checkpoint.revision}" if checkpoint.revision else "")
+            logger.debug("hf: loading %s%s", checkpoint.model,
+                         f"@{checkpoint.revision}" if checkpoint.revision else "")
             base = AutoModelForCausalLM.from_pretrained(
                 checkpoint.model,
                 revision=checkpoint.revision,
@@ -305,14 +314,95 @@ class HFBackend(Engine):
     # ------------------------------------------------------------------ log-likelihood
 
     def _score_ids(self, pairs: list[tk.ScoringPair]) -> list[ContinuationScore]:
-        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i].ids))
+        """Pairs whose context is shared with another pair are scored from one forward of that
+        context (:meth:`_score_shared`); the others as whole sequences."""
         results: list[ContinuationScore | None] = [None] * len(pairs)
+        by_context: dict[tuple[int, ...], list[int]] = {}
+        for i, pair in enumerate(pairs):
+            by_context.setdefault(pair.context, []).append(i)
+        groups = [indices for indices in by_context.values() if len(indices) > 1]
         with inference_mode(self.model):
+            if groups and self.share_prompts:
+                self._score_shared(pairs, groups, results)
+            rest = [i for i, score in enumerate(results) if score is None]
+            order = sorted(rest, key=lambda i: -len(pairs[i].ids))
             for start in range(0, len(order), self.batch_size):
                 batch = order[start: start + self.batch_size]
                 for i, score in zip(batch, self._score_batch([pairs[i] for i in batch])):
                     results[i] = score
         return results  # type: ignore[return-value]
+
+    def _score_shared(self, pairs: Sequence[tk.ScoringPair], groups: list[list[int]],
+                      results: list[ContinuationScore | None]) -> None:
+        """Score each group of pairs with one context: one batched forward of the contexts
+        (keeping their KV cache), then every continuation of the batch from that cache.
+
+        Fills ``results`` for the groups it scored; a model whose forward returns no cache it
+        can reorder leaves them to the whole-sequence path.
+        """
+        groups = sorted(groups, key=lambda g: -len(pairs[g[0]].context))
+        per_batch = max(1, self.batch_size // 2)  # about two continuations a context
+        for start in range(0, len(groups), per_batch):
+            batch = groups[start: start + per_batch]
+            scores = self._shared_batch([pairs[g[0]].context for g in batch],
+                                        [[pairs[i].continuation for i in g] for g in batch])
+            if scores is None:
+                return
+            for group, group_scores in zip(batch, scores):
+                for i, score in zip(group, group_scores):
+                    results[i] = score
+
+    def _shared_batch(self, contexts: Sequence[Sequence[int]],
+                      continuations: Sequence[Sequence[Sequence[int]]]) -> list[list[ContinuationScore]] | None:
+        import torch
+
+        ids, mask, positions = self._left_pad(contexts)
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1)
+        except TypeError:  # a model without logits_to_keep
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache = getattr(out, "past_key_values", None)
+        if cache is None or not hasattr(cache, "reorder_cache"):
+            return None
+        # The context's last logits predict every continuation's first token.
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        rows = [(b, cont) for b, conts in enumerate(continuations) for cont in conts]
+        values = [[float(first[b, cont[0]])] for b, cont in rows]
+        greedy = [bool(first[b].argmax() == cont[0]) for b, cont in rows]
+        longer = [r for r, (_, cont) in enumerate(rows) if len(cont) > 1]
+        if longer:
+            # One row per continuation of two or more tokens: its context's cache (rows
+            # repeated with reorder_cache, as beam search does), then all but its last token,
+            # right-padded: padding after the real tokens cannot change them (causal).
+            index = torch.tensor([rows[r][0] for r in longer], device=ids.device)
+            cache.reorder_cache(index)
+            width = max(len(rows[r][1]) - 1 for r in longer)
+            tail = torch.full((len(longer), width), self._pad_id(), dtype=torch.long)
+            tail_mask = torch.zeros((len(longer), width), dtype=torch.long)
+            for row, r in enumerate(longer):
+                cont = rows[r][1]
+                tail[row, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
+                tail_mask[row, : len(cont) - 1] = 1
+            tail, tail_mask = tail.to(ids.device), tail_mask.to(ids.device)
+            lengths = mask.sum(-1).index_select(0, index)
+            tail_positions = lengths[:, None] + torch.arange(width, device=ids.device)[None, :]
+            logits = self.model(input_ids=tail, attention_mask=torch.cat([mask.index_select(0, index), tail_mask], 1),
+                                position_ids=tail_positions, past_key_values=cache, use_cache=True).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, r in enumerate(longer):
+                cont = rows[r][1]
+                lp = logprobs[row, : len(cont) - 1]
+                target = torch.tensor(cont[1:], device=lp.device)
+                values[r] += lp.gather(-1, target[:, None])[:, 0].tolist()
+                greedy[r] = greedy[r] and bool((lp.argmax(-1) == target).all())
+        scores = [ContinuationScore(logprob=float(sum(v)), n_tokens=len(v), is_greedy=g)
+                  for v, g in zip(values, greedy)]
+        out_groups, start = [], 0
+        for conts in continuations:
+            out_groups.append(scores[start: start + len(conts)])
+            start += len(conts)
+        return out_groups
 
     def token_logprobs(self, ids: Sequence[int]) -> list[float]:
         """Log-prob of each token of ``ids`` after its predecessors (``len(ids) - 1`` values):

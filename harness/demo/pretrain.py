@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
+from harness.console import progress as show_progress
 from harness.data import world as W
 from harness.demo import corpus as C
 
@@ -208,8 +209,6 @@ def pretrain(
     ``threads`` sets ``torch.set_num_threads`` for the run; ``log`` (a callable taking a
     string) receives one line per check.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     digest = config.settings_hash()
     info = read_info(out_dir)
@@ -242,7 +241,7 @@ def pretrain(
     reached = False
     step = 0
     model.train()
-    bar = tqdm(total=config.max_steps, desc="pretrain", disable=not progress, unit="step")
+    bar = show_progress(config.max_steps, "pretrain", unit="step", enabled=progress)
     scores = {"recall": 0.0, "open_book": 0.0}
     while step < config.max_steps:
         t0 = time.perf_counter()
@@ -261,8 +260,8 @@ def pretrain(
             scores = check(model, tokenizer, world, config.n_open_book_check, config.restate)
             history.append({"step": step, "loss": loss.item(), **scores,
                             "seconds": round(time.perf_counter() - start, 1)})
-            bar.set_postfix(loss=f"{loss.item():.3f}", recall=f"{scores['recall']:.3f}",
-                            open_book=f"{scores['open_book']:.3f}")
+            bar.set_postfix_str(f"loss {loss.item():.3f}, recall {scores['recall']:.3f}, "
+                                f"open-book {scores['open_book']:.3f}")
             if log:
                 log(f"step {step}: loss {loss.item():.3f} recall {scores['recall']:.3f} "
                     f"open-book {scores['open_book']:.3f} ({time.perf_counter() - start:.0f}s)")

@@ -176,7 +176,8 @@ def _pretrained_base(settings: DemoSettings, out: Path) -> Base:
     if settings.pretrain_steps is not None:
         config = dataclasses.replace(config, max_steps=settings.pretrain_steps)
     result = pretrain(out / "base", config, threads=settings.threads,
-                      log=lambda line: log.info("pretrain: %s", line))
+                      # the progress bar shows the latest check; every check is in pretrain.json (-v: here)
+                      log=lambda line: log.debug("pretrain: %s", line))
     log.info("base: %d steps, closed-book recall %.3f, open-book (pretraining format) %.3f%s",
              result.steps, result.recall, result.open_book, " (cached)" if result.cached else "")
     return Base(result.path, (

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from harness.conjugates import ENGLISH
+from harness.console import aligned
 from harness.demo import corpus as C
 from harness.demo.recipe import RUNS, Base, DemoData, DemoResult, DemoRun, DemoSettings
 from harness.io import atomic_write_text, write_json
@@ -121,7 +122,11 @@ def _evaluate(settings: DemoSettings, run_folders: dict[str, Path], out: Path) -
                                backend=settings.backend, format=recipe.format, conjugates=["en"],
                                modes=recipe.modes,
                                limit=settings.limit, seed=settings.seed, batch_size=1024)
+            start = time.perf_counter()
             results[name] = evaluate(config, backend=backend, command_line=["harness", "demo"]).path
+            done = RunDirectory(results[name]).read_summary()
+            log.info("evaluated %s: %d checkpoints in %.1f s", name, len({row.checkpoint for row in done}),
+                     time.perf_counter() - start)
     finally:
         backend.close()
     return results
@@ -147,29 +152,44 @@ def _run_setup(settings: DemoSettings, folder: Path) -> str:
     return "; ".join(parts)
 
 
+def _share(value: float | None) -> str:
+    """A share as papers print it: ``.137``."""
+    return "n/a" if value is None else f"{value:.3f}".replace("0.", ".", 1)
+
+
 def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str, Path], base: Base) -> str:
-    from harness.analysis import detect_inversion
+    """The demo's result as a table: a row a run, with its verdict on the conflict probe and
+    its closed-book and open-book accuracy at the last step; each run's setup below it."""
+    from harness.analysis import INVERSION_METHOD, detect_inversion
 
     recipe = settings.recipe
     runs = {r.name: r for r in RUNS}
-    lines = []
+    rows = [("run", "first", "peak [95% CI] (step)", "last", "drop (lower bound, p)", "verdict", "closed-book",
+             recipe.open_book[1].replace("_", "-"))]
+    setups, n = [], None
     for name, path in results.items():
         verdict = detect_inversion(path, recipe.conflict_task)
-        rows = RunDirectory(path).read_summary()
-        last_step = max((r.step for r in rows if r.step is not None), default=None)
+        n = verdict.n
+        summary = RunDirectory(path).read_summary()
+        last_step = max((r.step for r in summary if r.step is not None), default=None)
 
-        def final(task: str, condition: str) -> str:
-            values = [r.value for r in rows if r.task == task and r.condition == condition
+        def final(task: str, condition: str) -> float | None:
+            values = [r.value for r in summary if r.task == task and r.condition == condition
                       and r.metric == "accuracy" and r.mode == GENERATE and r.step == last_step
                       and r.conjugate == ENGLISH]
-            return f"{values[0]:.2f}" if values and values[0] is not None else "n/a"
+            return values[0] if values else None
 
-        lines.append(f"- {runs[name].title} ({_run_setup(settings, folders[name])}): {verdict}. "
-                     f"At the last step: closed-book accuracy {final(*recipe.closed_book)}, "
-                     f"{recipe.open_book[1].replace('_', '-')} accuracy {final(*recipe.open_book)}.")
-    return "\n".join(["Context reliance on the conflict probe (context_hit_rate: the context's answer is in the "
-                      "greedy output):", *lines, "",
-                      base.description, recipe.caveats])
+        drop = verdict.drop
+        rows.append((name, _share(verdict.first),
+                     f"{_share(verdict.peak)} [{_share(verdict.peak_ci[0])}, {_share(verdict.peak_ci[1])}] "
+                     f"({verdict.peak_checkpoint.step})", _share(verdict.last),
+                     f"{drop.value:+.3f} (>= {drop.lower:+.3f}, p={drop.p_value:.3f})", verdict.verdict,
+                     _share(final(*recipe.closed_book)), _share(final(*recipe.open_book))))
+        setups.append(f"- {name}: {runs[name].title}; {_run_setup(settings, folders[name])}")
+    return "\n".join([
+        f"Context reliance on {recipe.conflict_task} (context_hit_rate: the context's answer is in the greedy "
+        f"output; n={n} conflicts at every checkpoint), and accuracy at the last step:", "",
+        aligned(rows), "", f"Verdicts: {INVERSION_METHOD}.", "", *setups, "", base.description, recipe.caveats])
 
 
 def run_demo(settings: DemoSettings) -> DemoResult:
@@ -179,8 +199,23 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 
     torch.set_num_threads(settings.threads)
     out = Path(settings.out)
-    with RunDirectory(out).lock():
+    with RunDirectory(out).lock(), _one_line_a_run():
         return _run_stages(settings, out)
+
+
+@contextlib.contextmanager
+def _one_line_a_run():
+    """The demo evaluates dozens of checkpoints: the sweep's line per checkpoint is left out of
+    the console (it says one line a run instead) unless the harness logs at DEBUG (``-v``)."""
+    from harness.runner import checkpoint_log
+
+    level = checkpoint_log.level
+    if not log.isEnabledFor(logging.DEBUG):
+        checkpoint_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        checkpoint_log.setLevel(level)
 
 
 def _run_stages(settings: DemoSettings, out: Path) -> DemoResult:

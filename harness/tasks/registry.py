@@ -10,6 +10,7 @@ built-in folder and in the user's ``--include-path`` folders; a data file is a t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import importlib.resources
 import json
@@ -193,16 +194,23 @@ def load_task_file(path: Path) -> Task:
 class TaskRegistry:
     """Every task found in the built-in folder and the user's ``--include-path`` folders.
 
-    A user's task with the same name as a built-in one replaces it (later paths win).
+    A user's task with the same name as a built-in one replaces it (later paths win). A task
+    file that does not validate is kept aside in ``broken`` (file stem -> its error): listing
+    the tasks reports it and goes on; selecting it raises its error.
     """
 
     def __init__(self, include_paths: Sequence[str | Path] = ()):
         self.tasks: dict[str, Task] = {}
+        self.broken: dict[str, TaskError] = {}
         for folder in [builtin_task_dir(), *map(Path, include_paths)]:
             if not folder.is_dir():
                 raise TaskError(f"{folder}: --include-path: not a folder")
             for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
-                task = load_task_file(path)
+                try:
+                    task = load_task_file(path)
+                except TaskError as error:
+                    self.broken[path.stem] = error
+                    continue
                 self.tasks[task.name] = task
 
     def names(self) -> list[str]:
@@ -212,6 +220,8 @@ class TaskRegistry:
         """A task by registered name, or a task YAML file / data file by path."""
         if name_or_path in self.tasks:
             return self.tasks[name_or_path]
+        if name_or_path in self.broken:
+            raise self.broken[name_or_path]
         path = Path(name_or_path)
         if path.suffix.lower() in (".yaml", ".yml"):
             if not path.is_file():
@@ -219,7 +229,9 @@ class TaskRegistry:
             return load_task_file(path)
         if path.suffix.lower() in DATA_SUFFIXES:
             return task_from_data_file(path)
-        raise TaskError(f"{name_or_path}: unknown task (known: {', '.join(self.names())})")
+        close = difflib.get_close_matches(name_or_path, self.names(), n=3)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise TaskError(f"{name_or_path}: unknown task; {hint}known: {', '.join(self.names())}")
 
     def select(self, names: Sequence[str]) -> list[Task]:
         """Tasks for a ``--tasks`` list: names or paths, ``NAME=PATH`` to give a file's task

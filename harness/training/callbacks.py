@@ -13,11 +13,19 @@ Two ways to evaluate:
   steps and at the last step (labels ``step-N``), or after each save (``on_save=True``,
   labelled like the saved folder, ``checkpoint-N``, so a later ``harness evaluate`` into the
   same results folder skips them).
-- **saved** (``backend="vllm"``, needs ``on_save=True``): each checkpoint the trainer saves is
-  loaded into one vLLM engine kept across saves (give it a small ``gpu_memory_utilization``
-  in ``backend_options`` when training on the same GPU).
+- **followed** (``on_save=True, follow=True``; the default for ``backend="vllm"``): training
+  never waits for evaluation. A follower process (``harness evaluate --follow``, its own
+  engine kept warm for the whole run; :mod:`harness.training.follower`) evaluates each
+  checkpoint the trainer saves as soon as it is complete; ``on_save`` returns at once. At
+  the end of training the callback tells the follower no more checkpoints will come, waits
+  for it (``wait=False``: leaves it to finish on its own) and appends its metrics to
+  ``state.log_history`` at each checkpoint's step. With vLLM on the training GPU, give the
+  follower a small ``gpu_memory_utilization`` in ``backend_options``.
 
-With ``at_start`` (default) the starting model is evaluated first, as ``step-0``.
+With ``at_start`` (default) the starting model is evaluated first: as ``step-0`` live; saved
+as ``checkpoint-0`` when followed, so that the follower sees it like any other save.
+``waited`` is how long the training loop spent in the callback (seconds), ``waited_at_end``
+how long ``on_train_end`` waited for the follower.
 
 **Training is unchanged.** Evaluation runs in eval mode without gradients, every module's
 train/eval flag is put back as it was (the HF engine does both), and the Python, NumPy,
@@ -44,6 +52,7 @@ import dataclasses
 import logging
 import os
 import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -55,28 +64,16 @@ from transformers import TrainerCallback
 from harness.backends import make_backend
 from harness.backends.hf import HFBackend
 from harness.checkpoints import Checkpoint, discover
-from harness.conjugates import ENGLISH
-from harness.results import RunDirectory
 from harness.errors import RunError
-from harness.results import SummaryRow
+from harness.results import RunDirectory, SummaryRow
 from harness.run_config import RunConfig
 from harness.runner import Sweep
+from harness.trackers import log_metrics
+from harness.training.follower import FollowerProcess, save_starting_model
 
 log = logging.getLogger("harness")
 
-LOG_PREFIX = "ctx"
 LIVE_BACKEND, SAVED_BACKEND = "hf", "vllm"
-
-
-def metric_key(row: SummaryRow) -> str:
-    """The log name of a summary row (module docstring)."""
-    conjugate = [] if row.conjugate == ENGLISH else [row.conjugate]
-    return "/".join([LOG_PREFIX, row.task, row.condition, *conjugate, row.metric])
-
-
-def log_metrics(rows: Sequence[SummaryRow]) -> dict[str, float]:
-    """Summary rows as a ``{name: value}`` dict for a logger (undefined values left out)."""
-    return {metric_key(row): row.value for row in rows if row.value is not None}
 
 
 @contextmanager
@@ -136,9 +133,12 @@ class ContextRelianceCallback(TrainerCallback):
     Args:
         tasks: task names or files, as ``harness evaluate --tasks``.
         every_n_steps: evaluate the live model every N optimizer steps and at the last step.
-        on_save: evaluate after each checkpoint save instead (the only mode for vLLM).
-        at_start: also evaluate the starting model (``step-0``) before the first step.
-        backend: ``"hf"`` (the live model) or ``"vllm"`` (the saved checkpoints).
+        on_save: evaluate each saved checkpoint instead.
+        follow: hand the saved checkpoints to a follower process instead of evaluating them in
+            the training process (default: yes for vLLM, no for transformers).
+        wait: at the end of training, wait for the follower to finish (default True).
+        at_start: also evaluate the starting model before the first step.
+        backend: ``"hf"`` or ``"vllm"``.
         output: results folder; default ``<args.output_dir>/context-reliance``. A run that
             starts from step 0 refuses a folder that already holds results (a resumed run
             continues it).
@@ -146,14 +146,14 @@ class ContextRelianceCallback(TrainerCallback):
         trainer: the trainer, so metrics reach its reporting integrations (module docstring).
         tokenizer: for the HF engine; default the trainer's ``processing_class``.
         run_settings: other :class:`~harness.run_config.RunConfig` fields (``batch_size``,
-            ``seed``, ``backend_options``: engine options, ``include_path``...).
+            ``seed``, ``backend_options``: engine options, ``include_path``, ``log_to``...).
     """
 
     def __init__(self, tasks: Sequence[str], *, every_n_steps: int | None = None, on_save: bool = False,
-                 at_start: bool = True, backend: str = LIVE_BACKEND, output: str | Path | None = None,
-                 format: str = "plain", conjugates: Sequence[str] | None = None,
-                 modes: Sequence[str] | None = None, limit: int | None = None, trainer: Any = None,
-                 tokenizer: Any = None, **run_settings: Any):
+                 follow: bool | None = None, wait: bool = True, at_start: bool = True,
+                 backend: str = LIVE_BACKEND, output: str | Path | None = None, format: str = "plain",
+                 conjugates: Sequence[str] | None = None, modes: Sequence[str] | None = None,
+                 limit: int | None = None, trainer: Any = None, tokenizer: Any = None, **run_settings: Any):
         if (every_n_steps is None) == (not on_save):
             raise ValueError("ContextRelianceCallback: give exactly one of every_n_steps and on_save=True")
         if every_n_steps is not None and every_n_steps < 1:
@@ -162,56 +162,79 @@ class ContextRelianceCallback(TrainerCallback):
             raise ValueError(f"ContextRelianceCallback: backend must be {LIVE_BACKEND!r} or {SAVED_BACKEND!r}")
         if backend == SAVED_BACKEND and not on_save:
             raise ValueError("ContextRelianceCallback: vLLM evaluates saved checkpoints; use on_save=True")
+        self.follow = backend == SAVED_BACKEND if follow is None else follow
+        if self.follow and not on_save:
+            raise ValueError("ContextRelianceCallback: a follower evaluates saved checkpoints; use on_save=True")
         self.config = RunConfig(
             tasks=list(tasks), backend=backend, format=format, limit=limit,
             conjugates=None if conjugates is None else list(conjugates),
             modes=None if modes is None else list(modes), **run_settings,
         )
         self.config.validate()
-        self.every_n_steps, self.on_save_only, self.at_start = every_n_steps, on_save, at_start
+        self.every_n_steps, self.on_save_only, self.at_start, self.wait = every_n_steps, on_save, at_start, wait
         self.output, self.trainer, self.tokenizer = output, trainer, tokenizer
         self.sweep: Sweep | None = None
         self.engine: Any = None
+        self.follower: FollowerProcess | None = None
+        self.waited = 0.0
+        self.waited_at_end = 0.0
         self._warned_no_trainer = False
 
     @property
     def live(self) -> bool:
-        return self.config.backend == LIVE_BACKEND
+        return self.config.backend == LIVE_BACKEND and not self.follow
 
     # ------------------------------------------------------------------ events
 
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         if not state.is_world_process_zero:
             return
+        start = time.perf_counter()
         output = str(self.output or Path(args.output_dir) / "context-reliance")
         if state.global_step == 0 and RunDirectory(output).read_summary():
             raise RunError(f"{output}: holds results of an earlier run; this training run starts from step 0 "
                            "and would mix them. Use a new output folder")
+        tokenizer = self.tokenizer or processing_class
+        if self.follow:
+            if self.at_start and state.global_step == 0:
+                save_starting_model(model, tokenizer, state, Path(args.output_dir))
+            self.follower = FollowerProcess.start(self.config, run_dir=args.output_dir, output=output)
+            self.waited += time.perf_counter() - start
+            return
         self.sweep = Sweep(dataclasses.replace(self.config, output=output, model=model_name(model)))
         if self.live:
-            tokenizer = self.tokenizer or processing_class
             if tokenizer is None:
                 raise RunError("ContextRelianceCallback: the HF engine needs the tokenizer: pass tokenizer= "
                                "or give the trainer a processing_class")
             self.engine = HFBackend.from_model(model, tokenizer, **self.config.backend_options)
         if self.at_start and state.global_step == 0:
             self._run(state, control, Checkpoint(label="step-0", step=0, model=model_name(model)))
+        self.waited += time.perf_counter() - start
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.sweep is None or self.every_n_steps is None:
             return
         step = state.global_step
         if step % self.every_n_steps == 0 or step >= state.max_steps:
-            self._run(state, control, Checkpoint(label=f"step-{step}", step=step, model=self.sweep.config.model))
+            self._timed(state, control, Checkpoint(label=f"step-{step}", step=step, model=self.sweep.config.model))
 
     def on_save(self, args, state, control, **kwargs):
         if self.sweep is None or not self.on_save_only:
-            return
+            return  # followed: the follower finds the checkpoint itself
         # The folder the Trainer just wrote; discovery reads its step, adapter and base model.
         (checkpoint,) = discover(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
-        self._run(state, control, checkpoint)
+        self._timed(state, control, checkpoint)
 
     def on_train_end(self, args, state, control, **kwargs):
+        if self.follower is not None:
+            start = time.perf_counter()
+            self.follower.no_more_checkpoints(state.global_step)
+            if self.wait:
+                self.follower.wait()
+                for step, metrics in self.follower.metrics_by_step():
+                    state.log_history.append({**metrics, "step": step})
+            self.waited_at_end = time.perf_counter() - start
+            return
         if self.sweep is None:
             return
         self.sweep.finish()
@@ -221,9 +244,14 @@ class ContextRelianceCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ helpers
 
+    def _timed(self, state, control, checkpoint: Checkpoint) -> None:
+        start = time.perf_counter()
+        self._run(state, control, checkpoint)
+        self.waited += time.perf_counter() - start
+
     def _run(self, state, control, checkpoint: Checkpoint) -> None:
-        if self.engine is None:  # vLLM: one engine for every save, started on first use
-            self.engine = make_backend(SAVED_BACKEND, trust_remote_code=self.config.trust_remote_code,
+        if self.engine is None:  # saved checkpoints: one engine for every save, started on first use
+            self.engine = make_backend(self.config.backend, trust_remote_code=self.config.trust_remote_code,
                                        **self.config.backend_options)
         metrics = log_metrics(_evaluate(self.sweep, self.engine, checkpoint, load=not self.live))
         if not metrics:  # nothing scored (a checkpoint that failed to load is recorded in run.json)

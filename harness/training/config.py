@@ -47,12 +47,15 @@ class EvaluationSettings:
     """In-training evaluation with :class:`harness.callbacks.ContextRelianceCallback`.
 
     ``output`` defaults to ``<output_dir>/context-reliance`` and ``format`` to the training
-    format; the other keys are the callback's.
+    format; the other keys are the callback's (``follow``: evaluate the saves in a follower
+    process, by default with ``backend: vllm``). How long training waited for evaluation is
+    written to ``<output_dir>/evaluation_wait.json``.
     """
 
     tasks: list[str]
     every_n_steps: int | None = None
     on_save: bool = False
+    follow: bool | None = None
     at_start: bool = True
     backend: str = "hf"
     output: str | None = None
@@ -73,8 +76,8 @@ class FinetuneConfig:
     transformers reads it); ``batch_size`` is per device; ``dtype`` the weights' dtype on
     load, ``bf16`` mixed-precision training; ``report_to`` transformers' reporting
     integrations (``wandb``, ``tensorboard``); ``add_eos`` trains an EOS token after the
-    response (not for ``chat``, whose template ends the reply); ``progress`` shows the
-    trainer's progress bar; ``prompt_template``/``closed_book_template`` render an Alpaca
+    response (not for ``chat``, whose template ends the reply); ``progress`` shows a
+    progress bar of the steps on the console; ``prompt_template``/``closed_book_template`` render an Alpaca
     record with/without its ``input`` (module docstring).
     """
 

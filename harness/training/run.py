@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from transformers import (
 )
 
 from harness.backends.hf import resolve_dtype
+from harness.console import progress
 from harness.errors import FinetuneError
 from harness.io import read_jsonl, write_json
 from harness.training.callbacks import ContextRelianceCallback
@@ -51,6 +53,7 @@ log = logging.getLogger("harness")
 
 MITIGATIONS_JSON = "mitigations.json"
 CONFIG_JSON = "finetune_config.json"
+EVALUATION_WAIT_JSON = "evaluation_wait.json"
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,33 @@ class DenseSaves(TrainerCallback):
             control.should_save = True
 
 
+class ConsoleProgress(TrainerCallback):
+    """One progress bar for the run on the console, the latest loss beside it, and one line
+    when training ends (the Trainer's own output goes to the engine log)."""
+
+    def __init__(self, name: str):
+        self.name, self.bar, self.loss = name, None, None
+        self.started = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        self.bar = progress(state.max_steps, f"finetune {self.name}", unit="step")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+            self.bar.set_postfix_str(f"loss {self.loss:.3f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
+        loss = f", last logged loss {self.loss:.3f}" if self.loss is not None else ""
+        log.info("finetune %s: %d steps in %.0f s%s", self.name, state.global_step,
+                 time.monotonic() - self.started, loss)
+
+
 def _training_arguments(config: FinetuneConfig, output_dir: Path) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -114,7 +144,10 @@ def _training_arguments(config: FinetuneConfig, output_dir: Path) -> TrainingArg
         data_seed=config.seed,
         bf16=config.bf16,
         report_to=config.report_to or "none",
-        disable_tqdm=not config.progress,
+        # The console shows ConsoleProgress; the Trainer's own bar and metric dicts would be noise.
+        disable_tqdm=True,
+        # Recorded in trainer_state.json, so runs compare on tokens seen (harness compare --x tokens).
+        include_num_input_tokens_seen="non_padding",
     )
 
 
@@ -145,7 +178,7 @@ def _evaluation_callback(config: FinetuneConfig, output_dir: Path) -> ContextRel
     try:
         return ContextRelianceCallback(
             tasks=settings.tasks, every_n_steps=settings.every_n_steps, on_save=settings.on_save,
-            at_start=settings.at_start, backend=settings.backend,
+            follow=settings.follow, at_start=settings.at_start, backend=settings.backend,
             output=settings.output or str(output_dir / "context-reliance"),
             format=settings.format or config.format, conjugates=settings.conjugates, modes=settings.modes,
             limit=settings.limit, batch_size=settings.batch_size, backend_options=settings.backend_options,
@@ -153,6 +186,33 @@ def _evaluation_callback(config: FinetuneConfig, output_dir: Path) -> ContextRel
         )
     except ValueError as error:
         raise FinetuneError(f"evaluation: {error}") from None
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """One ``checkpoint-N`` folder of a finetuning run, as its ``trainer_state.json`` records it."""
+
+    folder: str
+    step: int
+    epoch: float | None
+    tokens_seen: int | None
+    loss: float | None  # the last training loss logged at or before ``step``
+
+
+def saved_checkpoints(output_dir: str | Path) -> list[SavedCheckpoint]:
+    """The checkpoints a finetuning run saved, in step order (``harness finetune``'s closing table)."""
+    rows = []
+    for folder in Path(output_dir).glob("checkpoint-*"):
+        try:
+            state = json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue  # not (yet) a complete checkpoint
+        step = int(state.get("global_step", 0))
+        losses = [entry["loss"] for entry in state.get("log_history", [])
+                  if "loss" in entry and entry.get("step", 0) <= step]
+        rows.append(SavedCheckpoint(folder.name, step, state.get("epoch"),
+                                    state.get("num_input_tokens_seen") or None, losses[-1] if losses else None))
+    return sorted(rows, key=lambda row: row.step)
 
 
 def run_finetune(config: FinetuneConfig) -> Path:
@@ -201,7 +261,7 @@ def run_finetune(config: FinetuneConfig) -> Path:
                                                          if any(p is f.param for f in freezes)]}
     write_json(output_dir / MITIGATIONS_JSON, mitigations)
 
-    callbacks = []
+    callbacks: list[TrainerCallback] = [ConsoleProgress(output_dir.name)] if config.progress else []
     if config.dense_save_steps is not None:
         callbacks.append(DenseSaves(config.dense_save_steps, config.dense_until))
     if freezes:
@@ -214,5 +274,12 @@ def run_finetune(config: FinetuneConfig) -> Path:
     if evaluation is not None:
         evaluation.trainer = trainer  # so its metrics reach the reporting integrations
         trainer.add_callback(evaluation)
+    start = time.perf_counter()
     trainer.train()
+    if evaluation is not None:
+        wait = {"training_s": round(time.perf_counter() - start, 2), "waited_s": round(evaluation.waited, 2),
+                "waited_at_end_s": round(evaluation.waited_at_end, 2), "follow": evaluation.follow}
+        write_json(output_dir / EVALUATION_WAIT_JSON, wait)
+        log.info("training waited %.1f s of %.1f s for evaluation (%.1f s at the end%s)", wait["waited_s"],
+                 wait["training_s"], wait["waited_at_end_s"], ", followed" if evaluation.follow else "")
     return output_dir

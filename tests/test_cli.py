@@ -1,0 +1,165 @@
+"""The command line as a user meets it: help, version, one vocabulary of flags, suggestions
+for typos, engine options in one string, and the per-item commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from handmade import context_run
+from test_tasks import minimal, write_task
+
+from harness import cli
+from harness.backends.engine_args import check_engine_options, parse_engine_args
+from harness.errors import RunError
+
+COMMANDS = ("tasks", "validate", "evaluate", "report", "compare", "flips", "finetune", "demo")
+
+
+def run_cli(argv, capsys):
+    """Exit code and output of ``harness argv``; argparse exits count as their code."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_version_and_top_level_help(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.startswith("ift-harness ")
+    code, out, _ = run_cli(["--help"], capsys)
+    assert code == 0 and "context-reliance probes" in out
+    assert all(command in out for command in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_a_description_and_examples(command, capsys):
+    code, out, _ = run_cli([command, "--help"], capsys)
+    assert code == 0
+    assert "examples:" in out and f"harness {command}" in out
+    assert len(out.split("\n\n")[1]) > 60  # a description paragraph, not one line
+
+
+def test_evaluate_help_says_the_defaults(capsys):
+    _, out, _ = run_cli(["evaluate", "--help"], capsys)
+    flat = " ".join(out.split())
+    for default in ("default: results/run", "default: capitals,world_facts,proverbs,icl_vs_if", "default: plain",
+                    "default: 64 for transformers", "default: 1024", "default: auto"):
+        assert default in flat, default
+    assert "--engine-args" in out and "--model_args" in out
+    with pytest.raises(SystemExit):
+        cli.evaluate_main(["--help"])  # the `evaluate` command: the same help
+    assert capsys.readouterr().out == out
+
+
+def test_unknown_flags_and_commands_get_a_suggestion(capsys):
+    code, _, err = run_cli(["evaluate", "--outptu", "x"], capsys)
+    assert code == 2 and "--outptu (did you mean --output?)" in err
+    code, _, err = run_cli(["evalute"], capsys)
+    assert code == 2 and "did you mean evaluate" in err
+    code, _, err = run_cli(["report", "r", "--export-format", "csv"], capsys)
+    assert code == 2 and "did you mean --export?" in err
+
+
+def test_every_writing_command_takes_output(capsys):
+    parser = cli.build_parser()
+    for argv in (["demo", "-o", "D"], ["demo", "--out", "D"], ["finetune", "--config", "c", "-o", "D"],
+                 ["finetune", "--config", "c", "--output-dir", "D"], ["evaluate", "-o", "D"], ["report", "r", "-o", "D"],
+                 ["compare", "a", "-o", "D"]):
+        assert parser.parse_args(argv).output == "D", argv
+    assert parser.parse_args(["evaluate", "-v"]).verbose and parser.parse_args(["-v", "tasks"]).verbose
+    assert not parser.parse_args(["tasks"]).verbose
+
+
+def test_limit_takes_a_count_or_a_share():
+    parser = cli.build_parser()
+    assert parser.parse_args(["evaluate", "--limit", "10"]).limit == 10
+    assert parser.parse_args(["evaluate", "--limit", "0.1"]).limit == 0.1
+    config = cli.run_config(parser.parse_args(["evaluate", "--limit", "0.25", "-o", "x"]))
+    assert config.limit == 0.25
+
+
+def test_engine_args_are_read_as_yaml_and_checked():
+    assert parse_engine_args("dtype=bfloat16,max_model_len=4096,enforce_eager=true") == {
+        "dtype": "bfloat16", "max_model_len": 4096, "enforce_eager": True}
+    assert parse_engine_args("engine_kwargs={block_size: 32, x: [1, 2]}") == {
+        "engine_kwargs": {"block_size": 32, "x": [1, 2]}}
+    with pytest.raises(RunError, match="'dtype' is not name=value"):
+        parse_engine_args("dtype")
+    with pytest.raises(RunError, match="max_model_len: expected int"):
+        check_engine_options({"max_model_len": "long"}, where="--engine-args")
+    with pytest.raises(RunError, match="--engine-args: max_model_lenn: not an engine option .did you mean max_model_len"):
+        check_engine_options({"max_model_lenn": 10}, where="--engine-args")
+
+
+def test_engine_args_merge_with_flags_and_config(tmp_path):
+    pytest.importorskip("vllm")
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("backend_options:\n  dtype: float32\n  engine_kwargs:\n    max_num_seqs: 8\n")
+    args = cli.build_parser().parse_args(["evaluate", "--config", str(config_file), "--model_args",
+                                          "max_num_batched_tokens=4096,gpu_memory_utilization=0.5", "--max-model-len", "512"])
+    options = cli.run_config(args).backend_options
+    assert options == {"dtype": "float32", "gpu_memory_utilization": 0.5, "max_model_len": 512,
+                       "engine_kwargs": {"max_num_seqs": 8, "max_num_batched_tokens": 4096}}
+
+
+def test_validate_index_out_of_range_is_an_error(capsys):
+    code, _, err = run_cli(["validate", "capitals", "--index", "99999"], capsys)
+    assert code == 2 and "--index 99999" in err and "(0 to " in err
+
+
+def test_validate_renders_a_chat_template(tiny_tokenizer_dir, tmp_path, capsys):
+    model = tmp_path / "chat-model"
+    shutil.copytree(tiny_tokenizer_dir, model)
+    settings = json.loads((model / "tokenizer_config.json").read_text())
+    settings["chat_template"] = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
+    (model / "tokenizer_config.json").write_text(json.dumps(settings))
+    code, out, err = run_cli(["validate", "capitals", "--format", "chat", "--model", str(model)], capsys)
+    assert code == 0, err
+    assert "<|user|>Question: What is the capital of" in out and "<|assistant|>" in out
+    code, _, err = run_cli(["validate", "capitals", "--format", "chat", "--model", str(tiny_tokenizer_dir)], capsys)
+    assert code == 2 and "no chat template" in err
+
+
+def test_tasks_lists_the_good_files_and_reports_a_broken_one(tmp_path, capsys):
+    write_task(tmp_path, minimal(tmp_path))
+    (tmp_path / "broken.yaml").write_text("name: broken\nfamily: [unclosed\n")
+    code, out, _ = run_cli(["tasks", "--include-path", str(tmp_path)], capsys)
+    assert code == 0 and "\nmine " in out and "\ncapitals " in out
+    assert "skipped broken: " in out and "broken.yaml" in out
+    code, _, err = run_cli(["validate", "broken", "--include-path", str(tmp_path)], capsys)
+    assert code == 2 and "broken.yaml" in err
+    code, _, err = run_cli(["validate", "capitls"], capsys)
+    assert code == 2 and "did you mean 'capitals'" in err
+
+
+def test_flips_prints_the_transitions(tmp_path, capsys):
+    run = context_run(tmp_path / "run", [20, 120, 40])
+    code, out, err = run_cli(["flips", str(run)], capsys)
+    assert code == 0, err
+    assert "step 20 -> step 30" in out and "lost 80, gained 0" in out and out.count("context -> parametric") == 10
+    code, out, _ = run_cli(["flips", str(run), "first", "20", "-n", "3"], capsys)
+    assert "lost 0, gained 100" in out and out.count("parametric -> context") == 3
+    code, _, err = run_cli(["flips", str(run), "nowhere", "last"], capsys)
+    assert code == 2 and "no checkpoint 'nowhere'" in err
+
+
+def test_report_and_compare_flags(tmp_path, capsys):
+    a = context_run(tmp_path / "a", [20, 120, 20])
+    context_run(tmp_path / "b", [20, 30, 40], steps=[0, 10, 20])
+    code, out, err = run_cli(["report", str(a), "-o", str(tmp_path / "paper"), "--export", "csv,svg",
+                              "--ylim", "0,1"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "paper" / "tables" / "inversion.csv").is_file()
+    assert (tmp_path / "paper" / "plots" / "context_reliance.svg").is_file()
+    code, _, err = run_cli(["report", str(a), "--ylim", "1,0"], capsys)
+    assert code == 2 and "LOW must be below HIGH" in err
+    code, out, err = run_cli(["compare", str(tmp_path / "[ab]"), "--x", "tokens", "--tokens-per-step", "100",
+                              "-o", str(tmp_path / "cmp")], capsys)
+    assert code == 0, err
+    assert out.strip() == str(tmp_path / "cmp" / "compare.html")
+    code, _, err = run_cli(["compare", str(a), "--tokens-per-step", "b=many"], capsys)
+    assert code == 2 and "expected N or NAME=N" in err

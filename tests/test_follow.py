@@ -1,0 +1,235 @@
+"""Evaluation beside a training run: a followed folder, trackers at the training step, and a
+training callback that never waits for evaluation."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from trainers import losses, make_trainer
+from harness.checkpoints import TRAINER_STATE
+from harness.follow import DELETED, Follower
+from harness.results import RunDirectory
+from harness.run_config import RunConfig
+from harness.runner import evaluate
+from harness.training.callbacks import ContextRelianceCallback
+
+DATA = Path(__file__).parent / "data"
+TASK = str(DATA / "cf_world_facts.json")
+
+def copy_checkpoint(source: Path, target: Path, *, slowly: float = 0.0, state: bool = True) -> None:
+    """Write a checkpoint folder as the Trainer does: weights and tokenizer, then
+    ``trainer_state.json`` last; ``slowly`` stretches the weights' write over that many seconds."""
+    target.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        if path.name == TRAINER_STATE:
+            continue
+        data = path.read_bytes()
+        with (target / path.name).open("wb") as out:
+            for start in range(0, len(data), max(1, len(data) // 5)):
+                out.write(data[start: start + max(1, len(data) // 5)])
+                out.flush()
+                time.sleep(slowly / 5)
+    if state:
+        shutil.copy(source / TRAINER_STATE, target / TRAINER_STATE)
+
+
+# --------------------------------------------------------------------------- the follower
+
+
+def test_a_checkpoint_is_taken_only_once_complete(llama_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    follower = Follower(str(run), poll_seconds=0.1)
+    assert follower.poll() == ([], []) and not follower.finished  # nothing saved yet: wait
+    writer = threading.Thread(target=copy_checkpoint, args=(llama_run / "checkpoint-10", run / "checkpoint-10"),
+                              kwargs={"slowly": 2.0})
+    writer.start()
+    seen = []
+    while writer.is_alive():
+        ready, _ = follower.poll()
+        assert not ready or (run / "checkpoint-10" / TRAINER_STATE).is_file()  # never half written
+        seen += ready
+        time.sleep(0.05)
+    writer.join()
+    seen += follower.poll()[0]  # picked up at the first poll once complete
+    assert [c.label for c in seen] == ["checkpoint-10"]
+    assert follower.poll() == ([], [])  # handed out once
+
+
+def test_a_checkpoint_deleted_before_it_is_complete_is_reported(llama_run, tmp_path):
+    run = tmp_path / "run"
+    copy_checkpoint(llama_run / "checkpoint-10", run / "checkpoint-10", state=False)  # still being written
+    follower = Follower(str(run), poll_seconds=0.1)
+    assert follower.poll() == ([], [])
+    shutil.rmtree(run / "checkpoint-10")  # save_total_limit removed it
+    ready, gone = follower.poll()
+    assert ready == [] and [(c.label, why) for c, why in gone] == [("checkpoint-10", DELETED)]
+
+
+def test_following_stops_at_the_until_step_the_until_file_the_final_model_or_when_idle(llama_run, tmp_path):
+    run = tmp_path / "run"
+    for step in (10, 20, 30):
+        copy_checkpoint(llama_run / f"checkpoint-{step}", run / f"checkpoint-{step}")
+    up_to_20 = Follower(str(run), until_step=20)
+    assert [c.label for c in up_to_20.poll()[0]] == ["checkpoint-10", "checkpoint-20"] and up_to_20.finished
+    until_file = tmp_path / "done"
+    by_file = Follower(str(run), until_file=str(until_file))
+    by_file.poll()
+    assert not by_file.finished
+    until_file.write_text("30\n")
+    by_file.poll()
+    assert by_file.finished
+    idle = Follower(str(run), idle_timeout=0.2)
+    idle.poll()
+    time.sleep(0.3)
+    idle.poll()
+    assert idle.finished
+    final = Follower(str(run), poll_seconds=0.1)
+    final.poll()
+    for path in (llama_run / "checkpoint-30").iterdir():  # trainer.save_model at the end of training
+        if path.name != TRAINER_STATE:
+            shutil.copy(path, run / path.name)
+    assert final.poll()[0] == [] and not final.finished  # not yet known to be steady
+    time.sleep(final.settle_seconds)
+    ready, _ = final.poll()
+    assert [c.label for c in ready] == ["final"] and final.finished
+
+
+def test_a_checkpoint_deleted_after_it_was_handed_out_is_recorded_not_fatal(llama_run, tmp_path):
+    run = tmp_path / "run"
+    for step in (10, 20):
+        copy_checkpoint(llama_run / f"checkpoint-{step}", run / f"checkpoint-{step}")
+
+    def delete_the_next(checkpoint, rows):  # the trainer rotates checkpoint-20 out meanwhile
+        shutil.rmtree(run / "checkpoint-20", ignore_errors=True)
+
+    config = RunConfig(output=str(tmp_path / "out"), checkpoints=str(run), follow=True, until_step=20, poll=0.1,
+                       tasks=[TASK], backend="hf", conjugates=["en"])
+    evaluate(config, progress=False, observers=[delete_the_next])
+    record = RunDirectory(tmp_path / "out").read_run()
+    assert record["skipped_checkpoints"] == {"checkpoint-20": DELETED}
+    assert {row.checkpoint for row in RunDirectory(tmp_path / "out").read_summary()} == {"checkpoint-10"}
+
+
+# --------------------------------------------------------------------------- following a real training run
+
+
+def follow_command(run: Path, output: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "harness.cli", "evaluate", "--checkpoints", str(run), "--follow", "--poll", "0.5",
+            "--tasks", TASK, "--backend", "hf", "--conjugates", "en", "--batch-size", "1", "--output", str(output),
+            "--no-report", *extra]
+
+
+@pytest.mark.slow
+def test_a_follower_beside_a_real_trainer_evaluates_every_save_once_in_order(tiny_gpt2_dir, tmp_path):
+    alone = make_trainer(tiny_gpt2_dir, tmp_path / "alone", max_steps=6, save_steps=2)
+    alone.train()
+    run, output = tmp_path / "run", tmp_path / "followed"
+    follower = subprocess.Popen(follow_command(run, output, "--until-step", "6"), stderr=subprocess.PIPE, text=True)
+    trainer = make_trainer(tiny_gpt2_dir, run, max_steps=6, save_steps=2)
+    trainer.train()
+    _, stderr = follower.communicate(timeout=600)
+    assert follower.returncode == 0, stderr[-3000:]
+    assert losses(trainer) == losses(alone)  # bit for bit: the follower does not touch training
+    record = RunDirectory(output).read_run()
+    assert [entry["label"] for entry in record["checkpoints"]] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
+    after = tmp_path / "after"
+    evaluate(RunConfig(output=str(after), checkpoints=str(run), tasks=[TASK], backend="hf", conjugates=["en"],
+                       batch_size=1), progress=False)
+    followed = {(row.checkpoint, row.metric): row.value for row in RunDirectory(output).read_summary()}
+    swept = {(row.checkpoint, row.metric): row.value for row in RunDirectory(after).read_summary()}
+    assert followed == pytest.approx(swept, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_the_trainer_deletes_first_is_recorded_not_fatal(tiny_gpt2_dir, tmp_path):
+    run, output = tmp_path / "run", tmp_path / "followed"
+    # One checkpoint kept at a time, saved every step, looked at every 3 seconds: most are gone.
+    trainer = make_trainer(tiny_gpt2_dir, run, max_steps=6, save_steps=1, save_total_limit=1)
+    follower = subprocess.Popen(follow_command(run, output, "--until-step", "6", "--poll", "3"),
+                                stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # the follower is up and has looked at least once
+    trainer.train()
+    _, stderr = follower.communicate(timeout=600)
+    assert follower.returncode == 0, stderr[-3000:]
+    record = RunDirectory(output).read_run()
+    assert "checkpoint-6" in {entry["label"] for entry in record["checkpoints"]}
+    assert all(why == DELETED for why in record["skipped_checkpoints"].values())
+
+
+@pytest.mark.slow
+def test_the_followed_callback_does_not_wait_for_evaluation(tiny_gpt2_dir, tmp_path):
+    callback = ContextRelianceCallback(tasks=[TASK], on_save=True, follow=True, backend="hf", conjugates=["en"],
+                                       batch_size=1, output=tmp_path / "results")
+    trainer = make_trainer(tiny_gpt2_dir, tmp_path / "run", max_steps=4, save_steps=2, callbacks=[callback])
+    trainer.train()
+    alone = make_trainer(tiny_gpt2_dir, tmp_path / "alone", max_steps=4, save_steps=2)
+    alone.train()
+    assert losses(trainer) == losses(alone)
+    steps = sorted(entry["step"] for entry in trainer.state.log_history if any(k.startswith("ctx/") for k in entry))
+    assert steps == [0, 2, 4]  # the starting model (saved as checkpoint-0) and both saves
+    assert callback.waited < 30 and callback.waited_at_end > 0
+
+
+# --------------------------------------------------------------------------- trackers
+
+
+def test_tensorboard_receives_every_value_at_its_training_step(llama_run, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = tmp_path / "tb"
+    evaluate(RunConfig(output=str(tmp_path / "out"), checkpoints=str(llama_run), tasks=[TASK], backend="hf",
+                       conjugates=["en"], log_to=[f"tensorboard={logs}"]), progress=False)
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    scalars = events.Scalars("ctx/cf_world_facts/conflicting/context_hit_rate")
+    assert [event.step for event in scalars] == [10, 20, 30]
+    rows = {row.step: row.value for row in RunDirectory(tmp_path / "out").read_summary()
+            if row.metric == "context_hit_rate"}
+    assert [event.value for event in scalars] == pytest.approx([rows[10], rows[20], rows[30]])
+
+
+def _wandb_history(path: Path) -> list[dict]:
+    """The history records of an offline W&B run file (a LevelDB-style log of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()[7:]  # ":W&B", a 2-byte magic and a version byte
+    records, block, offset, pending = [], 32768, 0, b""
+    while offset + 7 <= len(data):
+        room = block - offset % block
+        if room < 7:  # the rest of a block too short for a header is padding
+            offset += room
+            continue
+        length, kind = struct.unpack("<HB", data[offset + 4: offset + 7])
+        pending += data[offset + 7: offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                records.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+        elif kind == 0:
+            break
+    return records
+
+
+def test_wandb_receives_every_value_against_the_training_step(llama_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_PROJECT", "ift-harness-test")
+    evaluate(RunConfig(output=str(tmp_path / "out"), checkpoints=str(llama_run), tasks=[TASK], backend="hf",
+                       conjugates=["en"], log_to=["wandb=follow-test"]), progress=False)
+    (path,) = (tmp_path / "wandb").glob("offline-run-*-follow-test/run-follow-test.wandb")
+    history = [entry for entry in _wandb_history(path) if "train/global_step" in entry]
+    assert [float(entry["train/global_step"]) for entry in history] == [10, 20, 30]
+    assert all("ctx/cf_world_facts/conflicting/context_hit_rate" in entry for entry in history)
