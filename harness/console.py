@@ -80,6 +80,19 @@ def _silence_library_bars() -> None:
             continue
 
 
+def redirect_output(path: str | Path) -> None:
+    """Point file descriptors 1 and 2 of this process (and so of every library and child
+    process) at ``path``, appended to; Python's own streams are flushed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
+
+
 @contextlib.contextmanager
 def quiet(log_file: str | Path | None, *, verbose: bool = False) -> Iterator[None]:
     """Send everything but the harness's own lines to ``log_file`` for the duration (module
@@ -88,17 +101,10 @@ def quiet(log_file: str | Path | None, *, verbose: bool = False) -> Iterator[Non
     if verbose or log_file is None or _console is not None:
         yield
         return
-    path = Path(log_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
     saved = os.dup(1), os.dup(2)
     terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
     output = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(target, 1)
-    os.dup2(target, 2)
-    os.close(target)
+    redirect_output(log_file)
     _console, _output = terminal, output
     harness = logging.getLogger("harness")
     handlers = harness.handlers[:]

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 
 from harness.console import progress as show_progress
-from harness.backends.api import Backend
+from harness.backends.api import VLLM, Backend
 from harness.backends.tokens import load_tokenizer
 from harness.checkpoints import Checkpoint, discover, split_loadable
 from harness.errors import RunError
@@ -195,18 +195,13 @@ class Job:
         return [item for item, _ in self.pending]
 
 
-#: Examples sent to a vLLM engine in one call when ``batch_size`` is not set: as many as the
-#: engine can use at once, while results still reach disk every ``flush_every`` examples.
-VLLM_ENGINE = "vllm"
-
-
 def chunk_size(config: RunConfig, engine: str) -> int:
     """Examples per engine call (and per write to disk): ``batch_size`` when set; else, for
-    vLLM, ``flush_every`` (the engine schedules them all at once), for transformers 64 (it
-    batches them further itself)."""
+    vLLM, ``flush_every`` (as many as the engine can use at once, while results still reach
+    disk that often), for transformers 64 (it batches them further itself)."""
     if config.batch_size is not None:
         return config.batch_size
-    return config.flush_every if engine == VLLM_ENGINE else DEFAULT_BATCH_SIZE
+    return config.flush_every if engine == VLLM else DEFAULT_BATCH_SIZE
 
 
 def score_job(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[str],
@@ -315,7 +310,7 @@ class Sweep:
         level = logging.DEBUG if engine == self._last_engine else logging.INFO
         self._last_engine = engine
         checkpoint_log.log(level, "checkpoint %s: %s %s, %s, on %s", checkpoint.label, identity.engine,
-                identity.engine_version or "", identity.dtype, identity.device)
+                           identity.engine_version or "", identity.dtype, identity.device)
         self._identify(checkpoint, identity)
 
     def prepare(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True) -> Job | None:
@@ -396,8 +391,8 @@ class Sweep:
         seconds = time.perf_counter() - loaded
         note = getattr(backend, "load_note", "") or f"loaded in {loaded - start:.1f} s"
         checkpoint_log.info("%s%s: %d examples in %.1f s (%.1f/s); %s", checkpoint.label,
-                 f" (step {checkpoint.step})" if checkpoint.step is not None else "", len(job.pending), seconds,
-                 len(job.pending) / max(seconds, 1e-9), note if load else "the live model")
+                            f" (step {checkpoint.step})" if checkpoint.step is not None else "", len(job.pending),
+                            seconds, len(job.pending) / max(seconds, 1e-9), note if load else "the live model")
         return self.summarise(checkpoint)
 
     def _write_summary(self) -> None:

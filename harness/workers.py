@@ -28,7 +28,6 @@ import logging
 import os
 import queue
 import socket
-import sys
 import threading
 import time
 from collections import deque
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from harness.console import progress as show_progress
+from harness.console import progress as show_progress, redirect_output
 from harness.checkpoints import Checkpoint
 from harness.errors import RunError
 from harness.results import SampleRecord
@@ -61,7 +60,7 @@ class EngineWorker:
 
     def __init__(self, config: dict[str, Any], index: int, log_file: str | None, threads: int):
         if log_file:
-            _redirect_output(log_file)
+            redirect_output(log_file)  # this process's and its children's (the engine's) output
         import torch
 
         from harness.backends import make_backend
@@ -105,17 +104,6 @@ def _resident_mib() -> float:
         return float("nan")
     line = next((line for line in status.read_text().splitlines() if line.startswith("VmRSS:")), "VmRSS: 0 kB")
     return int(line.split()[1]) / 1024
-
-
-def _redirect_output(path: str) -> None:
-    """Send this process's stdout and stderr (and its children's: the engine's) to ``path``."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os.dup2(handle, 1)
-    os.dup2(handle, 2)
-    os.close(handle)
 
 
 # --------------------------------------------------------------------------- Ray

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from harness.backends.api import Backend
+from harness.backends.api import HF, VLLM, Backend
 from harness.backends.hf import HFBackend
 
 logger = logging.getLogger("harness")
@@ -31,7 +31,6 @@ logger = logging.getLogger("harness")
 __all__ = ["Backend", "ENGINE_OPTIONS", "HFBackend", "VLLMBackend", "make_backend", "vllm_import_error"]
 
 BACKEND_NAMES = ("auto", "vllm", "hf")
-HF, VLLM = "hf", "vllm"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     from harness.checkpoints import Checkpoint
 
+#: The engines' names (``Backend.name``): importable without importing either engine.
+HF, VLLM = "hf", "vllm"
+
 
 @dataclass(frozen=True)
 class GenerationRequest:

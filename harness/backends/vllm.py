@@ -227,7 +227,6 @@ class VLLMBackend(Engine):
         #: how the last :meth:`load` went (engine start or in-place reload, canary verdict): the
         #: runner's one console line per checkpoint ends with it
         self.load_note = ""
-        self._notes: list[str] = []
         self.stats: dict[str, Any] = {
             "engine_starts": 0, "reloads": 0, "fallbacks": 0,
             "engine_start_s": [], "reload_s": [], "canary": [],

