@@ -53,11 +53,29 @@ def aligned(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to :func:`console` as it is when a line is logged, never to a stream kept from
+    an earlier moment: standard error is swapped by notebooks, test runners and
+    :func:`quiet`, and the one swapped out may be closed by then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter(_FORMAT))
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return console()
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ sets it; the console is looked up instead
+        pass
+
+
 def setup_logging(verbose: bool) -> None:
     """The harness logger on the console (debug with ``verbose``); other libraries' warnings
     on standard error."""
     harness = logging.getLogger("harness")
-    harness.handlers[:] = [_handler(console())]
+    harness.handlers[:] = [_ConsoleHandler()]
     harness.setLevel(logging.DEBUG if verbose else logging.INFO)
     harness.propagate = False
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format=_FORMAT)

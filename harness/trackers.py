@@ -83,7 +83,9 @@ class WandbTracker:
         except ImportError:
             raise RunError("log_to: wandb needs the wandb package "
                            "(pip install 'ift-harness[tracking]' or pip install wandb)") from None
-        self.run: Any = wandb.init(id=run_id, resume="allow" if run_id else None)
+        # A run of its own even when the caller (a training script) has one open: wandb.init
+        # would otherwise hand back the caller's run, and close() would finish it.
+        self.run: Any = wandb.init(id=run_id, resume="allow" if run_id else None, reinit="create_new")
         self.run.define_metric(STEP_METRIC)
         self.run.define_metric(f"{LOG_PREFIX}/*", step_metric=STEP_METRIC)
 

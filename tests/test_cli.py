@@ -163,3 +163,23 @@ def test_report_and_compare_flags(tmp_path, capsys):
     assert out.strip() == str(tmp_path / "cmp" / "compare.html")
     code, _, err = run_cli(["compare", str(a), "--tokens-per-step", "b=many"], capsys)
     assert code == 2 and "expected N or NAME=N" in err
+
+
+def test_log_lines_go_to_the_console_of_the_moment(monkeypatch):
+    """The harness logger writes to whatever standard error is when a line is logged: a
+    stream that was standard error when logging was set up (a notebook cell's, a test's
+    captured one) may be closed since, and writing to it printed "--- Logging error ---"
+    tracebacks, which W&B then recorded as console output of the run."""
+    import io
+    import logging
+
+    from harness.console import setup_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    setup_logging(verbose=False)
+    logging.getLogger("harness").info("one")
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("harness.checkpoints").info("two")
+    assert second.getvalue().splitlines() == ["INFO harness.checkpoints: two"]

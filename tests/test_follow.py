@@ -9,16 +9,19 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
+import wandb_runs
 from trainers import losses, make_trainer
-from harness.checkpoints import TRAINER_STATE
+from harness.checkpoints import TRAINER_STATE, Checkpoint
 from harness.follow import DELETED, Follower
-from harness.results import RunDirectory
+from harness.results import RunDirectory, SummaryRow
 from harness.run_config import RunConfig
 from harness.runner import evaluate
+from harness.trackers import WandbTracker
 from harness.training.callbacks import ContextRelianceCallback
 
 DATA = Path(__file__).parent / "data"
@@ -197,39 +200,107 @@ def test_tensorboard_receives_every_value_at_its_training_step(llama_run, tmp_pa
     assert [event.value for event in scalars] == pytest.approx([rows[10], rows[20], rows[30]])
 
 
-def _wandb_history(path: Path) -> list[dict]:
-    """The history records of an offline W&B run file (a LevelDB-style log of protobuf records)."""
-    from wandb.proto import wandb_internal_pb2
+@pytest.fixture
+def offline_wandb(tmp_path, monkeypatch):
+    """W&B offline, writing under ``tmp_path``; its process-wide service is set up anew from
+    these settings (it reads the environment once) and torn down after the test."""
+    import wandb
 
-    data = path.read_bytes()[7:]  # ":W&B", a 2-byte magic and a version byte
-    records, block, offset, pending = [], 32768, 0, b""
-    while offset + 7 <= len(data):
-        room = block - offset % block
-        if room < 7:  # the rest of a block too short for a header is padding
-            offset += room
-            continue
-        length, kind = struct.unpack("<HB", data[offset + 4: offset + 7])
-        pending += data[offset + 7: offset + 7 + length]
-        offset += 7 + length
-        if kind in (1, 4):  # a full record, or the last piece of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            if record.WhichOneof("record_type") == "history":
-                records.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
-        elif kind == 0:
-            break
-    return records
-
-
-def test_wandb_receives_every_value_against_the_training_step(llama_run, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_PROJECT", "ift-harness-test")
+    wandb.teardown()
+    yield tmp_path / "wandb"
+    wandb.teardown()
+
+
+def test_wandb_receives_every_value_against_the_training_step(llama_run, tmp_path, offline_wandb):
     evaluate(RunConfig(output=str(tmp_path / "out"), checkpoints=str(llama_run), tasks=[TASK], backend="hf",
                        conjugates=["en"], log_to=["wandb=follow-test"]), progress=False)
-    (path,) = (tmp_path / "wandb").glob("offline-run-*-follow-test/run-follow-test.wandb")
-    history = [entry for entry in _wandb_history(path) if "train/global_step" in entry]
+    (path,) = offline_wandb.glob("offline-run-*-follow-test/run-follow-test.wandb")
+    history = [entry for entry in wandb_runs.history(path) if "train/global_step" in entry]
     assert [float(entry["train/global_step"]) for entry in history] == [10, 20, 30]
     assert all("ctx/cf_world_facts/conflicting/context_hit_rate" in entry for entry in history)
+
+
+def _rows(step: int) -> list[SummaryRow]:
+    return [SummaryRow(checkpoint=f"checkpoint-{step}", step=step, task=task, task_version=1, task_hash="h",
+                       condition="conflicting", conjugate="en", mode="generate", metric="context_hit_rate",
+                       value=(step * 7919 % 1000) / 1000, ci_low=None, ci_high=None, n=300)
+            for task in ("capitals", "world_facts")]
+
+
+def test_wandb_keeps_every_value_of_a_long_run(offline_wandb):
+    """A run file past many 32 KiB blocks (a long followed run, console output captured)
+    holds every checkpoint's values, in order, after the tracker closes."""
+    tracker = WandbTracker("long-run")
+    steps = list(range(10, 10 * 1500 + 1, 10))
+    for step in steps:
+        tracker.log(Checkpoint(f"checkpoint-{step}", step, "unused"), _rows(step))
+    tracker.close()
+    (path,) = offline_wandb.glob("offline-run-*-long-run/run-long-run.wandb")
+    assert path.stat().st_size > 8 * wandb_runs.BLOCK
+    history = [entry for entry in wandb_runs.history(path) if "train/global_step" in entry]
+    assert [int(float(entry["train/global_step"])) for entry in history] == steps
+    assert [float(entry["ctx/capitals/conflicting/context_hit_rate"]) for entry in history] == \
+        [(step * 7919 % 1000) / 1000 for step in steps]
+
+
+def test_the_wandb_tracker_leaves_the_callers_own_run_open(offline_wandb):
+    """Evaluating inside a training script that has a W&B run of its own: the tracker's run
+    is a run of its own, and closing it does not finish the caller's."""
+    import wandb
+
+    training = wandb.init(id="training-run")
+    try:
+        tracker = WandbTracker(None)
+        assert tracker.run is not training
+        tracker.log(Checkpoint("checkpoint-10", 10, "unused"), _rows(10))
+        tracker.close()
+        training.log({"loss": 1.0})  # raises if the tracker finished it
+        assert not training._is_finished
+    finally:
+        training.finish()
+
+
+def _log_file(records: list[bytes], *, offset: int) -> bytes:
+    """A run file laid out as wandb-core writes it (module docstring of wandb_runs), with
+    ``offset`` bytes of zero-length full chunks first, so a chosen record ends where wanted."""
+    out = bytearray(b":W&B\xe1\xbe\x00")
+
+    def chunk(kind: int, payload: bytes) -> None:
+        out.extend(struct.pack("<IHB", zlib.crc32(bytes([kind]) + payload), len(payload), kind) + payload)
+
+    for _ in range(offset // wandb_runs.HEADER):
+        chunk(wandb_runs.FULL, b"")
+    for record in records:
+        rest, first = record, True
+        while True:
+            room = wandb_runs.BLOCK - len(out) % wandb_runs.BLOCK
+            if room < wandb_runs.HEADER:
+                out.extend(b"\0" * room)
+                continue
+            piece, rest = rest[: room - wandb_runs.HEADER], rest[room - wandb_runs.HEADER:]
+            kind = (wandb_runs.FULL if first else wandb_runs.LAST) if not rest else \
+                (wandb_runs.FIRST if first else wandb_runs.MIDDLE)
+            chunk(kind, piece)
+            first = False
+            if not rest:
+                break
+    return bytes(out)
+
+
+@pytest.mark.parametrize("padding", range(wandb_runs.HEADER))
+def test_the_run_file_reader_reads_past_every_kind_of_block_end(tmp_path, padding):
+    """Blocks are counted from the file's first byte; a block end with 1-6 bytes of zero
+    padding is not the end of the log (the reader the W&B test used once stopped there)."""
+    first = b"a" * (wandb_runs.BLOCK - 2 * wandb_runs.HEADER - padding - 7 * 9)
+    records = [first, *(bytes([65 + i]) * (100 + i) for i in range(20))]
+    path = tmp_path / "run.wandb"
+    path.write_bytes(_log_file(records, offset=7 * 9))
+    found = [record for record in wandb_runs.records(path) if record]
+    assert found == records
+    path.write_bytes(_log_file(records, offset=7 * 9)[:-3])
+    with pytest.raises(ValueError):
+        wandb_runs.records(path)
