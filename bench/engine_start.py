@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.results import RunDirectory
+
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
@@ -57,7 +59,7 @@ def _run(args: list[str], output: Path, cache: Path) -> tuple[float, dict, list]
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
-    record = json.loads((output / "run.json").read_text())
+    record = RunDirectory(output).read_record()
     summary = [json.loads(line) for line in (output / "summary.jsonl").read_text().splitlines()]
     return seconds, record, summary
 
@@ -99,8 +101,8 @@ def main() -> None:
             seconds, record, summary = _run(args + extra, folder / f"out-{name}", cache)
             values = _values(summary)
             reference = reference if reference is not None else values
-            modes = record.get("engine_stats", {}).get("engine_mode") or []
-            starts = record.get("engine_stats", {}).get("engine_start_s") or []
+            modes = (record.engine_stats or {}).get("engine_mode") or []
+            starts = (record.engine_stats or {}).get("engine_start_s") or []
             why = "; ".join(mode.get("why", "") for mode in modes)
             rows.append((label, seconds))
             print(f"{name}: {label}: {seconds:.1f} s (engine start {starts} s){'; ' + why if why else ''}; "

@@ -1,7 +1,7 @@
 """Cost of a checkpoint's weights fingerprint: the default (sampled) one against a full hash.
 
 Writes a safetensors checkpoint of ``--gib`` GiB (a few large tensors), then times
-:func:`harness.identity.weights_fingerprint` — the default, which reads every file's header and
+:func:`harness.checkpoints.identity.weights_fingerprint` — the default, which reads every file's header and
 16 blocks of 64 KiB, and ``full=True``, which reads every byte — and prints both and their
 ratio. Each timing is taken after asking the kernel to drop its page cache (needs root; the
 script says when it could not, in which case the file is likely cached and the full hash is
@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=4.0, help="checkpoint size in GiB")
     args = parser.parse_args()
-    from harness.identity import weights_fingerprint
+    from harness.checkpoints.identity import weights_fingerprint
 
     folder = Path(tempfile.mkdtemp(prefix="ift-fingerprint-"))
     try:

@@ -37,7 +37,7 @@ def main() -> None:
     options = parser.parse_args()
 
     from harness.demo.recipe import DemoSettings
-    from harness.demo.run import RUNS, _finetune_config
+    from harness.demo.run import RUNS, finetune_config
     from harness.training.run import EVALUATION_WAIT_JSON, run_finetune
 
     settings = DemoSettings(out=str(options.demo))
@@ -54,7 +54,7 @@ def main() -> None:
         label, change = ways[key]
         output = folder / key
         shutil.rmtree(output, ignore_errors=True)
-        config = _finetune_config(settings, standard, base.path, data, output)
+        config = finetune_config(settings, standard, base.path, data, output)
         config = dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, **change))
         run_finetune(config)
         wait = json.loads((output / EVALUATION_WAIT_JSON).read_text())

@@ -132,7 +132,7 @@ def write_harness_task(workdir: Path, data: Path) -> Path:
 
 
 def harness_config(workdir: Path, run: Path, task_dir: Path, limit: int | None, output: Path):
-    from harness.run_config import RunConfig
+    from harness.sweep.config import RunConfig
 
     return RunConfig(output=str(output), tasks=[TASK], checkpoints=str(run), backend="vllm",
                      include_path=[str(task_dir)], conjugates=["en"], limit=limit,
@@ -141,8 +141,8 @@ def harness_config(workdir: Path, run: Path, task_dir: Path, limit: int | None, 
 
 def write_lm_eval_tasks(workdir: Path, config) -> tuple[Path, int]:
     """lm-eval task YAMLs over the prompts and answers the harness renders (same text)."""
-    from harness.plan import plan
-    from harness.prompts import apply_format, loglikelihood_roles
+    from harness.sweep.plan import plan
+    from harness.tasks.prompts import apply_format, loglikelihood_roles
     from harness.tasks import TaskRegistry
 
     tasks = TaskRegistry(config.include_path).select(config.tasks)
@@ -286,8 +286,8 @@ def child_harness(spec_path: str) -> None:
     begin = time.perf_counter()
     spec = json.loads(Path(spec_path).read_text())
     from harness.backends import make_backend
-    from harness.run_config import RunConfig
-    from harness.runner import evaluate
+    from harness.sweep.config import RunConfig
+    from harness.sweep.evaluate import evaluate
 
     config = RunConfig(**spec["config"])
     backend = make_backend("vllm", **config.backend_options)

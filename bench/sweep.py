@@ -3,7 +3,7 @@
 What it times, in one run (see bench/README.md):
 
 full checkpoints (K tiny Llama checkpoints in HF-Trainer layout, one run folder)
-  (a) ``harness.runner.evaluate`` over the run folder with ``backend="vllm"``: one engine,
+  (a) ``harness.sweep.evaluate.evaluate`` over the run folder with ``backend="vllm"``: one engine,
       weights reloaded in place (each reload verified by the canary check), engine closed;
   (b) the same evaluation as K fresh processes, ``python -m harness.cli evaluate
       --checkpoints <checkpoint-N>``: each pays process start, imports, engine start and
@@ -266,7 +266,7 @@ class Instrumented:
 
 
 def run_config(checkpoints: Path, output: Path, limit: int, base_model: Path | None = None):
-    from harness.run_config import RunConfig
+    from harness.sweep.config import RunConfig
 
     return RunConfig(output=str(output), checkpoints=str(checkpoints), base_model=str(base_model) if base_model else None,
                      backend="vllm", tasks=list(TASKS), conjugates=list(CONJUGATES), modes=list(MODES),
@@ -335,7 +335,7 @@ def phase_one_engine(name: str, checkpoints: Path, output: Path, limit: int, rep
     """(a)/(c): the harness's sweep on one engine; then the overhead measurement on the last
     checkpoint (not timed as part of the sweep); then the engine is closed (timed)."""
     from harness.backends import make_backend
-    from harness.runner import evaluate
+    from harness.sweep.evaluate import evaluate
 
     owner = os.getpid()
     config = run_config(checkpoints, output, limit, base_model)
@@ -570,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("harness").setLevel(logging.INFO)
     sys.path.insert(0, str(REPO))
     from harness.backends.vllm_setup import set_environment_defaults
-    from harness.plan import plan
+    from harness.sweep.plan import plan
     from harness.tasks import TaskRegistry
 
     set_environment_defaults()  # same vLLM / inductor caches for this process and the subprocesses

@@ -19,7 +19,6 @@ Two measurements, each printed as a ratio measured in one run:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -29,6 +28,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from harness.results import RunDirectory
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 REPEATS = 3
@@ -66,8 +67,7 @@ def phase_workers(folder: Path, k: int, limit: int) -> None:
         shutil.rmtree(output, ignore_errors=True)
         timings[workers] = _evaluate(["--checkpoints", str(run), "--workers", str(workers), "--output",
                                          str(output), *common])
-        record = json.loads((output / "run.json").read_text())
-        for worker in record["workers"]:
+        for worker in RunDirectory(output).read_record().workers or []:
             memory = worker["resident_mib_after_each_checkpoint"]
             growth = (memory[-1] / memory[0] - 1) * 100 if len(memory) > 1 else 0.0
             print(f"--workers {workers}, worker {worker['worker']}: {len(memory)} checkpoints, resident "
@@ -126,14 +126,14 @@ def _model(name: str, folder: Path) -> Path:
     if name == "tiny":
         return _fixtures(folder, 1) / "checkpoint-10"
     if name == "smollm2":
-        from harness.bundled import bundled_model_dir
+        from harness.checkpoints.bundled import bundled_model_dir
 
         return bundled_model_dir()
     if name == "large":  # a Llama of about 1B parameters made from a config: random weights
         import torch
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-        from harness.bundled import bundled_model_dir
+        from harness.checkpoints.bundled import bundled_model_dir
 
         path = folder / "large"
         if not path.exists():
@@ -168,8 +168,9 @@ def phase_batches(folder: Path, models: list[str], limit: int) -> None:
     from statistics import median
 
     from harness.backends import make_backend
-    from harness.run_config import RunConfig
-    from harness.runner import checkpoint_log, evaluate
+    from harness.sweep.config import RunConfig
+    from harness.sweep.evaluate import evaluate
+    from harness.sweep.sweep import checkpoint_log
 
     for name in models:
         model = _model(name, folder)

@@ -10,17 +10,17 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "evaluate": "harness.runner",
-    "RunConfig": "harness.run_config",
-    "Sweep": "harness.runner",
+    "evaluate": "harness.sweep.evaluate",
+    "RunConfig": "harness.sweep.config",
+    "Sweep": "harness.sweep.sweep",
     "TaskRegistry": "harness.tasks",
     "HarnessError": "harness.errors",
-    "load_results": "harness.analysis",
-    "load_samples": "harness.items",
-    "transitions": "harness.items",
-    "detect_inversion": "harness.analysis",
-    "write_report": "harness.report",
-    "compare": "harness.report",
+    "load_results": "harness.reports.runs",
+    "load_samples": "harness.reports.items",
+    "transitions": "harness.reports.items",
+    "detect_inversion": "harness.reports.inversion",
+    "write_report": "harness.reports.report",
+    "compare": "harness.reports.compare",
     "FinetuneConfig": "harness.training.config",
     "run_finetune": "harness.training.run",
     "evaluate_model": "harness.training.callbacks",
@@ -28,6 +28,10 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def __getattr__(name: str) -> Any:

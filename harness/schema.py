@@ -105,4 +105,8 @@ def load_config(cls: type[T], path: str | Path, error: type[Exception], **overri
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as failure:
         raise error(f"{path}: not valid YAML: {failure}") from None
-    return dataclasses.replace(from_mapping(cls, data, str(path), error), **overrides)
+    if not isinstance(data, dict):
+        raise error(f"{path}: top level: expected a mapping, got {type(data).__name__}")
+    # Flags win over the file's keys; the dataclass is built once, from both, so its checks see
+    # the settings the run will have (a file's until_step with --follow on the command line).
+    return from_mapping(cls, {**data, **overrides}, str(path), error)

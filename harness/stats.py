@@ -2,7 +2,7 @@
 the test behind the inversion verdict.
 
 Everything here works on plain arrays of per-example values (one value an example), so it
-knows nothing about tasks or metrics; :mod:`harness.scoring` and :mod:`harness.analysis`
+knows nothing about tasks or metrics; :mod:`harness.scoring` and :mod:`harness.reports.inversion`
 call it. Every procedure is deterministic for a given ``seed``. The test suite checks each by
 simulation: the coverage of :func:`rate_interval`, and the false-positive rate of
 :func:`max_change_test` (and its power) and of :func:`mcnemar_exact`.

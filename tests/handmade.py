@@ -2,7 +2,7 @@
 
 Each run holds per-example sample lines whose scores give rates we choose, and summary rows
 computed from them with :func:`harness.scoring.aggregate` (grouped as
-:func:`harness.runner.summarize` groups them), so summary and samples agree.
+:func:`harness.sweep.sweep.summary_rows` groups them), so summary and samples agree.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from harness.results import RunDirectory, SampleRecord, SummaryRow
+from harness.results import RUN_JSON, RunDirectory, RunRecord, SampleRecord, SummaryRow
 from harness.scoring import GENERATE, LOGLIKELIHOOD, aggregate, metric_names
 
 N = 200
@@ -75,9 +75,14 @@ def write_run(path: Path, checkpoints: list[tuple[str, int | None, dict]], *, ha
         for task, samples in by_task.items():
             run.append_samples(label, task, [SampleRecord.from_dict(sample) for sample in samples])
     run.write_summary([SummaryRow.from_dict(row) for row in rows])
-    run.write_run({"config": {"model": "tiny"}, "task_hashes": tasks, "checkpoints": entries,
-                   "skipped_checkpoints": {}})
+    run.write_record(RunRecord.from_dict({"config": {"model": "tiny"}, "task_hashes": tasks, "checkpoints": entries,
+                                          "skipped_checkpoints": {}}))
     return path
+
+
+def run_json(folder: str | Path) -> dict:
+    """A results folder's run.json as the JSON object on disk (what a user's own tool reads)."""
+    return json.loads((Path(folder) / RUN_JSON).read_text(encoding="utf-8"))
 
 
 def context_run(path: Path, context_counts: list[int], steps: list[int | None] | None = None, **options) -> Path:

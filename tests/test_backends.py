@@ -21,7 +21,7 @@ from harness.backends import tokens as tk
 from harness.backends.hf import inference_mode
 from harness.backends.api import ContinuationScore, GenerationRequest, LoglikelihoodRequest
 from harness.checkpoints import Checkpoint
-from harness.prompts import continuation_for
+from harness.tasks.prompts import continuation_for
 from harness.testing import build_tiny_tokenizer, checkpoints_of
 
 ATOL = 1e-3  # float32 agreement between engines
@@ -124,7 +124,7 @@ def test_truncation_keeps_continuation(tokenizer):
 def test_a_chat_template_that_writes_the_bos_token_gets_one_bos(tiny_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from harness.prompts import apply_format
+    from harness.tasks.prompts import apply_format
 
     # As Llama 2/3, Mistral and Gemma templates do: the template itself writes <s>.
     chat = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
@@ -436,7 +436,7 @@ def test_make_backend_auto_falls_back_to_hf(monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="harness"):
         backend = make_backend("auto", dtype="float32", max_model_len=128, enforce_eager=True)
     assert isinstance(backend, HFBackend)
-    assert backend.max_length == 128
+    assert backend.max_model_len == 128
     assert "no vllm here" in caplog.text and "enforce_eager" in caplog.text
 
 
@@ -446,7 +446,7 @@ VLLM_OPTIONS = dict(dtype="float32", max_model_len=256, enforce_eager=True, seed
 
 
 def _hf_results(ckpt: Checkpoint):
-    hf = HFBackend(batch_size=4, max_length=256)
+    hf = HFBackend(batch_size=4, max_model_len=256)
     hf.load(ckpt)
     return hf.generate(GEN_REQUESTS), hf.loglikelihood(LL_REQUESTS)
 
@@ -541,14 +541,14 @@ def untied_then_gpt2_sweep(llama_run, gpt2_run, vllm_cache_dir):
     calls = _count_generate_calls(backend)
     out["edge"] = backend.loglikelihood(edge)  # now the prompt's block is surely cached
     out["edge_calls"] = len(calls)
-    hf = HFBackend(max_length=256)
+    hf = HFBackend(max_model_len=256)
     hf.load(checkpoints_of(llama_run)[-1])
     out["edge_hf"] = hf.loglikelihood(edge)
     out.update(_shared_prompt_scores(backend, hf))
     # longer than the window: vLLM scores at most max_model_len - 1 = 255 tokens (left-cut)
     long = [LoglikelihoodRequest(" ".join(["capital"] * 300), (" Paris", " Rome"))]
     out["long"] = backend.loglikelihood(long)
-    hf255 = HFBackend(max_length=255)
+    hf255 = HFBackend(max_model_len=255)
     hf255.load(checkpoints_of(llama_run)[-1])
     out["long_hf"] = hf255.loglikelihood(long)
     out["children_in_process"] = {k: v for k, v in _engine_children().items() if k not in before}
@@ -640,7 +640,7 @@ def tied_llama_sweep(tied_llama_run, vllm_cache_dir):
     out: dict = {"sweep": _sweep(backend, ckpts)}
     out["stats_sweep"] = {k: (list(v) if isinstance(v, list) else v) for k, v in backend.stats.items()}
     backend.fix_tied_head = False
-    hf = HFBackend(max_length=256)
+    hf = HFBackend(max_model_len=256)
     hf.load(ckpts[-1])
     out.update(_shared_prompt_scores(backend, hf))
     out["sabotage"] = _sweep(backend, ckpts[:1])
@@ -686,13 +686,13 @@ def lora_sweep(lora_run, tiny_llama_dir, vllm_cache_dir):
         out["lora_ids"].append(backend._lora_request.lora_int_id if backend._lora_request else None)
         gen = backend.generate(GEN_REQUESTS)
         ll = backend.loglikelihood(LL_REQUESTS)
-        hf = HFBackend(batch_size=4, max_length=256)
+        hf = HFBackend(batch_size=4, max_model_len=256)
         hf.load(ckpt)
         out["records"].append(dict(label=ckpt.label, gen=gen, ll=ll,
                                    hf_gen=hf.generate(GEN_REQUESTS), hf_ll=hf.loglikelihood(LL_REQUESTS)))
     out["engine"] = backend._engine
     out["stats"] = backend.stats
-    base = HFBackend(batch_size=4, max_length=256)
+    base = HFBackend(batch_size=4, max_model_len=256)
     base.load(Checkpoint("base", 0, str(tiny_llama_dir)))
     out["base_gen"] = base.generate(GEN_REQUESTS)
     backend.close()

@@ -8,7 +8,8 @@ import pytest
 from browser import INSTALL_HINT, find_browser, open_page
 from handmade import context_run, rich_run
 
-from harness.report import compare, write_report
+from harness.reports.compare import compare
+from harness.reports.report import write_report
 
 pytestmark = pytest.mark.slow
 

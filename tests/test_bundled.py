@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from harness import bundled
-from harness.run_config import RunConfig
-from harness.runner import resolve_checkpoints
+from harness.checkpoints import bundled
+from harness.sweep.config import RunConfig
+from harness.sweep.evaluate import resolve_checkpoints
 
 
 @pytest.mark.slow

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from handmade import run_json
 from harness import evaluate_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 from trainers import losses, make_trainer
-from harness.trackers import metric_key
+from harness.sweep.trackers import metric_key
 from harness.training.callbacks import ContextRelianceCallback, preserved_rng
 from harness.checkpoints import discover
 from harness.results import RunDirectory
@@ -58,7 +59,7 @@ def test_live_evaluation_logs_metrics_and_leaves_training_unchanged(tmp_path, ti
         if row.value is not None:
             assert ctx_entries(trainer)[row.step][metric_key(row)] == row.value
     assert len(run.read_samples("step-4", "cf_world_facts")) == 3
-    assert run.read_run()["config"]["model"] == str(tiny_gpt2_dir)
+    assert run_json(run.path)["config"]["model"] == str(tiny_gpt2_dir)
 
 
 def test_without_the_trainer_metrics_still_reach_the_log_history(tmp_path, tiny_gpt2_dir, baseline, caplog):

@@ -11,12 +11,12 @@ import pytest
 
 from harness.checkpoints import (
     Checkpoint,
-    CheckpointError,
     discover,
     inspect_checkpoint,
     split_loadable,
     training_progress,
 )
+from harness.errors import CheckpointError
 
 BASE = "EleutherAI/pythia-160m"
 

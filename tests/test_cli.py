@@ -11,7 +11,8 @@ from handmade import context_run
 from test_tasks import minimal, write_task
 
 from harness import cli
-from harness.backends.engine_args import check_engine_options, parse_engine_args
+from harness.cli.evaluate import run_config
+from harness.backends.options import check_engine_options, parse_engine_args
 from harness.errors import RunError
 
 COMMANDS = ("tasks", "validate", "evaluate", "report", "compare", "flips", "finetune", "demo")
@@ -78,7 +79,7 @@ def test_limit_takes_a_count_or_a_share():
     parser = cli.build_parser()
     assert parser.parse_args(["evaluate", "--limit", "10"]).limit == 10
     assert parser.parse_args(["evaluate", "--limit", "0.1"]).limit == 0.1
-    config = cli.run_config(parser.parse_args(["evaluate", "--limit", "0.25", "-o", "x"]))
+    config = run_config(parser.parse_args(["evaluate", "--limit", "0.25", "-o", "x"]))
     assert config.limit == 0.25
 
 
@@ -101,7 +102,7 @@ def test_engine_args_merge_with_flags_and_config(tmp_path):
     config_file.write_text("backend_options:\n  dtype: float32\n  engine_kwargs:\n    max_num_seqs: 8\n")
     args = cli.build_parser().parse_args(["evaluate", "--config", str(config_file), "--model_args",
                                           "max_num_batched_tokens=4096,gpu_memory_utilization=0.5", "--max-model-len", "512"])
-    options = cli.run_config(args).backend_options
+    options = run_config(args).backend_options
     assert options == {"dtype": "float32", "gpu_memory_utilization": 0.5, "max_model_len": 512,
                        "engine_kwargs": {"max_num_seqs": 8, "max_num_batched_tokens": 4096}}
 

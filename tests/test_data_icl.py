@@ -25,7 +25,7 @@ from harness.data.icl_vs_if import CONDITIONS, arithmetic_question, hungarian_ti
 from harness.data.icl_vs_if import make_prompt as probe_prompt
 from harness.examples import ALTERNATIVE, ICL, INSTRUCTION, TARGET
 from harness.matching import raw_prefix
-from harness.prompts import render
+from harness.tasks.prompts import render
 from harness.scoring import score_generation
 from harness.tasks import TaskRegistry
 

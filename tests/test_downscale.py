@@ -4,6 +4,7 @@ statistics, and ``compare --x params``."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -14,14 +15,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness import downscale
-from harness.analysis import RunResults, parameter_count
+from handmade import run_json
+from harness.downscaling import variants as downscale
+from harness.reports.runs import RunResults, parameter_count
 from harness.errors import CheckpointError, RunError
-from harness.report import COMPARE_HTML, PLOTS, REPORT_HTML, compare, write_report
-from harness.results import RunDirectory, SampleRecord, SummaryRow
-from harness.run_config import RunConfig
-from harness.runner import evaluate, resolve_checkpoints
-from harness.scaling import Retention, crossing, downscaling_curve, non_increasing
+from harness.reports.compare import COMPARE_HTML, compare
+from harness.reports.figures import PLOTS
+from harness.reports.report import REPORT_HTML, write_report
+from harness.results import RunDirectory, RunRecord, SampleRecord, SummaryRow
+from harness.sweep.config import RunConfig
+from harness.sweep.evaluate import evaluate, resolve_checkpoints
+from harness.reports.scaling import Retention, crossing, downscaling_curve, non_increasing
 from harness.scoring import GENERATE, aggregate, metric_names
 
 CALIBRATION = "calibration=task:icl_vs_if&samples=4&seq_len=64"
@@ -182,7 +186,7 @@ def test_a_bad_spec_ends_in_one_message_before_any_engine_starts(spec, words, ti
 
 
 def test_sparsegpt_without_llmcompressor_says_why(tiny_llama_dir):
-    if downscale.importlib.util.find_spec("llmcompressor") is not None:
+    if importlib.util.find_spec("llmcompressor") is not None:
         pytest.skip("llmcompressor is installed here")
     with pytest.raises(CheckpointError, match="compressed-tensors"):
         resolve_checkpoints(RunConfig(checkpoints=f"prune:{tiny_llama_dir}@0,0.5?method=sparsegpt&{CALIBRATION}"))
@@ -219,7 +223,7 @@ def samples_of(output: Path, label: str) -> dict:
 def test_a_swept_variant_equals_the_same_variant_evaluated_as_a_plain_checkpoint(tiny_tied_llama_dir, tmp_path):
     spec = f"prune:{tiny_tied_llama_dir}@0,0.5"
     evaluate(sweep_config(spec, tmp_path / "sweep"), progress=False)
-    entries = {e["label"]: e for e in RunDirectory(tmp_path / "sweep").read_run()["checkpoints"]}
+    entries = {e["label"]: e for e in run_json(tmp_path / "sweep")["checkpoints"]}
     assert entries["sparsity-50"]["variant"]["method"] == "magnitude"
     assert entries["sparsity-50"]["variant"]["achieved"] == pytest.approx(0.5, abs=0.01)
     plain = tmp_path / "plain"
@@ -290,8 +294,8 @@ def hand_made_run(path: Path, correct: dict[float, int], n: int = 100) -> Path:
                                     "layer_min": sparsity, "layer_max": sparsity, "params": 1000,
                                     "zeros_added": round(800 * sparsity)}})
     run.write_summary(rows)
-    run.write_run({"config": {}, "task_hashes": {"closed_book": "h"}, "checkpoints": entries,
-                   "skipped_checkpoints": {}})
+    run.write_record(RunRecord.from_dict({"config": {}, "task_hashes": {"closed_book": "h"}, "checkpoints": entries,
+                                          "skipped_checkpoints": {}}))
     return path
 
 
@@ -338,7 +342,7 @@ def test_a_downscaling_sweep_runs_end_to_end_on_vllm(tiny_tied_llama_dir, tmp_pa
     assert cli.main(["evaluate", "--config", str(config)]) == 0
     html = (tmp_path / "run" / REPORT_HTML).read_text()
     assert "<h2>Down-scaling</h2>" in html and (tmp_path / "run" / PLOTS / "downscaling.png").is_file()
-    record_ = RunDirectory(tmp_path / "run").read_run()
+    record_ = run_json(tmp_path / "run")
     assert [e["label"] for e in record_["checkpoints"]] == ["sparsity-0", "sparsity-30", "sparsity-60"]
     assert record_["checkpoints"][2]["variant"]["method"] == "wanda"
     plain = tmp_path / "plain"

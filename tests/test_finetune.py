@@ -16,13 +16,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from handmade import run_json
 from harness.checkpoints import discover, inspect_checkpoint
 from harness.errors import FinetuneError
 from harness.training.config import AugmentSettings, EvaluationSettings, FilterSettings, FinetuneConfig
 from harness.training.data import TrainingExample, encode_example, load_instruction_data, render_example
 from harness.training.mitigations import PartialFreeze, augment_counterfactual, filter_non_context_critical
 from harness.training.run import run_finetune
-from harness.prompts import apply_format
+from harness.tasks.prompts import apply_format
 from harness.results import RunDirectory
 
 torch.set_num_threads(1)
@@ -381,7 +382,7 @@ def test_lora_run_saves_adapters_and_evaluates_in_training(tmp_path, alpaca_file
     assert json.loads((out / "mitigations.json").read_text()) == {}
     results = RunDirectory(out / "context-reliance")
     assert {row.checkpoint for row in results.read_summary()} == {"step-0", "step-1", "step-2"}
-    assert results.read_run()["config"]["format"] == "alpaca"  # evaluated in the training format
+    assert run_json(results.path)["config"]["format"] == "alpaca"  # evaluated in the training format
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "ctx/cf_world_facts/conflicting/context_rate" in e] == [0, 1, 2]
 

@@ -16,12 +16,13 @@ import pytest
 
 import wandb_runs
 from trainers import losses, make_trainer
+from handmade import run_json
 from harness.checkpoints import TRAINER_STATE, Checkpoint
-from harness.follow import DELETED, Follower
+from harness.checkpoints.sources import DELETED, Follower
 from harness.results import RunDirectory, SummaryRow
-from harness.run_config import RunConfig
-from harness.runner import evaluate
-from harness.trackers import WandbTracker
+from harness.sweep.config import RunConfig
+from harness.sweep.evaluate import evaluate
+from harness.sweep.trackers import WandbTracker
 from harness.training.callbacks import ContextRelianceCallback
 
 DATA = Path(__file__).parent / "data"
@@ -117,7 +118,7 @@ def test_a_checkpoint_deleted_after_it_was_handed_out_is_recorded_not_fatal(llam
     config = RunConfig(output=str(tmp_path / "out"), checkpoints=str(run), follow=True, until_step=20, poll=0.1,
                        tasks=[TASK], backend="hf", conjugates=["en"])
     evaluate(config, progress=False, observers=[delete_the_next])
-    record = RunDirectory(tmp_path / "out").read_run()
+    record = run_json(tmp_path / "out")
     assert record["skipped_checkpoints"] == {"checkpoint-20": DELETED}
     assert {row.checkpoint for row in RunDirectory(tmp_path / "out").read_summary()} == {"checkpoint-10"}
 
@@ -142,7 +143,7 @@ def test_a_follower_beside_a_real_trainer_evaluates_every_save_once_in_order(tin
     _, stderr = follower.communicate(timeout=600)
     assert follower.returncode == 0, stderr[-3000:]
     assert losses(trainer) == losses(alone)  # bit for bit: the follower does not touch training
-    record = RunDirectory(output).read_run()
+    record = run_json(output)
     assert [entry["label"] for entry in record["checkpoints"]] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     after = tmp_path / "after"
     evaluate(RunConfig(output=str(after), checkpoints=str(run), tasks=[TASK], backend="hf", conjugates=["en"],
@@ -163,7 +164,7 @@ def test_a_checkpoint_the_trainer_deletes_first_is_recorded_not_fatal(tiny_gpt2_
     trainer.train()
     _, stderr = follower.communicate(timeout=600)
     assert follower.returncode == 0, stderr[-3000:]
-    record = RunDirectory(output).read_run()
+    record = run_json(output)
     assert "checkpoint-6" in {entry["label"] for entry in record["checkpoints"]}
     assert all(why == DELETED for why in record["skipped_checkpoints"].values())
 

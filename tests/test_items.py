@@ -9,7 +9,7 @@ import pytest
 from handmade import N, conflict, context_run, correct, write_run
 
 from harness.errors import ReportError, RunError
-from harness.items import item_state, load_samples, states, transitions
+from harness.reports.items import item_state, load_samples, states, transitions
 
 
 def test_load_samples_has_a_row_per_sample_with_where_it_was_scored(tmp_path):

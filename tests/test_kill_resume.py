@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from handmade import run_json
 from harness.results import RunDirectory
 
 DATA = Path(__file__).parent / "data"
@@ -23,7 +24,7 @@ DRIVER = r"""
 import os, signal, sys
 from pathlib import Path
 import harness.io as io
-import harness.results as results
+import harness.results.folder as results
 
 kind, nth = os.environ["KILL_AT"].split(":")
 nth, seen = int(nth), [0]
@@ -71,7 +72,7 @@ def _evaluate(args: list[str], kill_at: str | None = None) -> subprocess.Complet
 def _state(output: Path) -> tuple[dict, list, dict]:
     run = RunDirectory(output)
     samples = {(label, task): run.read_samples(label, task) for label, task, _ in run.sample_files()}
-    record = run.read_run()
+    record = run_json(run.path)
     kept = {key: record[key] for key in ("task_hashes", "checkpoints", "skipped_checkpoints", "engine")}
     return samples, run.read_summary(), kept
 

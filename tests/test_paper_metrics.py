@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis import RunResults
-from harness.results import RunDirectory, SampleRecord, SummaryRow
+from harness.reports.runs import RunResults
+from harness.results import RunDirectory, RunRecord, SampleRecord, SummaryRow
 from harness.scoring import aggregate, score_generation
 from harness.tasks import task_from_data_file
 
@@ -59,7 +59,7 @@ def test_on_a_cf_file_the_headline_is_counterfactual_accuracy_and_equals_context
                           mode="generate", metric=metric)
             for metric in ("context_hit_rate", "context_rate", "both_rate")]
     run.write_summary(rows)
-    run.write_run({"checkpoints": [], "task_hashes": {task.name: "h"}})
+    run.write_record(RunRecord(task_hashes={task.name: "h"}))
     results = RunResults(run.path)
     assert results.headline(task.name) == "context_hit_rate"
     value = {row.metric: row.value for row in rows}

@@ -8,7 +8,7 @@ import pytest
 
 from harness.conjugates import leetspeak, pig_latin
 from harness.examples import Example, Localized
-from harness.prompts import apply_format, continuation_for, loglikelihood_request, render
+from harness.tasks.prompts import apply_format, continuation_for, loglikelihood_request, render
 from harness.tasks import Prompt, Scoring, Source, Task, TaskConfig, Templates
 
 EXAMPLE = Example(

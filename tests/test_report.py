@@ -9,9 +9,12 @@ import pytest
 from handmade import N, assert_self_contained, conflict, context_run, rich_run, write_run
 
 from harness import cli
-from harness.analysis import detect_inversion, load_results
+from harness.reports.runs import load_results
+from harness.reports.inversion import detect_inversion
 from harness.errors import ReportError
-from harness.report import COMPARE_HTML, PLOTS, REPORT_HTML, compare, write_report
+from harness.reports.compare import COMPARE_HTML, compare
+from harness.reports.figures import PLOTS
+from harness.reports.report import REPORT_HTML, write_report
 from harness.results import RunDirectory
 from harness.scoring import LOGLIKELIHOOD
 
@@ -187,7 +190,7 @@ def test_cli_error_is_one_line(tmp_path, capsys, command):
 
 def test_evaluate_writes_the_report_unless_told_not_to(tmp_path, monkeypatch, capfd):
     run = context_run(tmp_path / "run", [20, 120, 20])
-    monkeypatch.setattr(cli, "evaluate", lambda config, **_: RunDirectory(config.output))
+    monkeypatch.setattr("harness.cli.evaluate.evaluate", lambda config, **_: RunDirectory(config.output))
     assert cli.main(["evaluate", "--output", str(run), "--no-report"]) == 0
     assert not (run / REPORT_HTML).exists()
     assert cli.main(["evaluate", "--output", str(run)]) == 0
@@ -247,7 +250,7 @@ def test_report_exports_tables_and_figures(tmp_path):
 def test_rate_axes_fit_the_data_unless_fixed():
     from matplotlib.figure import Figure
 
-    from harness.plots import Line, Panel, _fit_y
+    from harness.reports.plots import Line, Panel, _fit_y
 
     def fitted(panel):
         ax = Figure().subplots()
@@ -285,7 +288,7 @@ def test_compare_on_tokens_puts_the_base_at_zero(tmp_path):
     progress = {f"checkpoint-{s}": {"global_step": s, "epoch": s / 40, "num_input_tokens_seen": 100 * s}
                 for s in (10, 20, 30)}
     a = context_run(tmp_path / "a", [20, 30, 120, 20], steps=[0, 10, 20, 30], progress=progress)
-    from harness.analysis import RunResults
+    from harness.reports.runs import RunResults
 
     xs, notes = RunResults(a).x_values("epoch")
     assert xs == {"checkpoint-0": 0.0, "checkpoint-10": 0.25, "checkpoint-20": 0.5, "checkpoint-30": 0.75}

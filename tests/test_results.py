@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
-from harness.results import RunDirectory, SampleRecord, SummaryRow
+import pytest
+
+from harness.errors import RunError
+from harness.reports.report import write_report
+from harness.reports.runs import RunResults
+from harness.results import RUN_JSON, RunDirectory, SampleRecord, SummaryRow
+from harness.results.record import FORMAT
 from harness.stats import MetricValue
 
 
@@ -40,3 +48,36 @@ def test_summary_rows_write_undefined_values_as_null(tmp_path):
     run.write_summary([row])
     assert json.loads(run.summary_file.read_text())["value"] is None
     assert run.read_summary() == [row]
+
+
+FORMAT_1 = Path(__file__).parent / "data" / "results-a77ba75"
+
+
+def test_a_folder_written_before_run_json_had_a_format_still_loads(tmp_path):
+    """tests/data/results-a77ba75 was written by the harness of commit a77ba75 (run.json as a
+    plain dict, no ``format``): it reads as format 1, reports, and is rewritten as the current
+    format without losing anything."""
+    folder = tmp_path / "run"
+    shutil.copytree(FORMAT_1, folder)
+    before = json.loads((folder / RUN_JSON).read_text())
+    record = RunDirectory(folder).read_record()
+    assert record.format == 1 and "format" not in before
+    assert [entry.label for entry in record.checkpoints] == ["checkpoint-10", "checkpoint-20"]
+    assert record.checkpoints[0].weights == before["checkpoints"][0]["weights"]
+    assert record.task_hashes == before["task_hashes"] and record.config == before["config"]
+    run = RunResults(folder)
+    assert [point.step for point in run.checkpoints] == [10, 20]
+    assert write_report(folder).is_file()
+    RunDirectory(folder).write_record(record)
+    after = json.loads((folder / RUN_JSON).read_text())
+    assert after.pop("format") == FORMAT
+    assert after == before
+
+
+def test_a_run_json_of_a_newer_harness_is_refused_with_its_file_named(tmp_path):
+    (tmp_path / RUN_JSON).write_text(json.dumps({"format": FORMAT + 1, "config": {}}))
+    with pytest.raises(RunError, match=f"{tmp_path / RUN_JSON}: format {FORMAT + 1} was written by a newer"):
+        RunDirectory(tmp_path).read_record()
+    (tmp_path / RUN_JSON).write_text("{not json")
+    with pytest.raises(RunError, match="run.json: not valid JSON"):
+        RunDirectory(tmp_path).read_record()

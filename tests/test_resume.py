@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from handmade import run_json
 from harness import evaluate_model
 from harness.backends import HFBackend
 from harness.errors import RunError
-from harness.identity import weights_fingerprint
+from harness.checkpoints.identity import weights_fingerprint
 from harness.results import RunDirectory
-from harness.run_config import RunConfig
-from harness.runner import Sweep, evaluate
+from harness.sweep.config import RunConfig
+from harness.sweep.evaluate import evaluate
+from harness.sweep.sweep import Sweep
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,7 +79,7 @@ def test_another_model_under_the_same_label_is_refused(two_finals, tmp_path):
     message = str(refused.value)
     assert "'final'" in message and "weights" in message and "--overwrite final" in message and "--output" in message
     assert engine.calls["load"] == 0  # nothing was evaluated, nothing was mixed in
-    assert RunDirectory(output).read_run()["checkpoints"][0]["model"] == str(a)
+    assert run_json(output)["checkpoints"][0]["model"] == str(a)
 
 
 def test_overwrite_evaluates_the_new_model_and_never_mixes_the_two(two_finals, tmp_path):
@@ -87,7 +89,7 @@ def test_overwrite_evaluates_the_new_model_and_never_mixes_the_two(two_finals, t
     evaluate(config(output, model=str(b), overwrite=["final"]), progress=False)
     evaluate(config(alone, model=str(b)), progress=False)
     run = RunDirectory(output)
-    (entry,) = run.read_run()["checkpoints"]
+    (entry,) = run_json(run.path)["checkpoints"]
     assert entry["model"] == str(b) and entry["weights"] == weights_fingerprint(b)
     lines = run.samples_file("final", "cf_world_facts").read_text().splitlines()
     assert len(lines) == 3  # A's lines are gone, B's written once
@@ -109,7 +111,7 @@ def test_another_dtype_is_refused(two_finals, tmp_path):
     a, _ = two_finals
     output = tmp_path / "results"
     evaluate(config(output, model=str(a)), progress=False)
-    assert RunDirectory(output).read_run()["checkpoints"][0]["dtype"] == "float32"  # the checkpoint's own
+    assert run_json(output)["checkpoints"][0]["dtype"] == "float32"  # the checkpoint's own
     with pytest.raises(RunError, match="dtype float32 -> bfloat16"):
         evaluate(config(output, model=str(a), backend_options={"dtype": "bfloat16"}), progress=False)
 
@@ -122,7 +124,7 @@ def test_auto_is_resolved_before_anything_is_written_and_a_fallback_warns(two_fi
     with caplog.at_level(logging.WARNING, logger="harness"):
         evaluate(config(output, model=str(two_finals[0]), backend="auto"), progress=False)
     assert "using transformers" in caplog.text
-    record = RunDirectory(output).read_run()
+    record = run_json(output)
     assert record["engine"] == "hf" and record["checkpoints"][0]["engine"] == "hf"
 
 
@@ -153,7 +155,7 @@ def test_a_data_file_cannot_take_a_builtin_tasks_name(tmp_path, llama_run):
     assert not (output / "samples").exists()  # refused before anything was written
     evaluate(config(output, model=str(llama_run / "checkpoint-10"), limit=1,
                     tasks=["world_facts", f"cf_world_facts={data}"]), progress=False)
-    record = RunDirectory(output).read_run()
+    record = run_json(output)
     assert set(record["task_hashes"]) == {"world_facts", "cf_world_facts"}
     assert {row.task for row in RunDirectory(output).read_summary()} == {"world_facts", "cf_world_facts"}
 
@@ -219,7 +221,7 @@ def test_run_json_lists_each_checkpoint_as_soon_as_it_is_started(llama_run, tmp_
     output = tmp_path / "results"
     with pytest.raises(KeyboardInterrupt):
         evaluate(config(output, checkpoints=str(llama_run)), backend=Crashing(), progress=False)
-    record = RunDirectory(output).read_run()
+    record = run_json(output)
     entries = record["checkpoints"]  # every checkpoint is identified before any is evaluated
     assert [(e["label"], e["step"]) for e in entries] == [("checkpoint-10", 10), ("checkpoint-20", 20),
                                                           ("checkpoint-30", 30)]
@@ -274,7 +276,7 @@ def test_evaluate_model_refuses_another_live_model_under_a_stored_label(llama_ru
 
 def test_prompts_longer_than_the_window_are_refused_before_anything_is_evaluated(llama_run, tmp_path):
     output = tmp_path / "results"
-    engine = CountingEngine(max_length=24)
+    engine = CountingEngine(max_model_len=24)
     with pytest.raises(RunError) as refused:
         evaluate(config(output, model=str(llama_run / "checkpoint-10")), backend=engine, progress=False)
     message = str(refused.value)
@@ -286,7 +288,7 @@ def test_prompts_longer_than_the_window_are_refused_before_anything_is_evaluated
 def test_truncate_left_marks_and_counts_the_cut_samples(llama_run, tmp_path):
     output = tmp_path / "results"
     evaluate(config(output, model=str(llama_run / "checkpoint-10"), truncate="left"),
-             backend=HFBackend(max_length=60), progress=False)
+             backend=HFBackend(max_model_len=60), progress=False)
     run = RunDirectory(output)
     samples = run.read_samples("checkpoint-10", "cf_world_facts")
     cut = {s.id for s in samples if s.truncated}

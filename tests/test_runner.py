@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis import load_results
+from handmade import run_json
+from harness.reports.runs import load_results
 from harness.backends import HFBackend
 from harness.errors import RunError
 from harness.results import RunDirectory
-from harness.run_config import RunConfig
-from harness.runner import evaluate
+from harness.sweep.config import RunConfig
+from harness.sweep.evaluate import evaluate
 
 DATA = Path(__file__).parent / "data"
 TASKS = ["capitals", "icl_vs_if", str(DATA / "cf_world_facts.json")]
@@ -43,7 +44,7 @@ def test_sweep_writes_the_layout(llama_run, tmp_path):
     output = tmp_path / "results"
     evaluate(config_for(llama_run, output), progress=False)
     run = RunDirectory(output)
-    record = run.read_run()
+    record = run_json(run.path)
     assert [c["label"] for c in record["checkpoints"]] == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
     assert set(record["task_hashes"]) == {"capitals", "icl_vs_if", "cf_world_facts"}
     assert record["packages"]["torch"] and record["finished"]
@@ -96,7 +97,7 @@ def test_broken_checkpoint_is_reported_and_skipped(llama_run, tmp_path, caplog):
         weights.unlink()
     output = tmp_path / "results"
     evaluate(config_for(run, output, tasks=["capitals"], conjugates=["en"]), progress=False)
-    record = RunDirectory(output).read_run()
+    record = run_json(output)
     assert "checkpoint-20" in record["skipped_checkpoints"]
     assert "no weights file" in record["skipped_checkpoints"]["checkpoint-20"]
     assert {r.checkpoint for r in RunDirectory(output).read_summary()} == {"checkpoint-10", "checkpoint-30"}
@@ -109,7 +110,7 @@ def test_unloadable_checkpoint_does_not_end_the_sweep(llama_run, tmp_path):
     (run / "checkpoint-20" / "model.safetensors").write_bytes(b"not a safetensors file")
     output = tmp_path / "results"
     evaluate(config_for(run, output, tasks=["capitals"], conjugates=["en"]), progress=False)
-    record = RunDirectory(output).read_run()
+    record = run_json(output)
     assert record["skipped_checkpoints"]["checkpoint-20"].startswith("load failed")
     assert {r.checkpoint for r in RunDirectory(output).read_summary()} == {"checkpoint-10", "checkpoint-30"}
 
@@ -156,7 +157,7 @@ def test_cli_end_to_end(llama_run, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"results: {output}" in done.stdout
-    assert RunDirectory(output).read_run()["config"]["format"] == "alpaca"
+    assert run_json(output)["config"]["format"] == "alpaca"
     assert "### Response:" in RunDirectory(output).read_samples("checkpoint-10", "proverbs")[0].prompt
     bad = subprocess.run(_cli("evaluate", "--checkpoints", str(tmp_path / "nowhere"), "--output", str(output)),
                          capture_output=True, text=True, timeout=120)
@@ -192,7 +193,7 @@ def test_engines_agree_through_the_sweep(run_fixture, request, tmp_path):
     evaluate(config_for(run, tmp_path / "vllm", backend="vllm", **settings,
                         backend_options={"max_model_len": 256}), progress=False)
     for folder, engine in (("hf", "hf"), ("vllm", "vllm")):
-        entries = RunDirectory(tmp_path / folder).read_run()["checkpoints"]
+        entries = run_json(tmp_path / folder)["checkpoints"]
         assert {(e["engine"], e["dtype"]) for e in entries} == {(engine, "float32")}
     summaries = [{(r.checkpoint, r.task, r.condition, r.mode, r.metric): r for r in RunDirectory(tmp_path / f).read_summary()}
                  for f in ("hf", "vllm")]

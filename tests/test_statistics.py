@@ -9,7 +9,7 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import binom
 
-from harness.analysis import inversion_tests
+from harness.reports.inversion import inversion_tests
 from harness.scoring import aggregate
 from harness.stats import max_change_test, mcnemar_exact, rate_interval
 

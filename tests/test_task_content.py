@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from harness.data import fact_sources
+from harness.data import fact_names, fact_sources
 from harness.data import facts as facts_module
 from harness.data.facts import facts_from_json, facts_to_json, load_facts, snapshot_path
 from harness.matching import normalize
@@ -100,7 +100,7 @@ def test_former_names_are_accepted(relation, subject, names):
 def test_every_former_name_group_is_complete_wherever_one_of_its_names_is_an_answer():
     for fact in load_facts():
         forms = {normalize(s) for s in fact.spellings}
-        for group in fact_sources.FORMER_NAMES:
+        for group in fact_names.FORMER_NAMES:
             group_forms = {normalize(n) for n in group}
             if forms & group_forms:
                 assert group_forms <= forms, (fact.key, group)

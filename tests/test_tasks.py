@@ -215,9 +215,9 @@ def test_paper_layout_loads_unchanged():
 
 
 def test_paper_layout_renders_as_written_per_language_and_plans_per_language():
-    from harness.plan import plan
-    from harness.prompts import render
-    from harness.run_config import RunConfig
+    from harness.sweep.plan import plan
+    from harness.tasks.prompts import render
+    from harness.sweep.config import RunConfig
 
     task = task_from_data_file(PAPER)
     french = task.examples[2]

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from handmade import run_json
 from harness.errors import RunError
 from harness.results import RunDirectory
-from harness.run_config import RunConfig
-from harness.runner import evaluate
+from harness.sweep.config import RunConfig
+from harness.sweep.evaluate import evaluate
 
 DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.slow
@@ -107,7 +108,7 @@ def test_two_workers_give_what_one_gives(ray_cluster, four_checkpoints, tmp_path
     one, two = _results(tmp_path / "one"), _results(tmp_path / "two")
     assert _same(one, two) and len(one[0]) == 8
     assert _same(one, _results(tmp_path / "local"))  # and what the single-engine sweep gives
-    record = RunDirectory(tmp_path / "two").read_run()
+    record = run_json(tmp_path / "two")
     assert record["engine"] == "hf" and [e["label"] for e in record["checkpoints"]] == [
         "checkpoint-10", "checkpoint-20", "checkpoint-30", "checkpoint-40"]
     logs = sorted((tmp_path / "two" / "logs").glob("worker-*.log"))
@@ -146,7 +147,7 @@ def test_bad_worker_settings_are_refused_before_anything_is_loaded(four_checkpoi
 
 
 def test_more_gpus_per_worker_than_the_cluster_has_is_refused():
-    from harness.workers import _resources
+    from harness.sweep.workers import _resources
 
     class Cluster:
         @staticmethod

@@ -4,16 +4,17 @@ Like lm-evaluation-harness's model API, the whole interface is two kinds of requ
 plain objects: greedy generation and the log-likelihood of continuations. An engine
 (:mod:`harness.backends.hf`, :mod:`harness.backends.vllm`) loads one checkpoint at a time and
 serves both; prompts and continuations arrive as text, already in the leading-space
-convention of :func:`harness.prompts.continuation_for`.
+convention of :func:`harness.tasks.prompts.continuation_for`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.checkpoints import Checkpoint
+    from harness.checkpoints.identity import CheckpointIdentity
 
 #: The engines' names (``Backend.name``): importable without importing either engine.
 HF, VLLM = "hf", "vllm"
@@ -61,11 +62,46 @@ class ContinuationScore:
 
 
 class Backend(Protocol):
-    """An inference engine that evaluates one checkpoint at a time.
+    """An inference engine that evaluates one checkpoint at a time: everything a sweep uses.
 
-    ``load`` may be called many times on one backend (a sweep); an engine reuses whatever it
-    can between checkpoints. Results come back in request order.
+    The two requests (:meth:`generate`, :meth:`loglikelihood`) on the checkpoint :meth:`load`
+    made current; ``load`` may be called many times on one backend (a sweep), and an engine
+    reuses whatever it can between checkpoints. Results come back in request order.
+    :class:`harness.backends.base.Engine` gives every member but the engine calls a default.
     """
+
+    #: The engine's name (:data:`HF`, :data:`VLLM`), recorded in run.json.
+    name: str
+    #: The loaded checkpoint's tokenizer (None before the first load).
+    tokenizer: Any
+    #: How the last :meth:`load` went, in words (engine started, reloaded in place, canary): the
+    #: end of the sweep's one console line per checkpoint; empty when there is nothing to say.
+    load_note: str
+    #: What the engine did over its life (starts, reloads, checks), recorded in run.json; empty
+    #: for an engine that keeps no such counts.
+    stats: dict[str, Any]
+
+    def identity(self, checkpoint: "Checkpoint", *, full_weights: bool = False) -> "CheckpointIdentity":
+        """What evaluating ``checkpoint`` on this engine means (weights, engine, dtype); cheap."""
+        ...
+
+    def windows_for(self, checkpoint: "Checkpoint") -> tuple[int | None, int | None]:
+        """The (generation, scoring) windows ``checkpoint`` will get, known before it is loaded."""
+        ...
+
+    @property
+    def generation_window(self) -> int | None:
+        """Tokens a prompt and its new tokens may take together, for the loaded model (None: no limit)."""
+        ...
+
+    @property
+    def scoring_window(self) -> int | None:
+        """Tokens a scored prompt + continuation may take, for the loaded model (None: no limit)."""
+        ...
+
+    def expect_job(self, *, checkpoints: int, requests: int) -> None:
+        """Told once before the first load how much work is coming (an engine may size its start to it)."""
+        ...
 
     def load(self, checkpoint: "Checkpoint") -> None: ...
 

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from harness.backends import tokens as tk
 from harness.backends.api import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
 from harness.checkpoints import Checkpoint
-from harness.identity import CheckpointIdentity, checkpoint_weights, dtype_name, model_window, stored_dtype
+from harness.checkpoints.identity import CheckpointIdentity, checkpoint_weights, model_window, stored_dtype
+from harness.dtypes import dtype_name
 
 #: The score of an empty continuation: nothing to predict, probability one.
 EMPTY_CONTINUATION = ContinuationScore(logprob=0.0, n_tokens=0, is_greedy=True)
@@ -34,6 +35,8 @@ class Engine:
     #: The distribution(s) whose version identifies the engine (``engine_version``).
     package: str | tuple[str, ...] = "transformers"
     tokenizer: Any = None
+    #: How the last load went (an engine with something to say sets it; see ``Backend.load_note``).
+    load_note: str = ""
     #: The dtype asked for (``float32``, ``bfloat16``, ``float16``); None: each checkpoint's own.
     requested_dtype: str | None = None
     device: str = "cpu"
@@ -57,7 +60,7 @@ class Engine:
 
     def identity(self, checkpoint: Checkpoint, *, full_weights: bool = False) -> CheckpointIdentity:
         """What evaluating ``checkpoint`` on this engine means: its weights (fingerprinted,
-        :mod:`harness.identity`), the engine, its version, dtype and device. Cheap: nothing
+        :mod:`harness.checkpoints.identity`), the engine, its version, dtype and device. Cheap: nothing
         is loaded."""
         return CheckpointIdentity(
             model=checkpoint.model, revision=checkpoint.revision, adapter=checkpoint.adapter,
@@ -65,6 +68,14 @@ class Engine:
             dtype=self.dtype_for(checkpoint), device=str(self.device),
             full_weights=checkpoint_weights(checkpoint, full=True) if full_weights else None,
         )
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """What the engine did (starts, reloads, checks); none by default."""
+        return {}
+
+    def expect_job(self, *, checkpoints: int, requests: int) -> None:
+        """How much work is coming (``Backend.expect_job``); an engine without a use for it ignores it."""
 
     # ------------------------------------------------------------------ windows
 

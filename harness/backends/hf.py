@@ -25,20 +25,10 @@ from harness.backends import tokens as tk
 from harness.backends.api import ContinuationScore, GenerationRequest
 from harness.backends.base import Engine
 from harness.checkpoints import Checkpoint
-from harness.identity import CheckpointIdentity, dtype_name, live_fingerprint
+from harness.checkpoints.identity import CheckpointIdentity, live_fingerprint
+from harness.dtypes import dtype_name, torch_dtype
 
 logger = logging.getLogger("harness")
-
-def resolve_dtype(dtype: Any):
-    """A ``torch.dtype`` from a name (``"float32"``, ``"bf16"``...) or a dtype; ``"auto"``
-    (and None) stays ``"auto"``: transformers then loads the checkpoint's own dtype."""
-    import torch
-
-    if dtype is None or dtype == "auto":
-        return "auto"
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    return getattr(torch, dtype_name(dtype))
 
 
 @contextmanager
@@ -67,7 +57,7 @@ class HFBackend(Engine):
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... where loaded models live.
         batch_size: sequences per forward / generate call.
         trust_remote_code: passed to ``from_pretrained``; off unless the user asks.
-        max_length: window in tokens (prompts are cut from the left to fit); default the
+        max_model_len: window in tokens (prompts are cut from the left to fit); default the
             model's ``max_position_embeddings`` when it has one.
         share_prompts: score the continuations of one prompt from one forward of the prompt
             (its KV cache), as :meth:`_score_shared` does; False scores every
@@ -84,7 +74,7 @@ class HFBackend(Engine):
         device: str = "cpu",
         batch_size: int = 16,
         trust_remote_code: bool = False,
-        max_length: int | None = None,
+        max_model_len: int | None = None,
         share_prompts: bool = True,
     ) -> None:
         if batch_size < 1:
@@ -94,7 +84,7 @@ class HFBackend(Engine):
         self.device = device
         self.batch_size = batch_size
         self.trust_remote_code = trust_remote_code
-        self.configured_window = max_length
+        self.configured_window = max_model_len
         self.share_prompts = share_prompts
         self.model: Any = None
         self.tokenizer: Any = None
@@ -106,14 +96,14 @@ class HFBackend(Engine):
 
     @classmethod
     def from_model(
-        cls, model: Any, tokenizer: Any, *, batch_size: int = 16, max_length: int | None = None
+        cls, model: Any, tokenizer: Any, *, batch_size: int = 16, max_model_len: int | None = None
     ) -> "HFBackend":
         """Wrap an already-loaded model (e.g. the one being finetuned) and its tokenizer.
 
         The model stays where it is (device, dtype); calls never change its train/eval mode
         for good and never compute gradients. :meth:`close` leaves it alone.
         """
-        backend = cls(batch_size=batch_size, max_length=max_length)
+        backend = cls(batch_size=batch_size, max_model_len=max_model_len)
         backend.model = model
         backend.tokenizer = tokenizer
         backend._owns_model = False
@@ -156,7 +146,7 @@ class HFBackend(Engine):
             base = AutoModelForCausalLM.from_pretrained(
                 checkpoint.model,
                 revision=checkpoint.revision,
-                dtype=resolve_dtype(self.dtype_for(checkpoint)),
+                dtype=torch_dtype(self.dtype_for(checkpoint)),
                 trust_remote_code=self.trust_remote_code,
             ).to(self.device)
         self.dtype = next(base.parameters()).dtype
@@ -200,10 +190,11 @@ class HFBackend(Engine):
 
     @property
     def generation_window(self) -> int | None:
-        return self.max_length
+        return self.max_model_len
 
     @property
-    def max_length(self) -> int | None:
+    def max_model_len(self) -> int | None:
+        """The window in tokens: the one asked for, else the loaded model's."""
         if self.configured_window is not None:
             return self.configured_window
         config = getattr(self.model, "config", None)

@@ -21,7 +21,7 @@ Decisions (made once, here):
   *not* a prefix of the whole's (a merge across the boundary, e.g. a prompt ending mid-word)
   does it fall back to encoding the continuation on its own and concatenating, which keeps
   the text boundary exact. The leading-space rule itself is
-  :func:`harness.prompts.continuation_for`'s; nothing here adds or strips spaces.
+  :func:`harness.tasks.prompts.continuation_for`'s; nothing here adds or strips spaces.
 * **Empty prompt.** When there is no context token at all (empty prompt, no BOS), the
   tokenizer's BOS — else EOS — is used as the context, so the first continuation token has
   something to be conditioned on (lm-eval does the same).

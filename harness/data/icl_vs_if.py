@@ -56,7 +56,7 @@ from typing import Callable, Mapping, Sequence
 
 from harness.data.icl_sentences import LANGUAGES, blank_first_word, first_word, load_sentences
 from harness.data.registry import builder
-from harness.data.seeding import seeded_random
+from harness.seeding import seeded_random
 from harness.examples import ICL, INSTRUCTION, Example, Localized
 
 ICL_TASKS: Mapping[str, Callable[[str], str]] = {"repeat": lambda text: text, "capitalize": str.upper}

@@ -15,7 +15,7 @@ from typing import Sequence
 from harness.data.fact_sentences import TEMPLATES, fact_sentence, question
 from harness.data.facts import LANGUAGES, LOCALIZED_LANGUAGES, Fact, accepted_spellings, load_facts, shares_words
 from harness.data.registry import builder
-from harness.data.seeding import seeded_random, take
+from harness.seeding import seeded_random, take
 from harness.examples import ALTERNATIVE, CONTEXT, PARAMETRIC, TARGET, Example, Localized
 from harness.matching import contains
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from harness.data.seeding import seeded_random, take
+from harness.seeding import seeded_random, take
 from harness.data.registry import builder
 from harness.examples import ALTERNATIVE, CONTEXT, PARAMETRIC, TARGET, Example
 from harness.matching import contains

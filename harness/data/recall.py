@@ -29,7 +29,7 @@ from harness.data.knowledge_conflicts import (
     fact_example,
 )
 from harness.data.registry import builder
-from harness.data.seeding import seeded_random, take
+from harness.seeding import seeded_random, take
 from harness.examples import Example
 
 
@@ -48,7 +48,7 @@ def _confusable(fact: Fact, other: Fact, distractor: Fact) -> bool:
 def distractors(fact: Fact, seed: int, n: int) -> list[Fact]:
     """``n`` facts to state beside ``fact`` in its context, chosen with a seeded shuffle.
 
-    Chosen per fact (see :func:`harness.data.seeding.seeded_random`), so an example's context
+    Chosen per fact (see :func:`harness.seeding.seeded_random`), so an example's context
     does not depend on which other examples are built. Distractors have distinct subjects.
     """
     if n < 0:

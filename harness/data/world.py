@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from harness.data.registry import builder
-from harness.data.seeding import seeded_random
+from harness.seeding import seeded_random
 from harness.examples import ALTERNATIVE, CONTEXT, PARAMETRIC, TARGET, Example
 
 ATTRIBUTES = ("city", "job", "colour", "sport")
@@ -111,7 +111,7 @@ N_OPEN_BOOK = 400
 
 
 def seeded_world(*parts: object) -> random.Random:
-    """A generator for one labelled stream of the world (:func:`harness.data.seeding.seeded_random`
+    """A generator for one labelled stream of the world (:func:`harness.seeding.seeded_random`
     under the label ``harness-world``), so every stream is independent of the others."""
     return seeded_random("harness-world", *parts)
 
@@ -143,15 +143,6 @@ class World:
     def heldout(self) -> range:
         start = self.n_known + self.n_unknown
         return range(start, start + self.n_heldout)
-
-    def split_of(self, entity: int) -> str:
-        if entity in self.known:
-            return "known"
-        if entity in self.unknown:
-            return "unknown"
-        if entity in self.heldout:
-            return "heldout"
-        raise IndexError(entity)
 
     def value(self, entity: int, attribute: str) -> str:
         """The true value of a known entity's attribute."""

@@ -250,24 +250,6 @@ def instruction_examples(
     ]
 
 
-def instruction_stream(
-    world: World,
-    *,
-    seed: int = 0,
-    nc_share: float = 0.5,
-    cf_share: float = 0.0,
-    block: int = 1000,
-    exclude_probe_facts: bool = True,
-) -> Iterator[ContextItem]:
-    """An endless stream of fresh training examples: consecutive blocks of ``block`` examples,
-    each with the exact shares of :func:`instruction_examples`."""
-    for index in range(10**12):
-        yield from instruction_examples(
-            world, block, seed=f"{seed}/{index}", nc_share=nc_share, cf_share=cf_share,
-            exclude_probe_facts=exclude_probe_facts,
-        )
-
-
 LAYOUTS = ("prompt", "split")
 
 

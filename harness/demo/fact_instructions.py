@@ -24,7 +24,7 @@ from typing import Sequence
 
 from harness.data import fact_sentences as S
 from harness.data import facts as F
-from harness.data.seeding import seeded_random
+from harness.seeding import seeded_random
 from harness.io import write_jsonl
 
 TRAINING_RELATIONS = ("currency", "continent", "language")

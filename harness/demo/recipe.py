@@ -187,7 +187,7 @@ def _pretrained_base(settings: DemoSettings, out: Path) -> Base:
 
 
 def _bundled_base(settings: DemoSettings, out: Path) -> Base:
-    from harness.bundled import MODEL_NAME, bundled_model_dir
+    from harness.checkpoints.bundled import MODEL_NAME, bundled_model_dir
 
     return Base(bundled_model_dir(), f"Base model: the bundled {MODEL_NAME} (tied embeddings; LoRA runs).")
 

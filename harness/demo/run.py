@@ -61,7 +61,8 @@ def _stage(seconds: dict[str, float], name: str):
     seconds[name] = round(time.perf_counter() - start, 1)
 
 
-def _finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, output: Path):
+def finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, output: Path):
+    """The :class:`~harness.training.config.FinetuneConfig` of one demo run (its recipe's mitigation)."""
     from harness.training.config import AugmentSettings, EvaluationSettings, FilterSettings, FinetuneConfig
 
     recipe = settings.recipe
@@ -90,7 +91,7 @@ def _finetune(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, 
     from harness.training.run import run_finetune
 
     output = out / "runs" / run.name
-    config = _finetune_config(settings, run, base, data, output)
+    config = finetune_config(settings, run, base, data, output)
     record = output / "finetune_config.json"
     finished = output / f"checkpoint-{settings.steps}"
     if finished.is_dir() and record.is_file() and json.loads(record.read_text()) == json.loads(
@@ -110,8 +111,8 @@ def _finetune(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, 
 
 def _evaluate(settings: DemoSettings, run_folders: dict[str, Path], out: Path) -> dict[str, Path]:
     from harness.backends import make_backend
-    from harness.run_config import RunConfig
-    from harness.runner import evaluate
+    from harness.sweep.config import RunConfig
+    from harness.sweep.evaluate import evaluate
 
     recipe = settings.recipe
     backend = make_backend(settings.backend, max_model_len=recipe.max_length, dtype="float32")
@@ -160,7 +161,7 @@ def _share(value: float | None) -> str:
 def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str, Path], base: Base) -> str:
     """The demo's result as a table: a row a run, with its verdict on the conflict probe and
     its closed-book and open-book accuracy at the last step; each run's setup below it."""
-    from harness.analysis import INVERSION_METHOD, detect_inversion
+    from harness.reports.inversion import INVERSION_METHOD, detect_inversion
 
     recipe = settings.recipe
     runs = {r.name: r for r in RUNS}
@@ -207,7 +208,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 def _one_line_a_run():
     """The demo evaluates dozens of checkpoints: the sweep's line per checkpoint is left out of
     the console (it says one line a run instead) unless the harness logs at DEBUG (``-v``)."""
-    from harness.runner import checkpoint_log
+    from harness.sweep.sweep import checkpoint_log
 
     level = checkpoint_log.level
     if not log.isEnabledFor(logging.DEBUG):
@@ -219,7 +220,8 @@ def _one_line_a_run():
 
 
 def _run_stages(settings: DemoSettings, out: Path) -> DemoResult:
-    from harness.report import compare, write_report
+    from harness.reports.compare import compare
+    from harness.reports.report import write_report
 
     seconds: dict[str, float] = {}
     recipe = settings.recipe

@@ -15,7 +15,7 @@ Two ways to evaluate:
   same results folder skips them).
 - **followed** (``on_save=True, follow=True``; the default for ``backend="vllm"``): training
   never waits for evaluation. A follower process (``harness evaluate --follow``, its own
-  engine kept warm for the whole run; :mod:`harness.training.follower`) evaluates each
+  engine kept warm for the whole run; :mod:`harness.training.evaluator`) evaluates each
   checkpoint the trainer saves as soon as it is complete; ``on_save`` returns at once. At
   the end of training the callback tells the follower no more checkpoints will come, waits
   for it (``wait=False``: leaves it to finish on its own) and appends its metrics to
@@ -66,10 +66,10 @@ from harness.backends.hf import HFBackend
 from harness.checkpoints import Checkpoint, discover
 from harness.errors import RunError
 from harness.results import RunDirectory, SummaryRow
-from harness.run_config import RunConfig
-from harness.runner import Sweep
-from harness.trackers import log_metrics
-from harness.training.follower import FollowerProcess, save_starting_model
+from harness.sweep.config import RunConfig
+from harness.sweep.sweep import Sweep
+from harness.sweep.trackers import log_metrics
+from harness.training.evaluator import EvaluatorProcess, save_starting_model
 
 log = logging.getLogger("harness")
 
@@ -107,9 +107,9 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: Sequence[str], *, output: 
     of the results folder ``output``; return the metrics under their log names.
 
     For custom training loops: call it every N steps, log what it returns. ``settings`` are
-    :class:`harness.run_config.RunConfig` fields (``format``, ``conjugates``, ``modes``,
+    :class:`harness.sweep.config.RunConfig` fields (``format``, ``conjugates``, ``modes``,
     ``limit``, ``batch_size``...); ``backend_options`` go to
-    :meth:`~harness.backends.hf.HFBackend.from_model` (``batch_size``, ``max_length``).
+    :meth:`~harness.backends.hf.HFBackend.from_model` (``batch_size``, ``max_model_len``).
     Training state is left as it was (module docstring). A label already in ``output`` is
     not evaluated again (resume) and its stored metrics are returned — if its samples were made
     with this very model (its parameters' fingerprint); another model under the same label is
@@ -145,7 +145,7 @@ class ContextRelianceCallback(TrainerCallback):
         format, conjugates, modes, limit: as for ``harness evaluate``.
         trainer: the trainer, so metrics reach its reporting integrations (module docstring).
         tokenizer: for the HF engine; default the trainer's ``processing_class``.
-        run_settings: other :class:`~harness.run_config.RunConfig` fields (``batch_size``,
+        run_settings: other :class:`~harness.sweep.config.RunConfig` fields (``batch_size``,
             ``seed``, ``backend_options``: engine options, ``include_path``, ``log_to``...).
     """
 
@@ -175,7 +175,7 @@ class ContextRelianceCallback(TrainerCallback):
         self.output, self.trainer, self.tokenizer = output, trainer, tokenizer
         self.sweep: Sweep | None = None
         self.engine: Any = None
-        self.follower: FollowerProcess | None = None
+        self.follower: EvaluatorProcess | None = None
         self.waited = 0.0
         self.waited_at_end = 0.0
         self._warned_no_trainer = False
@@ -198,7 +198,7 @@ class ContextRelianceCallback(TrainerCallback):
         if self.follow:
             if self.at_start and state.global_step == 0:
                 save_starting_model(model, tokenizer, state, Path(args.output_dir))
-            self.follower = FollowerProcess.start(self.config, run_dir=args.output_dir, output=output)
+            self.follower = EvaluatorProcess.start(self.config, run_dir=args.output_dir, output=output)
             self.waited += time.perf_counter() - start
             return
         self.sweep = Sweep(dataclasses.replace(self.config, output=output, model=model_name(model)))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import FinetuneError
-from harness.prompts import FORMATS
+from harness.tasks.prompts import FORMATS
 from harness.schema import load_config
 from harness.tasks import placeholders
 

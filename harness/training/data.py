@@ -7,7 +7,7 @@
 
 Files are JSON, JSONL, CSV or Parquet (:func:`harness.tasks.read_records`).
 
-**Prompts.** Training prompts are rendered with :func:`harness.prompts.apply_format` in the
+**Prompts.** Training prompts are rendered with :func:`harness.tasks.prompts.apply_format` in the
 run's ``format`` (``plain``, ``alpaca``, ``tulu``, ``chat``), so a model is evaluated in the
 format it was trained in. An Alpaca record's task prompt is ``prompt_template`` filled with its
 ``instruction`` and ``input`` (default: the instruction, a blank line, the input), or
@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 from harness.backends.tokens import encode_pair
 from harness.errors import FinetuneError
-from harness.prompts import apply_format, continuation_for
+from harness.tasks.prompts import apply_format, continuation_for
 from harness.tasks import placeholders, read_records, render_template
 from harness.training.config import FinetuneConfig
 
@@ -119,7 +119,7 @@ def render_example(example: TrainingExample, fmt: str, tokenizer: Any = None, *,
     ``templates`` are the config's ``(prompt_template, closed_book_template)``.
 
     For formats other than ``chat`` the target is the response with the leading-space rule of
-    :func:`harness.prompts.continuation_for` (EOS is added as a token by :func:`encode_example`).
+    :func:`harness.tasks.prompts.continuation_for` (EOS is added as a token by :func:`encode_example`).
     """
     prompt_text = _task_prompt(example, with_context, templates)
     if fmt == "chat":

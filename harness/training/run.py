@@ -31,7 +31,7 @@ from transformers import (
     set_seed,
 )
 
-from harness.backends.hf import resolve_dtype
+from harness.dtypes import torch_dtype
 from harness.console import progress
 from harness.errors import FinetuneError
 from harness.io import read_jsonl, write_json
@@ -159,7 +159,7 @@ def _load(config: FinetuneConfig) -> tuple[Any, Any]:
     # Right padding keeps every sequence at positions 0..n: models with absolute positions
     # (GPT-2) are not given position ids by the collator.
     tokenizer.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=resolve_dtype(config.dtype),
+    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=torch_dtype(config.dtype),
                                                  trust_remote_code=config.trust_remote_code)
     return model, tokenizer
 

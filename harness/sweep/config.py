@@ -1,0 +1,250 @@
+"""The settings of a run: what ``harness evaluate`` flags and ``--config`` YAML keys set.
+
+:class:`RunConfig` is one flat dataclass (a YAML run config is a flat mapping of these keys),
+its fields grouped by concern: what to evaluate, results, engine, many engines (Ray),
+following a training run. Each field carries its group and help (:func:`setting`), so the
+command line's flags and help are derived from the fields (:mod:`harness.cli.evaluate`), and
+each group has its own checks (:data:`CHECKS`), run once when a config is made: a
+``RunConfig`` that exists is valid. It is frozen; :func:`dataclasses.replace` makes a changed
+copy (and checks it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from harness.backends.options import check_engine_options, parse_engine_args
+from harness.errors import RunError
+from harness.schema import load_config
+from harness.scoring import SCORING_MODES
+from harness.tasks.prompts import FORMATS
+
+DEFAULT_TASKS = ["capitals", "world_facts", "proverbs", "icl_vs_if"]
+#: ``truncate`` values: refuse prompts that do not fit (None), or cut them from the left.
+TRUNCATE = (None, "left")
+#: Examples per transformers engine call when ``batch_size`` is not set.
+DEFAULT_BATCH_SIZE = 64
+
+#: The groups of settings, in the order ``harness evaluate --help`` shows them.
+WHAT, RESULTS, ENGINE, WORKERS, FOLLOW = ("what to evaluate", "results", "engine", "many engines (Ray)",
+                                         "following a training run")
+GROUPS = (WHAT, RESULTS, ENGINE, WORKERS, FOLLOW)
+
+
+def setting(group: str, help: str, *, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING,
+            flag: bool = True, metavar: str | None = None, choices: Sequence[Any] | None = None,
+            parse: Callable[[str], Any] | None = None, repeat: bool = False, short: str | None = None) -> Any:
+    """A :class:`RunConfig` field with its group and help, and how its command-line flag reads
+    (``flag=False``: a config-file key only; ``parse``: the flag's text to a value; ``repeat``:
+    the flag may be given several times, each adding an item)."""
+    metadata = {"group": group, "help": help, "flag": flag, "metavar": metavar, "choices": choices,
+                "parse": parse, "repeat": repeat, "short": short}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def comma_list(text: str) -> list[str]:
+    """A flag's comma-separated list (``capitals,proverbs``)."""
+    return [part for part in text.split(",") if part]
+
+
+def count_or_share(text: str) -> int | float:
+    """``--limit``: a count (``10``) or a share (``0.1``)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a count (10) or a share (0.1), got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run; ``harness evaluate`` flags and ``--config`` YAML keys alike.
+
+    ``limit``: a seeded sample of each task condition, N examples (an int) or a share of them
+    (a float below 1), the same for every checkpoint (:func:`harness.sweep.plan.limited`).
+
+    ``checkpoints`` is what :func:`harness.checkpoints.discover` takes; with neither it nor
+    ``model``, the bundled SmolLM2-135M-Instruct is evaluated. ``conjugates``/``modes``
+    restrict what each task declares (None: all it declares). ``backend_options`` are passed
+    to the engine (``max_model_len``, ``dtype``, vLLM's ``gpu_memory_utilization``...).
+
+    Engine calls: ``batch_size`` examples at a time when set; otherwise 64 for transformers
+    and up to ``flush_every`` for vLLM, whose scheduler uses as many requests as it is given.
+    Results reach disk after every call, so a kill loses at most one call's work.
+
+    ``workers``: spread the checkpoints over that many Ray actors, each owning one engine for
+    its whole life (None: one engine in this process); ``ray_address`` joins an existing Ray
+    cluster instead of starting a local one.
+
+    ``follow``: evaluate the checkpoints of the ``checkpoints`` run folder as a training run
+    writes them, checking every ``poll`` seconds, until ``until_step``, ``until_file`` exists,
+    the final model is written, or ``idle_timeout`` seconds pass with nothing new
+    (:mod:`harness.checkpoints.sources`). ``log_to``: trackers that receive every summary value
+    at the checkpoint's training step (``tensorboard=DIR``, ``wandb``, ``wandb=RUN_ID``).
+
+    Resuming: ``overwrite`` lists checkpoint labels whose earlier samples are discarded and
+    evaluated again (a label whose weights, engine or dtype changed is otherwise refused);
+    ``verify_weights`` adds a full content hash of every weight file to each checkpoint's
+    identity. ``truncate``: ``None`` refuses prompts longer than the model's window before
+    the sweep starts; ``"left"`` cuts them from the left and marks their samples.
+    """
+
+    # what to evaluate
+    tasks: list[str] = setting(WHAT, "comma-separated task names or files, or 'all'",
+                               factory=lambda: list(DEFAULT_TASKS), metavar="NAMES", parse=comma_list)
+    checkpoints: str | list[str] | None = setting(
+        WHAT, "a folder of checkpoint-N folders, a glob, a comma-separated list, hub-name@revision, ... or PEFT "
+              "adapter folders (with --base-model)", default=None, metavar="SPEC")
+    model: str | None = setting(WHAT, "a single model folder or hub name (default: the bundled "
+                                      "SmolLM2-135M-Instruct)", default=None)
+    base_model: str | None = setting(WHAT, "the base model of PEFT adapter checkpoints", default=None)
+    format: str = setting(WHAT, "instruction format of the prompts; chat uses the tokenizer's template",
+                          default="plain", choices=FORMATS)
+    conjugates: list[str] | None = setting(WHAT, "restrict conjugates (default: all each task declares)",
+                                           default=None, metavar="NAMES", parse=comma_list)
+    modes: list[str] | None = setting(WHAT, "restrict scoring modes: generate, loglikelihood (default: what "
+                                            "each task declares)", default=None, metavar="MODES", parse=comma_list)
+    limit: int | float | None = setting(WHAT, "a seeded sample of each task condition: N examples, or a share "
+                                              "(0.1); the same examples at every checkpoint (default: all)",
+                                        default=None, metavar="N|SHARE", parse=count_or_share)
+    seed: int = setting(WHAT, "seed of --limit and of the bootstrap", default=0)
+    include_path: list[str] = setting(WHAT, "a folder of your own task YAML files (repeatable)", factory=list,
+                                      metavar="DIR", repeat=True)
+    bootstrap_resamples: int = setting(WHAT, "bootstrap resamples of the intervals of means", default=1000,
+                                       flag=False)
+    # results
+    output: str = setting(RESULTS, "results folder; rerun the same command to resume", default="results/run",
+                          metavar="DIR", short="-o")
+    overwrite: list[str] = setting(RESULTS, "discard the earlier samples of these checkpoint labels and "
+                                            "evaluate them again (a label whose weights, engine or dtype "
+                                            "changed is otherwise refused)", factory=list,
+                                   metavar="LABEL[,LABEL]", parse=comma_list)
+    verify_weights: bool = setting(RESULTS, "add a full content hash of every weight file to each checkpoint's "
+                                            "identity", default=False)
+    truncate: str | None = setting(RESULTS, "cut prompts longer than the model's window from the left (default: "
+                                            "refuse them before the sweep starts); their samples are marked and "
+                                            "counted", default=None, choices=["left"])
+    log_to: list[str] = setting(RESULTS, "tensorboard=DIR, wandb or wandb=RUN_ID: every summary value at its "
+                                         "training step (repeatable)", factory=list, metavar="TRACKER", repeat=True)
+    # engine
+    backend: str = setting(ENGINE, "inference engine; auto: vLLM if it imports, else transformers",
+                           default="auto", choices=["auto", "vllm", "hf"])
+    backend_options: dict[str, Any] = setting(ENGINE, "engine options (harness.backends.options)", factory=dict,
+                                              flag=False)
+    batch_size: int | None = setting(ENGINE, f"examples per engine call, results written after each (default: "
+                                             f"{DEFAULT_BATCH_SIZE} for transformers; vLLM gets up to "
+                                             f"--flush-every at once)", default=None)
+    flush_every: int = setting(ENGINE, "at most N examples per vLLM call, so results reach disk that often",
+                               default=1024, metavar="N")
+    trust_remote_code: bool = setting(ENGINE, "allow model code from the checkpoint", default=False)
+    # many engines
+    workers: int | None = setting(WORKERS, "spread the checkpoints over N Ray actors, each with its own engine",
+                                  default=None, metavar="N")
+    ray_address: str | None = setting(WORKERS, "join this Ray cluster (e.g. head-node:6379) instead of starting "
+                                               "a local one", default=None, metavar="ADDR")
+    # following a training run
+    follow: bool = setting(FOLLOW, "keep evaluating the --checkpoints run folder as a training run saves into it",
+                           default=False)
+    poll: float = setting(FOLLOW, "seconds between looks at the folder", default=10.0, metavar="SECONDS")
+    until_step: int | None = setting(FOLLOW, "stop after step N", default=None, metavar="N")
+    until_file: str | None = setting(FOLLOW, "stop once PATH exists and every saved checkpoint is evaluated",
+                                     default=None, metavar="PATH")
+    idle_timeout: float | None = setting(FOLLOW, "stop after this long without a new checkpoint", default=None,
+                                         metavar="SECONDS")
+
+    def __post_init__(self) -> None:
+        # Checked here, before any model loads; names only vLLM's EngineArgs knows move into engine_kwargs.
+        object.__setattr__(self, "backend_options", check_engine_options(self.backend_options))
+        for check in CHECKS.values():
+            check(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
+        """Read a run config file; ``overrides`` (from the command line) win over it."""
+        return load_config(cls, path, RunError, **overrides)
+
+    def validate(self) -> None:
+        """Check every group's settings again (a config is checked when it is made)."""
+        for check in CHECKS.values():
+            check(self)
+
+    def with_engine_options(self, options: dict[str, Any]) -> "RunConfig":
+        """A copy whose engine options are these, over (and merged with) the config's own:
+        ``engine_kwargs`` of both are merged, the new ones winning."""
+        options = check_engine_options(options)
+        kwargs = {**self.backend_options.get("engine_kwargs", {}), **options.pop("engine_kwargs", {})}
+        merged = {**self.backend_options, **options, **({"engine_kwargs": kwargs} if kwargs else {})}
+        return dataclasses.replace(self, backend_options=merged)
+
+
+def engine_options(engine_args: Sequence[str], flags: dict[str, Any]) -> dict[str, Any]:
+    """Engine options from ``--engine-args`` strings (``k=v,k=v``) and the engine flags given,
+    the flags winning; each checked (:func:`harness.backends.options.check_engine_options`)."""
+    options: dict[str, Any] = {}
+    for text in engine_args:
+        options.update(check_engine_options(parse_engine_args(text), where="--engine-args"))
+    return {**options, **flags}
+
+
+def settings(group: str | None = None) -> list[dataclasses.Field]:
+    """The fields of :class:`RunConfig` (of one group), in order."""
+    return [f for f in dataclasses.fields(RunConfig) if group is None or f.metadata["group"] == group]
+
+
+# --------------------------------------------------------------------------- checks, a group each
+
+
+def _check_what(config: RunConfig) -> None:
+    if config.format not in FORMATS:
+        raise RunError(f"format: unknown prompt format {config.format!r} (expected: {', '.join(FORMATS)})")
+    for mode in config.modes or []:
+        if mode not in SCORING_MODES:
+            raise RunError(f"modes: unknown mode {mode!r} (expected: {', '.join(SCORING_MODES)})")
+    if isinstance(config.limit, float) and not 0 < config.limit < 1:
+        raise RunError(f"limit: a share of the examples lies between 0 and 1, got {config.limit}")
+    if isinstance(config.limit, int) and config.limit < 1:
+        raise RunError("limit: must be at least 1")
+    if config.checkpoints and config.model:
+        raise RunError("give --checkpoints or --model, not both")
+
+
+def _check_results(config: RunConfig) -> None:
+    if config.truncate not in TRUNCATE:
+        raise RunError(f"truncate: {config.truncate!r} is not a way to truncate (expected: left, or none to refuse)")
+
+
+def _check_engine(config: RunConfig) -> None:
+    for key in ("batch_size", "flush_every"):
+        if getattr(config, key) is not None and getattr(config, key) < 1:
+            raise RunError(f"{key}: must be at least 1")
+
+
+def _check_workers(config: RunConfig) -> None:
+    if config.workers is not None and config.workers < 1:
+        raise RunError(f"workers: must be at least 1, got {config.workers}")
+    if config.ray_address is not None and config.workers is None:
+        raise RunError("ray_address: goes with workers (--workers N)")
+
+
+def _check_follow(config: RunConfig) -> None:
+    if config.follow and not config.checkpoints:
+        raise RunError("follow: give the training run's folder to follow (--checkpoints RUN_DIR --follow)")
+    if config.poll <= 0:
+        raise RunError(f"poll: must be a positive number of seconds, got {config.poll}")
+    for key in ("until_step", "until_file", "idle_timeout"):
+        if getattr(config, key) is not None and not config.follow:
+            raise RunError(f"{key}: goes with follow (--follow)")
+
+
+#: Each group's checks (:class:`RunConfig` runs them all when it is made).
+CHECKS: dict[str, Callable[[RunConfig], None]] = {
+    WHAT: _check_what, RESULTS: _check_results, ENGINE: _check_engine, WORKERS: _check_workers,
+    FOLLOW: _check_follow,
+}

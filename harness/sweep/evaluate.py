@@ -1,0 +1,106 @@
+"""``harness evaluate`` as a function: every checkpoint of a run config on its tasks.
+
+:func:`evaluate` resolves where the checkpoints come from (:func:`checkpoint_source`: a fixed
+list, down-scaled variants, the bundled model, or a training run followed as it saves), makes
+the engine, opens the :class:`~harness.sweep.sweep.Sweep`, and evaluates the checkpoints either
+on this process's one engine, in step order (:func:`sweep_here`), or on Ray workers
+(:mod:`harness.sweep.workers`). Observers and trackers are told each checkpoint's summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from harness.backends.api import Backend
+from harness.checkpoints import Checkpoint, discover
+from harness.checkpoints.sources import CheckpointSource, FixedCheckpoints, Follower
+from harness.errors import RunError
+from harness.results import RunDirectory
+from harness.sweep.config import RunConfig
+from harness.sweep.sweep import Observer, Sweep, sweep_here
+from harness.sweep.trackers import make_trackers
+
+log = logging.getLogger("harness")
+
+
+
+def resolve_checkpoints(config: RunConfig) -> list[Checkpoint]:
+    """The checkpoints a run evaluates (the bundled model when none are given).
+
+    ``prune:`` entries (:mod:`harness.downscaling.specs`) become down-scaled variants, built
+    here, before any engine starts; a string that starts with ``prune:`` is one such spec
+    whole (its sparsity levels are comma-separated).
+    """
+    if config.checkpoints:
+        from harness.downscaling import variants
+        from harness.downscaling.specs import is_prune_spec
+
+        entries = [config.checkpoints] if isinstance(config.checkpoints, str) else list(config.checkpoints)
+        pruned = [entry for entry in entries if is_prune_spec(entry)]
+        if pruned and len(pruned) < len(entries):
+            raise RunError("checkpoints: prune: specs cannot be mixed with other checkpoints in one run "
+                           "(its x axis is sparsity); evaluate them into separate --output folders")
+        if pruned:
+            return list(variants.resolve(pruned, config.include_path))
+        return discover(config.checkpoints, base_model=config.base_model)
+    if config.model:
+        return discover(config.model, base_model=config.base_model)
+    from harness.checkpoints.bundled import MODEL_NAME, bundled_model_dir
+
+    path = bundled_model_dir()
+    log.info("no --model or --checkpoints: evaluating the bundled %s (%s)", MODEL_NAME, path)
+    return [Checkpoint(label=MODEL_NAME, step=None, model=str(path))]
+
+
+def checkpoint_source(config: RunConfig) -> CheckpointSource:
+    """Where the run's checkpoints come from: a fixed list, or the run folder followed as a
+    training run saves into it (``config.follow``)."""
+    if not config.follow:
+        return FixedCheckpoints(resolve_checkpoints(config))
+    return Follower(config.checkpoints, base_model=config.base_model, poll_seconds=config.poll,
+                    until_step=config.until_step, until_file=config.until_file, idle_timeout=config.idle_timeout)
+
+
+def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: bool = True,
+             command_line: Sequence[str] | None = None, observers: Sequence[Observer] = ()) -> RunDirectory:
+    """Evaluate every checkpoint of ``config`` on its tasks and write the results folder.
+
+    ``backend`` lets a caller reuse an engine it already has; otherwise one is made from
+    ``config.backend`` (``auto`` is resolved before anything is written) and closed at the
+    end. With ``config.workers``, the checkpoints are spread over that many Ray actors, each
+    with an engine of its own (:mod:`harness.sweep.workers`); ``backend`` then only identifies
+    the checkpoints (it loads nothing). With ``config.follow``, checkpoints are evaluated as a
+    training run writes them (:mod:`harness.checkpoints.sources`). ``observers`` are called
+    after each checkpoint, as are the trackers of ``config.log_to`` (:mod:`harness.sweep.trackers`).
+    """
+    source = checkpoint_source(config)
+    trackers = make_trackers(config.log_to)
+    owned = backend is None
+    if backend is None:
+        from harness.backends import make_backend
+
+        backend = make_backend(config.backend, trust_remote_code=config.trust_remote_code, **config.backend_options)
+    try:
+        sweep = Sweep(config, engine=backend.name, command_line=command_line)
+        try:
+            every = [*observers, *(tracker.log for tracker in trackers)]
+            if config.workers is not None:
+                from harness.sweep.workers import evaluate_on_workers  # Ray: only when asked for
+
+                evaluate_on_workers(sweep, source, backend, observers=every, progress=progress)
+            else:
+                sweep_here(sweep, source, backend, every, progress=progress)
+                sweep.record.engine_stats = backend.stats or None  # engine starts, reloads, canaries
+            sweep.finish()
+        finally:
+            sweep.close()
+    finally:
+        for tracker in trackers:
+            tracker.close()
+        if owned:
+            backend.close()
+    if not sweep.summary:
+        reasons = "; ".join(f"{label}: {why}" for label, why in sweep.record.skipped_checkpoints.items())
+        raise RunError(f"no checkpoint could be evaluated ({reasons or 'none found'}); see {sweep.run.run_json}")
+    return sweep.run

