@@ -43,6 +43,11 @@ def icl(n_icl: int, n: int = N) -> list[dict]:
 ROLES = {"hit_context": ("context", "parametric"), "correct": ("target",), "hit_icl": ("icl", "instruction")}
 
 
+def _progress_entry(state: dict) -> dict:
+    """The training progress the harness records in run.json from a checkpoint's trainer state."""
+    return {"epoch": state.get("epoch"), "tokens": state.get("num_input_tokens_seen") or None}
+
+
 def write_run(path: Path, checkpoints: list[tuple[str, int | None, dict]], *, hashes: dict[str, str] | None = None,
               progress: dict[str, dict] | None = None) -> Path:
     """A results folder: ``checkpoints`` are (label, step, {(task, condition, conjugate): scores}).
@@ -56,7 +61,8 @@ def write_run(path: Path, checkpoints: list[tuple[str, int | None, dict]], *, ha
         folder.mkdir(parents=True, exist_ok=True)
         if progress and label in progress:
             (folder / "trainer_state.json").write_text(json.dumps(progress[label]))
-        entries.append({"label": label, "step": step, "model": str(folder), "revision": None, "adapter": None})
+        entries.append({"label": label, "step": step, "model": str(folder), "revision": None, "adapter": None,
+                        **_progress_entry((progress or {}).get(label, {}))})
         by_task = defaultdict(list)
         for (task, condition, conjugate), scores in scored.items():
             tasks[task] = (hashes or {}).get(task, "hash-" + task)

@@ -143,7 +143,7 @@ def test_compare_same_versions_not_flagged(tmp_path):
     assert (tmp_path / "compare" / COMPARE_HTML).is_file()  # default output: beside the runs
 
 
-def test_compare_by_epoch_reads_trainer_state(tmp_path):
+def test_compare_by_epoch_reads_the_recorded_trainer_state(tmp_path):
     epochs = {"checkpoint-10": 0.25, "checkpoint-20": 0.5, "checkpoint-30": 0.75}
     progress = {label: {"global_step": int(label.split("-")[1]), "epoch": epoch, "num_input_tokens_seen": 1000}
                 for label, epoch in epochs.items()}

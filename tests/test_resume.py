@@ -21,7 +21,7 @@ from handmade import run_json
 from harness import evaluate_model
 from harness.backends import HFBackend
 from harness.errors import RunError
-from harness.checkpoints.identity import weights_fingerprint
+from harness.checkpoints.fingerprints import weights_fingerprint
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
@@ -75,7 +75,7 @@ def test_another_model_under_the_same_label_is_refused(two_finals, tmp_path):
     evaluate(config(output, model=str(a)), progress=False)
     engine = CountingEngine()
     with pytest.raises(RunError) as refused:
-        evaluate(config(output, model=str(b)), backend=engine, progress=False)
+        evaluate(config(output, model=str(b), append=True), backend=engine, progress=False)
     message = str(refused.value)
     assert "'final'" in message and "weights" in message and "--overwrite final" in message and "--output" in message
     assert engine.calls["load"] == 0  # nothing was evaluated, nothing was mixed in
@@ -86,11 +86,11 @@ def test_overwrite_evaluates_the_new_model_and_never_mixes_the_two(two_finals, t
     a, b = two_finals
     output, alone = tmp_path / "results", tmp_path / "b-alone"
     evaluate(config(output, model=str(a)), progress=False)
-    evaluate(config(output, model=str(b), overwrite=["final"]), progress=False)
+    evaluate(config(output, model=str(b), overwrite=["final"], append=True), progress=False)
     evaluate(config(alone, model=str(b)), progress=False)
     run = RunDirectory(output)
     (entry,) = run_json(run.path)["checkpoints"]
-    assert entry["model"] == str(b) and entry["weights"] == weights_fingerprint(b)
+    assert entry["model"] == str(b) and entry["full_weights"] == weights_fingerprint(b)
     lines = run.samples_file("final", "cf_world_facts").read_text().splitlines()
     assert len(lines) == 3  # A's lines are gone, B's written once
     assert run.read_samples("final", "cf_world_facts") == RunDirectory(alone).read_samples("final", "cf_world_facts")
@@ -103,7 +103,7 @@ def test_a_moved_folder_with_the_same_weights_resumes(two_finals, tmp_path):
     moved = tmp_path / "moved" / "final"
     shutil.move(a, moved)
     engine = CountingEngine()
-    evaluate(config(output, model=str(moved)), backend=engine, progress=False)
+    evaluate(config(output, model=str(moved), append=True), backend=engine, progress=False)
     assert engine.calls["load"] == 0
 
 
@@ -132,14 +132,15 @@ def test_weights_fingerprints_tell_checkpoints_apart(llama_run, tmp_path):
     first, second = llama_run / "checkpoint-10", llama_run / "checkpoint-20"
     copy = tmp_path / "copy"
     shutil.copytree(first, copy)
-    assert weights_fingerprint(first) == weights_fingerprint(copy) != weights_fingerprint(second)
-    assert weights_fingerprint(first).startswith("sampled:")
-    assert weights_fingerprint(first, full=True).startswith("full:")
+    for kind in ("full", "sampled"):
+        assert weights_fingerprint(first, kind=kind) == weights_fingerprint(copy, kind=kind)
+        assert weights_fingerprint(first, kind=kind) != weights_fingerprint(second, kind=kind)
+        assert weights_fingerprint(first, kind=kind).startswith(f"{kind}:")
     weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one bit of the last tensor
     weights.write_bytes(bytes(data))
-    assert weights_fingerprint(copy, full=True) != weights_fingerprint(first, full=True)
+    assert weights_fingerprint(copy) != weights_fingerprint(first)
 
 
 # ----- 2. unique task names -------------------------------------------------------------------
@@ -233,7 +234,7 @@ def test_a_resume_that_adds_a_mode_does_only_the_extra_work(llama_run, tmp_path)
     model = str(llama_run / "checkpoint-10")
     evaluate(config(output, model=model, modes=["generate"]), progress=False)
     engine = CountingEngine()
-    evaluate(config(output, model=model), backend=engine, progress=False)
+    evaluate(config(output, model=model, append=True), backend=engine, progress=False)
     assert engine.calls["generate"] == 0 and engine.calls["loglikelihood"] == 3
     run = RunDirectory(output)
     samples = run.read_samples("checkpoint-10", "cf_world_facts")
@@ -248,10 +249,10 @@ def test_a_resume_with_another_limit_does_only_the_extra_work_and_summarises_its
     model = str(llama_run / "checkpoint-10")
     evaluate(config(output, model=model, limit=1), progress=False)
     engine = CountingEngine()
-    evaluate(config(output, model=model, limit=3), backend=engine, progress=False)
+    evaluate(config(output, model=model, limit=3, append=True), backend=engine, progress=False)
     assert engine.calls["generate"] == 2
     assert {row.n for row in RunDirectory(output).read_summary()} == {3}
-    evaluate(config(output, model=model, limit=2), backend=CountingEngine(), progress=False)
+    evaluate(config(output, model=model, limit=2, append=True), backend=CountingEngine(), progress=False)
     run = RunDirectory(output)
     assert {row.n for row in run.read_summary()} == {2}  # the smaller plan's samples only
     assert len(run.read_samples("checkpoint-10", "cf_world_facts")) == 3  # the others stay on disk
@@ -264,6 +265,7 @@ def test_evaluate_model_refuses_another_live_model_under_a_stored_label(llama_ru
     tokenizer = AutoTokenizer.from_pretrained(llama_run / "checkpoint-10")
     first = AutoModelForCausalLM.from_pretrained(llama_run / "checkpoint-10")
     second = AutoModelForCausalLM.from_pretrained(llama_run / "checkpoint-20")
+    second.name_or_path = first.name_or_path  # one training run's model, its weights changed
     settings = dict(output=output, step=5, conjugates=["en"], bootstrap_resamples=50)
     stored = evaluate_model(first, tokenizer, [str(DATA / "cf_world_facts.json")], **settings)
     assert evaluate_model(first, tokenizer, [str(DATA / "cf_world_facts.json")], **settings) == stored

@@ -81,8 +81,9 @@ class Backend(Protocol):
     #: for an engine that keeps no such counts.
     stats: dict[str, Any]
 
-    def identity(self, checkpoint: "Checkpoint", *, full_weights: bool = False) -> "CheckpointIdentity":
-        """What evaluating ``checkpoint`` on this engine means (weights, engine, dtype); cheap."""
+    def identity(self, checkpoint: "Checkpoint", *, fingerprint: str = "full") -> "CheckpointIdentity":
+        """What evaluating ``checkpoint`` on this engine means (weights, engine, dtype); reads the
+        weights once for a ``full`` fingerprint (cached), nothing is loaded."""
         ...
 
     def windows_for(self, checkpoint: "Checkpoint") -> tuple[int | None, int | None]:

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from harness.backends import tokens as tk
 from harness.backends.api import ContinuationScore, Generation, GenerationRequest, LoglikelihoodRequest
 from harness.checkpoints import Checkpoint
-from harness.checkpoints.identity import CheckpointIdentity, checkpoint_weights, model_window, stored_dtype
+from harness.checkpoints.fingerprints import FULL
+from harness.checkpoints.identity import CheckpointIdentity, identity_fingerprints, model_window, stored_dtype
 from harness.dtypes import dtype_name
 
 #: The score of an empty continuation: nothing to predict, probability one.
@@ -58,16 +59,14 @@ class Engine:
                 continue
         return None
 
-    def identity(self, checkpoint: Checkpoint, *, full_weights: bool = False) -> CheckpointIdentity:
+    def identity(self, checkpoint: Checkpoint, *, fingerprint: str = FULL) -> CheckpointIdentity:
         """What evaluating ``checkpoint`` on this engine means: its weights (fingerprinted,
-        :mod:`harness.checkpoints.identity`), the engine, its version, dtype and device. Cheap: nothing
-        is loaded."""
+        :mod:`harness.checkpoints.fingerprints`, ``fingerprint`` of them), the engine, its version,
+        dtype and device. Nothing is loaded."""
         return CheckpointIdentity(
             model=checkpoint.model, revision=checkpoint.revision, adapter=checkpoint.adapter,
-            weights=checkpoint_weights(checkpoint), engine=self.name, engine_version=self.engine_version(),
-            dtype=self.dtype_for(checkpoint), device=str(self.device),
-            full_weights=checkpoint_weights(checkpoint, full=True) if full_weights else None,
-        )
+            engine=self.name, engine_version=self.engine_version(), dtype=self.dtype_for(checkpoint),
+            device=str(self.device), **identity_fingerprints(checkpoint, fingerprint))
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -25,7 +25,8 @@ from harness.backends import tokens as tk
 from harness.backends.api import ContinuationScore, GenerationRequest
 from harness.backends.base import Engine
 from harness.checkpoints import Checkpoint
-from harness.checkpoints.identity import CheckpointIdentity, live_fingerprint
+from harness.checkpoints.fingerprints import FULL, live_fingerprint
+from harness.checkpoints.identity import CheckpointIdentity
 from harness.dtypes import dtype_name, torch_dtype
 
 logger = logging.getLogger("harness")
@@ -114,11 +115,11 @@ class HFBackend(Engine):
             pass
         return backend
 
-    def identity(self, checkpoint: Checkpoint, *, full_weights: bool = False) -> CheckpointIdentity:
+    def identity(self, checkpoint: Checkpoint, *, fingerprint: str = FULL) -> CheckpointIdentity:
         """As :meth:`Engine.identity`; a model given to :meth:`from_model` is identified by its
         parameters in memory, whatever ``checkpoint`` names."""
         if self._owns_model or self.model is None:
-            return super().identity(checkpoint, full_weights=full_weights)
+            return super().identity(checkpoint, fingerprint=fingerprint)
         return CheckpointIdentity(model=checkpoint.model, revision=None, adapter=None,
                                   weights=live_fingerprint(self.model), engine=self.name,
                                   engine_version=self.engine_version(), dtype=dtype_name(self.dtype),

@@ -6,17 +6,14 @@ evaluated under a label — the model (path or hub name and revision), the adapt
 fingerprint of the weights, the engine and the dtype — so that a resume can refuse to serve
 one model's samples for another (:meth:`CheckpointIdentity.changes_from`).
 
-Weights fingerprints (:func:`weights_fingerprint`) are cheap by default: every weight and
-config file's name and size, the header of each safetensors file (tensor names, shapes,
-dtypes, offsets) and a few sampled blocks of its bytes. A different training step changes the
-sampled bytes of essentially every tensor, so this tells checkpoints apart at the cost of a
-few reads a file, whatever its size. ``full=True`` hashes every byte (``--verify-weights``).
-Hub models that are not on disk are identified by name and revision only.
+Weights are told apart by their fingerprints (:mod:`harness.checkpoints.fingerprints`): a
+sampled one always (cheap, and what older folders recorded) and, unless a run opts out with
+``--fingerprint sampled``, one of every byte. A hub model that is not on disk is identified by
+its name and revision, resolved to a commit where the local hub cache knows it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,15 +21,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.checkpoints import ADAPTER_CONFIG, Checkpoint
+from harness.checkpoints import Checkpoint
+from harness.checkpoints.fingerprints import FULL, SAMPLED, fingerprint_kind, weights_fingerprint
 from harness.dtypes import dtype_name
 
 log = logging.getLogger("harness")
 
-SAMPLED_BLOCKS = 16
-BLOCK_BYTES = 64 * 1024
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_CONFIG_FILES = ("config.json", ADAPTER_CONFIG)
+
+
 def stored_dtype(checkpoint: Checkpoint) -> str:
     """The dtype the checkpoint's weights are stored in (its config's ``torch_dtype``).
 
@@ -82,72 +78,6 @@ def model_config(checkpoint: Checkpoint) -> dict[str, Any]:
         return {}
 
 
-# --------------------------------------------------------------------------- fingerprints
-
-
-def _fingerprinted_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir()
-                  if path.is_file() and (path.suffix in _WEIGHT_SUFFIXES or path.name in _CONFIG_FILES))
-
-
-def _sampled_bytes(stream: Any, size: int) -> bytes:
-    if size <= SAMPLED_BLOCKS * BLOCK_BYTES:
-        return stream.read()
-    step = (size - BLOCK_BYTES) // (SAMPLED_BLOCKS - 1)
-    blocks = []
-    for index in range(SAMPLED_BLOCKS):
-        stream.seek(index * step)
-        blocks.append(stream.read(BLOCK_BYTES))
-    return b"".join(blocks)
-
-
-def _safetensors_header(stream: Any, size: int) -> bytes:
-    head = stream.read(8)
-    length = int.from_bytes(head, "little") if len(head) == 8 else 0
-    return head + (stream.read(length) if 0 < length <= size - 8 else b"")
-
-
-def weights_fingerprint(folder: str | os.PathLike[str], *, full: bool = False) -> str | None:
-    """A fingerprint of the weight and config files in ``folder`` (module docstring); None
-    when the folder holds none. ``sampled:…`` by default, ``full:…`` with ``full=True``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    files = _fingerprinted_files(folder)
-    if not files:
-        return None
-    digest = hashlib.sha256()
-    for path in files:
-        size = path.stat().st_size
-        digest.update(f"{path.name}\0{size}\0".encode())
-        with path.open("rb") as stream:
-            if full:
-                for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    digest.update(chunk)
-                continue
-            if path.suffix == ".safetensors":
-                digest.update(_safetensors_header(stream, size))
-            stream.seek(0)
-            digest.update(_sampled_bytes(stream, size))
-    return f"{'full' if full else 'sampled'}:{digest.hexdigest()[:24]}"
-
-
-def live_fingerprint(model: Any) -> str:
-    """A fingerprint of a model in memory (a model being trained): every parameter's name,
-    shape and dtype and a strided sample of its values."""
-    import torch
-
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            flat = parameter.detach().reshape(-1)
-            stride = max(1, flat.numel() // 256)
-            sample = flat[::stride][:256].to("cpu", torch.float32)
-            digest.update(f"{name}\0{tuple(parameter.shape)}\0{parameter.dtype}\0".encode())
-            digest.update(sample.numpy().tobytes())
-    return f"live:{digest.hexdigest()[:24]}"
-
-
 # --------------------------------------------------------------------------- identity
 
 
@@ -155,10 +85,11 @@ def live_fingerprint(model: Any) -> str:
 class CheckpointIdentity:
     """What was evaluated under one label (see the module docstring).
 
-    ``weights`` is the default (sampled) fingerprint of the model folder, with the adapter
-    folder's after a ``+`` for an adapter checkpoint (``live:…`` for a model in memory);
-    ``full_weights`` the full content hash where ``--verify-weights`` asked for it. ``engine``,
-    ``engine_version``, ``dtype`` and ``device`` are the engine as resolved for this checkpoint.
+    ``weights`` is the sampled fingerprint of the model folder, with the adapter folder's after
+    a ``+`` for an adapter checkpoint (``hub:NAME@COMMIT`` for a part not on disk, ``live:…`` for
+    a model in memory); ``full_weights`` the same of every byte (None when the run asked for
+    sampled fingerprints only). ``engine``, ``engine_version``, ``dtype`` and ``device`` are the
+    engine as resolved for this checkpoint.
     """
 
     model: str
@@ -187,12 +118,12 @@ class CheckpointIdentity:
         same checkpoint served the same way). A moved folder with the same weights is the
         same checkpoint; another engine version or device is not a change of results."""
         changes = []
-        if self.weights and before.weights and self.weights.split(":")[0] == before.weights.split(":")[0]:
-            if self.weights != before.weights:
-                changes.append(f"weights {before.weights} -> {self.weights} ({before.model} -> {self.model})")
+        if self.weights and before.weights:
+            if not _same_weights(self.weights, before.weights):
+                changes.append(f"weights {before.weights} -> {self.weights} ({_where(before)} -> {_where(self)})")
         elif (self.model, self.revision, self.adapter) != (before.model, before.revision, before.adapter):
             changes.append(f"model {_where(before)} -> {_where(self)}")
-        if self.full_weights and before.full_weights and self.full_weights != before.full_weights:
+        if self.full_weights and before.full_weights and not _same_weights(self.full_weights, before.full_weights):
             changes.append(f"full weights hash {before.full_weights} -> {self.full_weights}")
         if self.engine != before.engine:
             changes.append(f"engine {before.engine} -> {self.engine}")
@@ -201,18 +132,54 @@ class CheckpointIdentity:
         return changes
 
 
+def _same_weights(now: str, before: str) -> bool:
+    """Whether two fingerprints (``+``-joined parts) name the same weights. Parts of different
+    kinds cannot be compared and do not count as a change; a bare ``hub`` part (written before
+    hub parts carried their name and revision) matches any hub part."""
+    parts_now, parts_before = now.split("+"), before.split("+")
+    if len(parts_now) != len(parts_before):
+        return False
+    for a, b in zip(parts_now, parts_before):
+        if fingerprint_kind(a) == fingerprint_kind(b) and a != b and "hub" not in (a, b):
+            return False
+    return True
+
+
 def _where(identity: CheckpointIdentity) -> str:
     text = identity.model + (f"@{identity.revision}" if identity.revision else "")
     return text + (f" + adapter {identity.adapter}" if identity.adapter else "")
 
 
-def checkpoint_weights(checkpoint: Checkpoint, *, full: bool = False) -> str | None:
-    """The fingerprint of a checkpoint's weights on disk: the model folder's, and the
-    adapter folder's for an adapter (None where nothing is on disk: a hub model)."""
-    parts = [weights_fingerprint(checkpoint.model, full=full)]
+def checkpoint_weights(checkpoint: Checkpoint, *, kind: str = SAMPLED) -> str | None:
+    """The ``kind`` fingerprint of a checkpoint's weights: the model's, and the adapter's for
+    an adapter, ``+``-joined; a part not on disk is ``hub:NAME@REVISION`` (:func:`hub_revision`)."""
+    parts = [weights_fingerprint(checkpoint.model, kind=kind) or _hub_part(checkpoint.model, checkpoint.revision)]
     if checkpoint.adapter is not None:
-        parts.append(weights_fingerprint(checkpoint.adapter, full=full))
-    if all(part is None for part in parts):
-        return None
-    return "+".join(part or "hub" for part in parts)
+        parts.append(weights_fingerprint(checkpoint.adapter, kind=kind) or _hub_part(checkpoint.adapter, None))
+    return "+".join(parts)
 
+
+def _hub_part(name: str, revision: str | None) -> str:
+    commit = hub_revision(name, revision)
+    return f"hub:{name}" + (f"@{commit}" if commit else "")
+
+
+def hub_revision(name: str, revision: str | None) -> str | None:
+    """The commit a hub model's ``revision`` (a branch, tag or commit; None: the default branch)
+    resolves to in the local hub cache; the revision as given where the cache does not know it
+    (nothing is downloaded)."""
+    if os.path.exists(name):
+        return revision
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, revision=revision, local_files_only=True)).name
+    except Exception:  # not cached, offline, or not a hub name: the revision as given
+        return revision
+
+
+def identity_fingerprints(checkpoint: Checkpoint, fingerprint: str) -> dict[str, str | None]:
+    """``weights`` and ``full_weights`` of ``checkpoint`` for a run whose ``--fingerprint`` is
+    ``fingerprint`` (full: both; sampled: the sampled one only)."""
+    return {"weights": checkpoint_weights(checkpoint, kind=SAMPLED),
+            "full_weights": checkpoint_weights(checkpoint, kind=FULL) if fingerprint == FULL else None}

@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 from harness.checkpoints import TRAINER_STATE, Checkpoint, inspect_checkpoint
 from harness.checkpoints.bundled import cache_dir
-from harness.checkpoints.identity import stored_dtype, weights_fingerprint
+from harness.checkpoints.fingerprints import weights_fingerprint
+from harness.checkpoints.identity import stored_dtype
 from harness.downscaling import pruning
 from harness.downscaling.specs import PruneSpec, calibration_tokens, check, parse
 from harness.dtypes import torch_dtype

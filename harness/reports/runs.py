@@ -46,11 +46,17 @@ _COLUMNS = frozenset({"checkpoint", "step", "task", "condition", "conjugate", "m
 def checkpoint_progress(record: RunRecord | None) -> dict[str, dict[str, int | float]]:
     """Each checkpoint's training progress (label -> :func:`harness.checkpoints.training_progress`).
 
-    Read from the ``trainer_state.json`` of the checkpoint folders that ``run.json`` lists
-    (the adapter folder of an adapter checkpoint); a folder that is gone or has no such file
-    gives an empty dict.
+    As recorded in ``run.json`` when each checkpoint was evaluated; for folders written before
+    that was recorded (format < 3), read from the checkpoint folders' ``trainer_state.json``
+    (a folder that is gone or has none gives an empty dict).
     """
-    return {entry.label: training_progress(entry.folder) for entry in (record.checkpoints if record else [])}
+    if record is None:
+        return {}
+    if record.format < 3:
+        return {entry.label: training_progress(entry.folder) for entry in record.checkpoints}
+    return {entry.label: {key: value for key, value in (("global_step", entry.step), ("epoch", entry.epoch),
+                                                        ("num_input_tokens_seen", entry.tokens)) if value is not None}
+            for entry in record.checkpoints}
 
 
 def _load_one(run_dir: str | Path):
@@ -235,8 +241,8 @@ class RunResults:
                 known[point.label] = float(value)
         if not known or set(known.values()) == {0.0} and len(self.checkpoints) > 1:
             hint = " or give --tokens-per-step" if x == "tokens" else ""
-            raise ReportError(f"--x {x}: no checkpoint of run {self.name} has a trainer_state.json with "
-                              f"{_X_KEYS[x]} (or its folder is gone); use --x step{hint}")
+            raise ReportError(f"--x {x}: no checkpoint of run {self.name} recorded {_X_KEYS[x]} (its folder had "
+                              f"no trainer_state.json saying it when evaluated); use --x step{hint}")
         lacking = [point.label for point in self.checkpoints if point.label not in known]
         warnings = [f"run {self.name}: no {x} for {', '.join(lacking)} (no trainer_state.json); left out"
                     ] if lacking else []

@@ -106,6 +106,10 @@ class RunDirectory:
         """Append finished sample lines in one write, flushed to disk before returning."""
         append_jsonl(self.samples_file(checkpoint, task), [record.to_dict() for record in records])
 
+    def rewrite_samples(self, checkpoint: str, task: str, records: Iterable[SampleRecord]) -> None:
+        """Replace the samples file of one (checkpoint, task) with ``records`` (atomically)."""
+        write_jsonl(self.samples_file(checkpoint, task), [record.to_dict() for record in records])
+
     def sample_files(self) -> Iterator[tuple[str, str, Path]]:
         """(checkpoint label, task name, path) of every samples file."""
         root = self.path / SAMPLES

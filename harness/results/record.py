@@ -1,7 +1,9 @@
 """``run.json``: what a results folder is, as one typed record.
 
 :class:`RunRecord` is the only way the harness reads or writes ``run.json``. It holds the
-run's settings, the engine, the tasks' content hashes and versions, one
+run's settings, every invocation that wrote into the folder (its checkpoint source, plan,
+settings, command line, start and end: :mod:`harness.sweep.resume`), the engine, the tasks'
+content hashes and versions, one
 :class:`CheckpointEntry` per evaluated checkpoint (what it is and how it was served), the
 checkpoints skipped and why, the packages, the command line and when the run started and
 ended. ``format`` is the version of this layout: :data:`FORMAT` is written; folders written
@@ -17,8 +19,9 @@ from typing import Any, Mapping
 
 from harness.errors import RunError
 
-#: The run.json layout this harness writes. 1: before ``format`` was recorded.
-FORMAT = 2
+#: The run.json layout this harness writes. 1: before ``format`` was recorded; 2: before
+#: invocations, training progress and tensor-wise full fingerprints were recorded.
+FORMAT = 3
 
 
 def now() -> str:
@@ -32,7 +35,8 @@ class CheckpointEntry:
     ``revision``, ``adapter``), the down-scaled ``variant`` it is (a summary of its
     variant.json), and its identity as evaluated (:class:`harness.checkpoints.identity.
     CheckpointIdentity`'s fields: ``weights``, ``engine``, ``engine_version``, ``dtype``,
-    ``device``, ``full_weights``); None where an older harness did not record it."""
+    ``device``, ``full_weights``); ``epoch`` and ``tokens`` (input tokens seen) as the
+    checkpoint's trainer state said when it was evaluated. None where not known or not recorded."""
 
     label: str
     step: int | None = None
@@ -46,6 +50,8 @@ class CheckpointEntry:
     dtype: str | None = None
     device: str | None = None
     full_weights: str | None = None
+    epoch: float | None = None
+    tokens: int | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CheckpointEntry":
@@ -68,6 +74,7 @@ class RunRecord:
     """The contents of ``run.json`` (module docstring)."""
 
     config: dict[str, Any] = field(default_factory=dict)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
     engine: str | None = None
     task_hashes: dict[str, str] = field(default_factory=dict)
     task_versions: dict[str, int | None] = field(default_factory=dict)
@@ -94,6 +101,9 @@ class RunRecord:
         known = {f.name for f in fields(cls)}
         values = {name: value for name, value in data.items() if name in known}
         values["checkpoints"] = [CheckpointEntry.from_dict(entry) for entry in data.get("checkpoints", [])]
+        if version < 3:  # its full hashes were of whole files (sha256), not comparable with today's
+            for entry in values["checkpoints"]:
+                entry.full_weights = None
         values["format"] = version
         return cls(**values)
 

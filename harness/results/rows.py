@@ -23,7 +23,8 @@ class SampleRecord:
     scores of :mod:`harness.scoring` (everything the summary is computed from); ``output`` is
     the greedy generation and ``loglikelihoods`` each role's continuation score, when the
     task was scored that way. ``truncated`` is set when the prompt was cut from the left to
-    fit the model's window (``--truncate left``).
+    fit the model's window (``--truncate left``). ``scorer`` is the version of the scoring rules
+    the scores were computed by (:data:`harness.scoring.SCORER_VERSION`; None: before versions).
     """
 
     id: str
@@ -36,6 +37,7 @@ class SampleRecord:
     loglikelihoods: dict[str, dict[str, Any]] | None = None
     meta: dict[str, Any] | None = None
     truncated: bool | None = None
+    scorer: int | None = None
 
     @property
     def key(self) -> SampleKey:

@@ -11,10 +11,11 @@ from harness.scoring.scores import (
     PREFIX,
     RAW_PREFIX,
     SCORING_MODES,
+    SCORER_VERSION,
     score_generation,
     score_loglikelihood,
 )
 
 __all__ = ["CONTAINS", "GENERATE", "LOGLIKELIHOOD", "MATCHES", "METRICS", "Metric", "OUTCOMES", "PREFIX",
            "RAW_PREFIX", "SCORING_MODES", "aggregate", "metric", "metric_names", "sample_values",
-           "score_generation", "score_loglikelihood"]
+           "score_generation", "score_loglikelihood", "SCORER_VERSION"]

@@ -89,10 +89,11 @@ class RunConfig:
     (:mod:`harness.checkpoints.sources`). ``log_to``: trackers that receive every summary value
     at the checkpoint's training step (``tensorboard=DIR``, ``wandb``, ``wandb=RUN_ID``).
 
-    Resuming: ``overwrite`` lists checkpoint labels whose earlier samples are discarded and
-    evaluated again (a label whose weights, engine or dtype changed is otherwise refused);
-    ``verify_weights`` adds a full content hash of every weight file to each checkpoint's
-    identity. ``truncate``: ``None`` refuses prompts longer than the model's window before
+    Resuming (:mod:`harness.sweep.resume`): a folder is about one checkpoint source and one plan;
+    another is refused unless ``append`` is set. ``overwrite`` lists checkpoint labels whose
+    earlier samples are discarded and evaluated again. ``fingerprint``: how a checkpoint's weights
+    are told apart (:mod:`harness.checkpoints.fingerprints`): ``full`` reads every byte,
+    ``sampled`` a few blocks a file (for huge hub models; it misses changes to a few tensors). ``truncate``: ``None`` refuses prompts longer than the model's window before
     the sweep starts; ``"left"`` cuts them from the left and marks their samples.
     """
 
@@ -123,11 +124,13 @@ class RunConfig:
     output: str = setting(RESULTS, "results folder; rerun the same command to resume", default="results/run",
                           metavar="DIR", short="-o")
     overwrite: list[str] = setting(RESULTS, "discard the earlier samples of these checkpoint labels and "
-                                            "evaluate them again (a label whose weights, engine or dtype "
-                                            "changed is otherwise refused)", factory=list,
+                                            "evaluate them again, whatever they were evaluated with", factory=list,
                                    metavar="LABEL[,LABEL]", parse=comma_list)
-    verify_weights: bool = setting(RESULTS, "add a full content hash of every weight file to each checkpoint's "
-                                            "identity", default=False)
+    append: bool = setting(RESULTS, "add another checkpoint source or plan to an existing results folder "
+                                    "(otherwise refused: one folder, one run)", default=False)
+    fingerprint: str = setting(RESULTS, "how weights are told apart: full reads every byte; sampled reads a few "
+                                        "blocks a file (huge hub models; misses changes to a few tensors)",
+                               default="full", choices=["full", "sampled"])
     truncate: str | None = setting(RESULTS, "cut prompts longer than the model's window from the left (default: "
                                             "refuse them before the sweep starts); their samples are marked and "
                                             "counted", default=None, choices=["left"])

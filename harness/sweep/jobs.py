@@ -11,10 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from harness.backends.api import VLLM, Backend
+from harness.backends.api import VLLM, Backend, ContinuationScore
 from harness.checkpoints import Checkpoint
 from harness.results import SampleRecord
-from harness.scoring import GENERATE, LOGLIKELIHOOD, score_generation, score_loglikelihood
+from harness.scoring import GENERATE, LOGLIKELIHOOD, SCORER_VERSION, score_generation, score_loglikelihood
 from harness.sweep.config import DEFAULT_BATCH_SIZE, RunConfig
 from harness.sweep.plan import WorkItem
 from harness.tasks.prompts import generation_request, loglikelihood_request, loglikelihood_roles
@@ -23,18 +23,33 @@ from harness.tasks.prompts import generation_request, loglikelihood_request, log
 def sample_record(item: WorkItem, prompt: str, output: str | None, scores_by_role: dict | None) -> SampleRecord:
     """The sample line of one work item: its prompt, its output and/or log-likelihoods, scored."""
     example = item.rendered.example
-    scoring = item.task.config.scoring
     record = SampleRecord(id=example.id, condition=example.condition, conjugate=item.rendered.conjugate,
                           prompt=prompt, answers={r: list(s) for r, s in item.rendered.answers.items()},
-                          meta=dict(example.meta) or None)
-    if output is not None:
-        record.output = output
-        record.scores.update(score_generation(item.rendered.answers, output, match=scoring.match,
-                                              case_sensitive=scoring.case_sensitive))
-    if scores_by_role is not None:
-        record.loglikelihoods = {r: dataclasses.asdict(s) for r, s in scores_by_role.items()}
-        record.scores.update(score_loglikelihood(item.rendered.answers, scores_by_role))
-    return record
+                          meta=dict(example.meta) or None, output=output,
+                          loglikelihoods=None if scores_by_role is None
+                          else {r: dataclasses.asdict(s) for r, s in scores_by_role.items()})
+    return _scored(record, item)
+
+
+def _scored(record: SampleRecord, item: WorkItem) -> SampleRecord:
+    """``record`` with its scores computed from its output and log-likelihoods by today's rules."""
+    scoring = item.task.config.scoring
+    scores: dict = {}
+    if record.output is not None:
+        scores.update(score_generation(item.rendered.answers, record.output, match=scoring.match,
+                                       case_sensitive=scoring.case_sensitive))
+    if record.loglikelihoods is not None:
+        by_role = {role: ContinuationScore(**score) for role, score in record.loglikelihoods.items()}
+        scores.update(score_loglikelihood(item.rendered.answers, by_role))
+    return dataclasses.replace(record, scores=scores, scorer=SCORER_VERSION)
+
+
+def rescored(record: SampleRecord, item: WorkItem | None) -> SampleRecord:
+    """``record`` itself when today's scoring rules scored it (or its item is not in today's plan);
+    else a copy rescored from its stored output and log-likelihoods (no engine call)."""
+    if record.scorer == SCORER_VERSION or item is None:
+        return record
+    return _scored(record, item)
 
 
 def score_batch(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[str]) -> list[SampleRecord]:
@@ -68,7 +83,8 @@ def merged(earlier: SampleRecord | None, new: SampleRecord) -> SampleRecord:
     return dataclasses.replace(
         new, output=new.output if new.output is not None else earlier.output,
         loglikelihoods=new.loglikelihoods if new.loglikelihoods is not None else earlier.loglikelihoods,
-        scores={**earlier.scores, **new.scores}, truncated=new.truncated or earlier.truncated)
+        scores={**earlier.scores, **new.scores}, truncated=new.truncated or earlier.truncated,
+        scorer=new.scorer)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ dispatcher (:mod:`harness.sweep.evaluate`, :mod:`harness.sweep.workers`) and the
 callbacks (:mod:`harness.training.callbacks`). It owns the folder's writer lock, run.json
 (:class:`~harness.results.RunRecord`), what a checkpoint label means (its identity, checked on
 resume), the work left on each checkpoint, the sample lines and the summary. Running the same
-command again resumes: samples already in ``samples/`` are not recomputed and never duplicated.
+command again resumes: samples already in ``samples/`` are not recomputed and never duplicated;
+what a resume compares and refuses is :mod:`harness.sweep.resume`'s. Samples scored by an earlier
+version of the scoring rules are rescored from their stored output (no engine call).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Callable, Sequence
 
 from harness.backends.api import Backend
 from harness.backends.tokens import load_tokenizer
-from harness.checkpoints import Checkpoint, split_loadable
+from harness.checkpoints import Checkpoint, split_loadable, training_progress
 from harness.checkpoints.identity import CheckpointIdentity
 from harness.checkpoints.sources import DELETED, CheckpointSource
 from harness.console import progress as show_progress
@@ -32,8 +34,9 @@ from harness.results import CheckpointEntry, RunDirectory, RunRecord, SampleReco
 from harness.results.record import now
 from harness.scoring import aggregate, metric_names
 from harness.sweep.config import RunConfig
-from harness.sweep.jobs import Job, chunk_size, has_mode, merged, score_job
+from harness.sweep.jobs import Job, chunk_size, has_mode, merged, rescored, score_job
 from harness.sweep.plan import WorkItem, plan, task_modes
+from harness.sweep.resume import check_resume, invocation, stable_label
 from harness.sweep.windows import overflows, refusal
 from harness.tasks import Task, TaskRegistry
 from harness.tasks.prompts import apply_format
@@ -66,6 +69,7 @@ class Sweep:
         self.items = plan(self.tasks, config)
         self.run = RunDirectory(config.output)
         self._last_engine: tuple | None = None  # what the last checkpoint ran on (console lines)
+        self._overwritten: set[str] = set()  # --overwrite labels discarded by this invocation
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(self.run.lock())
         try:
@@ -76,9 +80,12 @@ class Sweep:
                 packages=_package_versions(),
                 command_line=list(command_line if command_line is not None else sys.argv), started=now())
             previous = self.run.read_record()
+            self.record.invocations = [invocation(self.record)]
             if previous is not None:
-                _check_resume(self.run, previous, self.record)
-                self.record.checkpoints = previous.checkpoints
+                if any(self.run.sample_files()):  # a folder where nothing was evaluated may change its plan
+                    check_resume(self.run, previous, self.record, append=config.append)
+                self.record.invocations = (previous.invocations or [invocation(previous)]) + self.record.invocations
+                self.record.checkpoints = _with_progress(previous)
             self.summary: dict[str, list[SummaryRow]] = {}
             self.run.write_record(self.record)
         except BaseException:
@@ -93,11 +100,13 @@ class Sweep:
         self.record.skipped_checkpoints[checkpoint.label] = reason
         self.run.write_record(self.record)
 
-    def identify(self, checkpoint: Checkpoint, backend: Backend) -> None:
+    def identify(self, checkpoint: Checkpoint, backend: Backend) -> Checkpoint:
         """Record what evaluating ``checkpoint`` on ``backend`` means (nothing is loaded), or
         refuse it when its label's earlier samples were made with other weights, engine or
-        dtype, unless it is one to overwrite (then those samples are discarded)."""
-        identity = backend.identity(checkpoint, full_weights=self.config.verify_weights)
+        dtype. A label named by ``--overwrite`` has its earlier samples discarded (once an
+        invocation). Returns the checkpoint under its stable label (:func:`stable_label`)."""
+        checkpoint = stable_label(self.record, checkpoint)
+        identity = backend.identity(checkpoint, fingerprint=self.config.fingerprint)
         engine = (identity.engine, identity.engine_version, identity.dtype, identity.device)
         # On the console once, and again only when a checkpoint runs otherwise (auto's fallback).
         level = logging.DEBUG if engine == self._last_engine else logging.INFO
@@ -110,27 +119,34 @@ class Sweep:
         if earlier is not None and before is None:
             log.warning("%s: checkpoint %s was evaluated by a version that recorded no identity; its "
                         "samples are taken as this checkpoint's", self.run.path, checkpoint.label)
-        if changes and checkpoint.label not in self.config.overwrite:
+        overwrite = checkpoint.label in self.config.overwrite and checkpoint.label not in self._overwritten
+        if changes and not overwrite:
             raise RunError(
                 f"{self.run.path}: checkpoint {checkpoint.label!r} was evaluated before with "
                 f"{'; '.join(changes)}: its samples are not this checkpoint's. Evaluate into a new --output, "
                 f"or pass --overwrite {checkpoint.label} to discard them and evaluate it again")
-        if changes:
-            log.warning("%s: discarding the earlier samples of %s (%s)", self.run.path, checkpoint.label,
-                        "; ".join(changes))
+        if overwrite:
+            self._overwritten.add(checkpoint.label)
+            log.warning("%s: --overwrite: discarding the earlier samples of %s%s", self.run.path, checkpoint.label,
+                        f" ({'; '.join(changes)})" if changes else "")
             self.run.discard(checkpoint.label)
-        # Recorded now, so that a crash keeps its step.
-        self.record.put(CheckpointEntry.from_dict({**dataclasses.asdict(checkpoint), **identity.to_dict()}))
+        progress = training_progress(checkpoint.adapter or checkpoint.model)
+        # Recorded now, so that a crash keeps its step and training progress.
+        self.record.put(CheckpointEntry.from_dict({
+            **dataclasses.asdict(checkpoint), **identity.to_dict(),
+            "epoch": progress.get("epoch"), "tokens": progress.get("num_input_tokens_seen")}))
         self.run.write_record(self.record)
+        return checkpoint
 
     # ------------------------------------------------------------------ the work left
 
     def pending(self, checkpoint: Checkpoint) -> list[tuple[WorkItem, SampleRecord | None]]:
         """The work left on ``checkpoint``: each item with only the modes its sample still lacks,
-        and that sample's earlier line (None when there is none)."""
+        and that sample's earlier line (None when there is none). Earlier lines scored by other
+        scoring rules are rescored first (:func:`harness.sweep.jobs.rescored`)."""
         work = []
         for task in self.tasks:
-            earlier = {record.key: record for record in self.run.read_samples(checkpoint.label, task.name)}
+            earlier = {record.key: record for record in self._current_samples(checkpoint.label, task)}
             for item in self.items:
                 if item.task is not task:
                     continue
@@ -139,6 +155,19 @@ class Sweep:
                 if missing:
                     work.append((dataclasses.replace(item, modes=missing), record))
         return work
+
+    def _current_samples(self, label: str, task: Task) -> list[SampleRecord]:
+        """The samples of (``label``, ``task``) on disk, rescored and rewritten where they were
+        scored by other scoring rules than today's."""
+        samples = self.run.read_samples(label, task.name)
+        items = {item.key: item for item in self.items if item.task is task}
+        updated = [rescored(sample, items.get(sample.key)) for sample in samples]
+        changed = sum(new is not old for new, old in zip(updated, samples))
+        if changed:
+            log.info("%s: rescored %d samples of %s/%s with today's scoring rules", self.run.path, changed, label,
+                     task.name)
+            self.run.rewrite_samples(label, task.name, updated)
+        return updated
 
     def prepare(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True) -> Job | None:
         """The work left on ``checkpoint``, its prompts formatted and checked against the window;
@@ -184,7 +213,7 @@ class Sweep:
     def evaluate_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
                             position: str = "", progress: bool = True) -> list[SummaryRow]:
         """Identify ``checkpoint`` and evaluate it (:meth:`run_checkpoint`)."""
-        self.identify(checkpoint, backend)
+        checkpoint = self.identify(checkpoint, backend)
         return self.run_checkpoint(checkpoint, backend, load=load, position=position, progress=progress)
 
     def run_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
@@ -228,7 +257,7 @@ class Sweep:
 
     def finish(self) -> None:
         """Record the end of the run and release the folder."""
-        self.record.finished = now()
+        self.record.finished = self.record.invocations[-1]["finished"] = now()
         self.run.write_record(self.record)
         self.close()
 
@@ -246,9 +275,7 @@ def take_ready(sweep: Sweep, source: CheckpointSource, backend: Backend) -> list
     loadable, broken = split_loadable(ready)
     for checkpoint, reason in broken:
         sweep.skip(checkpoint, reason)
-    for checkpoint in loadable:
-        sweep.identify(checkpoint, backend)
-    return loadable
+    return [sweep.identify(checkpoint, backend) for checkpoint in loadable]
 
 
 def sweep_here(sweep: Sweep, source: CheckpointSource, backend: Backend, observers: Sequence[Observer], *,
@@ -312,16 +339,15 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
-def _check_resume(run: RunDirectory, previous: RunRecord, record: RunRecord) -> None:
-    """Refuse to mix results made with other task content or another prompt format."""
-    for name, digest in record.task_hashes.items():
-        old = previous.task_hashes.get(name)
-        if old is not None and old != digest:
-            raise RunError(f"{run.path}: task {name!r} changed since this run started (hash {old} -> {digest});"
-                           " use a new --output")
-    if previous.config.get("format") not in (None, record.config["format"]):
-        raise RunError(f"{run.path}: this run used --format {previous.config['format']};"
-                       f" resuming with {record.config['format']} would mix prompts. Use a new --output")
+def _with_progress(previous: RunRecord) -> list[CheckpointEntry]:
+    """``previous``'s checkpoint entries, with the training progress that folders written
+    before it was recorded (format < 3) leave to be read from the checkpoint folders now."""
+    if previous.format >= 3:
+        return previous.checkpoints
+    for entry in previous.checkpoints:
+        progress = training_progress(entry.folder)
+        entry.epoch, entry.tokens = progress.get("epoch"), progress.get("num_input_tokens_seen")
+    return previous.checkpoints
 
 
 def _vanished(checkpoint: Checkpoint) -> bool:
