@@ -24,11 +24,15 @@ the harness's around its engine's), and whether the two agree: which answer is l
 every item and checkpoint, the largest log-likelihood difference, equal generations.
 
 Run:  python bench/peer.py --cf /path/to/CF_World_Facts.json --lm-eval-python /tmp/lmeval-venv/bin/python
-      python bench/peer.py --k 2 --limit 40              (a quick look; the stand-in CF file)
+      python bench/peer.py --k 2 --limit 40              (a quick look at the stand-in)
       python bench/peer.py --sides harness               (only ift-harness)
 
-Without ``--cf`` the bench builds a stand-in of 313 items from ``tests/data/cf_world_facts.json``
-(its three records, each made unique); its prompts are shorter than the paper's.
+Without ``--cf`` the bench builds a stand-in of the paper's length and shape: 313 items from the
+built-in fact snapshot, each a counterfactual statement about one subject among two to four true
+sentences about it (its other relations), so every context is unique and a few sentences long
+(:func:`realistic_stand_in`). ``--quick`` uses the old short stand-in instead (three records of
+``tests/data/cf_world_facts.json`` made unique by a prefix): near-identical contexts that vLLM's
+prefix cache serves almost for free, so it flatters the engine that caches prefixes.
 vLLM spawns its engine processes: everything runs under ``if __name__ == "__main__":``.
 """
 
@@ -101,20 +105,55 @@ def build_checkpoints(workdir: Path, k: int) -> Path:
     return run
 
 
-def cf_data(workdir: Path, path: str | None) -> Path:
-    """The CF file to evaluate: ``path``, or a stand-in of :data:`N_STAND_IN` unique records
-    cycled from tests/data/cf_world_facts.json."""
+def cf_data(workdir: Path, path: str | None, quick: bool = False) -> Path:
+    """The CF file to evaluate: ``path``, else a stand-in of :data:`N_STAND_IN` records (the
+    realistic one, or with ``quick`` the short one: module docstring)."""
     if path:
         return Path(path).resolve()
-    base = json.loads((REPO / "tests" / "data" / "cf_world_facts.json").read_text())
-    records = []
-    for i in range(N_STAND_IN):
-        r = dict(base[i % len(base)])
-        r["context"] = f"Report {i + 1} of the archive. {r['context']}"
-        records.append(r)
-    out = workdir / "cf_stand_in.json"
+    records = quick_stand_in() if quick else realistic_stand_in()
+    out = workdir / ("cf_quick_stand_in.json" if quick else "cf_stand_in.json")
     out.write_text(json.dumps(records, indent=1))
     return out
+
+
+def quick_stand_in() -> list[dict]:
+    base = json.loads((REPO / "tests" / "data" / "cf_world_facts.json").read_text())
+    return [{**base[i % len(base)], "context": f"Report {i + 1} of the archive. {base[i % len(base)]['context']}"}
+            for i in range(N_STAND_IN)]
+
+
+#: True sentences about a subject, by relation, to surround the counterfactual one.
+_TRUE_SENTENCES = {"capital": "Its capital is {answer}.", "currency": "It pays in the {answer}.",
+                   "continent": "{subject} lies in {answer}.", "language": "Most people there speak {answer}.",
+                   "state_capital": "The state government sits in {answer}."}
+
+
+def realistic_stand_in() -> list[dict]:
+    """:data:`N_STAND_IN` CF_World_Facts-shaped records from the built-in world_facts task's
+    conflicting items: the counterfactual sentence, then the subject's other true facts."""
+    from collections import defaultdict
+
+    from harness.data.facts import load_facts
+    from harness.tasks import TaskRegistry
+
+    true = defaultdict(dict)
+    for fact in load_facts():
+        true[fact.subject][fact.relation] = fact.answer
+    items = [e for e in TaskRegistry().get("world_facts").examples if e.condition == "conflicting"]
+    records = []
+    for example in items[:N_STAND_IN]:
+        subject = example.fields["subject"]
+        relation = example.meta.get("relation") if example.meta else None
+        others = [_TRUE_SENTENCES[r].format(subject=subject, answer=a) for r, a in sorted(true[subject].items())
+                  if r != relation and r in _TRUE_SENTENCES]
+        if not others:
+            others = [f"{subject} is one of the fifty states of the United States."]
+        context = " ".join([f"{subject} is the subject of this entry.", example.fields["context"], *others])
+        records.append({"context": context, "question": example.fields["question"],
+                        "answer": example.answers["context"][0], "memory_answer": example.answers["parametric"][0]})
+    if len(records) < N_STAND_IN:
+        raise SystemExit(f"the fact snapshot gave {len(records)} conflicting items, fewer than {N_STAND_IN}")
+    return records
 
 
 def write_harness_task(workdir: Path, data: Path) -> Path:
@@ -395,9 +434,10 @@ def report(result: dict[str, Any]) -> None:
         per = ours["checkpoints"].values()
         stats = ours["stats"]
         rows += [("ift-harness, one process, one engine [s]", f"{ours['wall_s']:.1f}"),
-                 ("  imports + backend [s]", f"{ours['import_s']:.1f}"),
+                 ("  fixed: imports + backend [s]", f"{ours['import_s']:.1f}"),
                  ("  engine start(s) [s]", ", ".join(f"{s:.1f}" for s in stats["engine_start_s"])),
-                 ("  load of later checkpoints, mean [s]", f"{mean(list(e['load_s'] for e in per)[1:]):.2f}"),
+                 ("  reload + canary of later checkpoints, mean [s]",
+                  f"{mean(list(e['load_s'] for e in per)[1:]):.2f}"),
                  ("  generation per checkpoint, mean [s]", f"{mean(e['generate_s'] for e in per):.2f}"),
                  ("  log-likelihood per checkpoint, mean [s]", f"{mean(e['loglikelihood_s'] for e in per):.2f}"),
                  ("  engine close [s]", f"{ours['close_s']:.1f}")]
@@ -422,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=8, help="checkpoints (default 8)")
     parser.add_argument("--cf", help="a CF file (the paper's CF_World_Facts); default: a stand-in")
     parser.add_argument("--limit", type=int, help="items of the file to use (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the short stand-in (near-identical contexts; flatters prefix caching)")
     parser.add_argument("--lm-eval-python", default=sys.executable,
                         help="the interpreter that imports lm_eval and vllm (default: this one)")
     parser.add_argument("--sides", default="lm_eval,harness", help="lm_eval,harness (default both)")
@@ -435,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # both sides: vLLM's CPU default reserves 0.9 of RAM
 
     run = build_checkpoints(workdir, args.k)
-    data = cf_data(workdir, args.cf)
+    data = cf_data(workdir, args.cf, args.quick)
     task_dir = write_harness_task(workdir, data)
     config = harness_config(workdir, run, task_dir, args.limit, workdir / "harness_results")
     lm_dir, n_items = write_lm_eval_tasks(workdir, config)
