@@ -34,7 +34,8 @@ from harness.conjugates import CONJUGATES, ENGLISH, TRANSLATIONS
 from harness.errors import TaskError
 from harness.examples import ANSWER_ROLES
 from harness.schema import check_type, from_mapping
-from harness.scoring import MATCHES, RAW_PREFIX, SCORING_MODES, metric_names
+from harness.scoring import MATCHES, RAW_PREFIX, SCORING_MODES
+from harness.scoring.metrics import applicable
 from harness.tasks.records import RECORD_FORMATS
 from harness.tasks.templates import placeholders
 
@@ -113,7 +114,8 @@ class Scoring:
     """How outputs are scored (see :mod:`harness.scoring`).
 
     ``match``: ``contains`` (the answer occurs in the output), ``prefix`` (the output starts
-    with it) or ``raw_prefix`` (the raw output starts with it, the conjugate-prompting
+    with it), ``substring`` (ConFiQA's and FaithEval's rule: a substring of the SQuAD-normalised
+    output, no word boundary) or ``raw_prefix`` (the raw output starts with it, the conjugate-prompting
     paper's rule; needs ``case_sensitive: true``). ``accept_english``: on a conjugate prompt,
     also accept the English spellings (the default); ``false``: only the conjugate's own
     spelling counts, as in the paper (a French prompt's answer is ``Combien``, not
@@ -198,7 +200,7 @@ def parse_task(data: Any, file: str) -> TaskConfig:
 
 
 def _check_metrics(config: TaskConfig, file: str) -> None:
-    known = {m for mode in config.scoring.modes for m in metric_names(mode, ANSWER_ROLES)}
+    known = {m for mode in config.scoring.modes for m in applicable(mode, ANSWER_ROLES)}
     for metric in config.scoring.metrics:
         if metric not in known:
             raise TaskError(f"{file}: scoring.metrics: unknown metric {metric!r} for modes {config.scoring.modes} (known: {', '.join(sorted(known))})")
