@@ -16,7 +16,9 @@ from harness.tasks.prompts import FORMATS
 
 def add(parser: Parser, commands: Any) -> None:
     tasks = command(parser, commands, "tasks", "list the registered tasks",
-                    f"List every registered task: family, examples, conditions, conjugates. Families: "
+                    f"List every registered task: family, examples, conditions, conjugates, source (a builder, a "
+                    "file, or a hub dataset, listed without downloading it: --tasks NAME=FILE reads a local "
+                    "copy). Families: "
                     f"{', '.join(FAMILIES)}. A task file that does not load is listed as skipped with its "
                     "error (it is an error only when a run selects it).",
                     "harness tasks\nharness tasks --include-path my_tasks/")
@@ -45,15 +47,24 @@ def add(parser: Parser, commands: Any) -> None:
 
 def run_tasks(args: argparse.Namespace) -> int:
     registry = TaskRegistry(args.include_path)
-    rows = [("name", "family", "examples", "conditions", "conjugates")]
+    rows = [("name", "family", "examples", "conditions", "conjugates", "source")]
     for name in registry.names():
         task = registry.tasks[name]
-        rows.append((name, task.config.family, str(len(task.examples)),
-                     ",".join(task.conditions), ",".join(task.config.conjugates)))
+        rows.append((name, task.config.family, _size(task), ",".join(task.conditions),
+                     ",".join(task.config.conjugates), task.source))
     say(aligned(rows))
     for name, error in sorted(registry.broken.items()):
         say(f"skipped {name}: {error}")
     return 0
+
+
+def _size(task: Any) -> str:
+    """The number of examples; for a hub dataset, never downloaded to list it, the number of
+    records its publishers state (each record may give several examples), else "hub"."""
+    hf = task.config.source.hf
+    if hf is None:
+        return str(len(task.examples))
+    return f"{hf.rows} records" if hf.rows is not None else "hub"
 
 
 def _chat_tokenizer(args: argparse.Namespace) -> Any:

@@ -27,6 +27,7 @@ the file and the dotted key (:func:`parse_task`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +46,21 @@ FAMILIES = {
     "icl_vs_if": "conjugate prompting: in-context learning vs instruction following",
     "icl_functions": "in-context learning of parameterised functions",
 }
+#: Field metadata: the option enters a task's content hash only when it differs from its
+#: default, so adding an option leaves the hash of every task that does not use it (and the
+#: comparability of their earlier results) as it was.
+HASHED_WHEN_SET = "hashed_when_set"
+
+
 @dataclass(frozen=True)
 class HFSource:
     """A Hugging Face dataset, read through ``datasets.load_dataset``.
 
-    ``path`` is a hub name (needs the network) or a builder such as ``json`` with local
-    ``data_files`` (works offline).
+    ``path`` is a hub name (needs the network), a local folder in the hub's layout
+    (``data/test-00000-of-00001.parquet``: works offline), or a builder such as ``json`` or
+    ``csv`` with ``data_files`` (local paths or the authors' URLs). ``rows``: the number of
+    records its publishers state (dataset card, README), which ``harness tasks`` shows
+    without downloading anything.
     """
 
     path: str
@@ -58,6 +68,17 @@ class HFSource:
     name: str | None = None
     revision: str | None = None
     data_files: str | list[str] | None = None
+    rows: int | None = field(default=None, metadata={HASHED_WHEN_SET: True})
+
+    def __str__(self) -> str:
+        """``hf:NAME[split]``; for a builder reading files, ``hf:BUILDER:FILE`` (a URL shortened
+        to its path, less a pinned commit: ``hf:csv:liujch1998/memo-trap/data/1-proverb-ending.csv``)."""
+        if not isinstance(self.data_files, str):
+            return f"hf:{self.path}[{self.split}]"
+        parts = self.data_files.split("://", 1)[-1].split("/")
+        if "://" in self.data_files:
+            parts = [part for part in parts[1:] if not re.fullmatch(r"[0-9a-f]{40}", part)]
+        return f"hf:{self.path}:{'/'.join(parts)}"
 
 
 @dataclass(frozen=True)
@@ -101,12 +122,6 @@ class Prompt:
         if language == ENGLISH:
             return Templates(self.template, self.by_condition)
         return self.translations[language]
-
-
-#: Field metadata: the option enters a task's content hash only when it differs from its
-#: default, so adding an option leaves the hash of every task that does not use it (and the
-#: comparability of their earlier results) as it was.
-HASHED_WHEN_SET = "hashed_when_set"
 
 
 @dataclass(frozen=True)
