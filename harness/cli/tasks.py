@@ -44,6 +44,24 @@ def add(parser: Parser, commands: Any) -> None:
     add_setting(validate, "include_path")
     validate.set_defaults(run=run_validate)
 
+    export = command(parser, commands, "export-lm-eval", "write a task as an lm-eval task (YAML + data)",
+                     "Write TASK, rendered in one conjugate and instruction format, as an lm-evaluation-harness "
+                     "task: <name>.yaml and <name>.jsonl in --output, run with lm_eval --include_path DIR --tasks "
+                     "NAME. loglikelihood: multiple_choice over the two answers (acc is the harness's "
+                     "ll_context_win_rate / ll_accuracy); generate: generate_until. Read lm-eval's --log_samples "
+                     "file back with harness.results.lm_eval.read_samples.",
+                     "harness export-lm-eval capitals -o lm_eval_tasks/\n"
+                     "harness export-lm-eval nq_swap=nq_swap_dev.parquet --mode generate -o lm_eval_tasks/")
+    export.add_argument("task", metavar="TASK", help="a task name, NAME=FILE, a task YAML file or a data file")
+    export.add_argument("-o", "--output", required=True, help="the folder to write into")
+    export.add_argument("--conjugate", default="en", choices=CONJUGATES, help="the prompts' conjugate (default: en)")
+    export.add_argument("--mode", default="loglikelihood", choices=["loglikelihood", "generate"],
+                        help="how lm-eval scores it (default: loglikelihood)")
+    export.add_argument("--format", default="plain", choices=["plain", "alpaca", "tulu"],
+                        help="instruction format baked into the prompts (chat: lm-eval's --apply_chat_template)")
+    add_setting(export, "include_path")
+    export.set_defaults(run=run_export)
+
 
 def run_tasks(args: argparse.Namespace) -> int:
     registry = TaskRegistry(args.include_path)
@@ -55,6 +73,15 @@ def run_tasks(args: argparse.Namespace) -> int:
     say(aligned(rows))
     for name, error in sorted(registry.broken.items()):
         say(f"skipped {name}: {error}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from harness.results.lm_eval import export_task
+
+    task = TaskRegistry(args.include_path).select([args.task])[0]
+    path = export_task(task, args.output, conjugate=args.conjugate, mode=args.mode, fmt=args.format)
+    say(f"wrote {path} and its data; run: lm_eval --include_path {path.parent} --tasks {path.stem} ...")
     return 0
 
 
