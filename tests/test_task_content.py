@@ -32,6 +32,7 @@ PINNED_HASHES = {
     "world_conflict": "b35a1bacd9f9",
     "world_facts": "651f41f533e6",
     "world_open_book": "5e373c432e0b",
+    "world_reading": "6ced41684256",
     "world_recall": "9f57a38d0159",
 }
 
