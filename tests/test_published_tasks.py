@@ -135,3 +135,18 @@ def test_harness_tasks_lists_them_with_source_and_size_without_downloading(capsy
     assert "hf:json:byronBBL/Context-DPO/ConFiQA/ConFiQA-MC.json" in lines["confiqa_mc"]
     assert "860 records" in lines["memotrap_proverb_ending"]
     assert "builder:capitals" in lines["capitals"]
+
+
+def test_a_source_that_cannot_load_says_how_to_give_a_local_copy(registry, datasets_cache):
+    task = registry.tasks["faitheval_unanswerable"]
+    missing = dataclasses.replace(task.config.source.hf, path=str(datasets_cache / "no-such-dataset"))
+    copy = dataclasses.replace(task, config=dataclasses.replace(
+        task.config, source=dataclasses.replace(task.config.source, hf=missing)), _examples=None)
+    with pytest.raises(TaskError, match="source.hf: cannot load dataset .*--tasks faitheval_unanswerable=FILE"):
+        copy.examples
+
+
+def test_validate_shows_a_local_copy(capsys):
+    assert main(["validate", f"faitheval_counterfactual={FIXTURES['faitheval_counterfactual']}"]) == 0
+    out = capsys.readouterr().out
+    assert "Options:\nA. rock\nB. marshmallows" in out and "target: marshmallows" in out

@@ -32,7 +32,8 @@ def add(parser: Parser, commands: Any) -> None:
                        "harness validate capitals --conjugate fr\nharness validate proverbs --format chat\n"
                        "harness validate my_cf_world_facts.json --index 3")
     validate.add_argument("task", metavar="TASK_OR_FILE",
-                          help="a task name, a task YAML file, or a data file (.json/.jsonl/.csv/.parquet)")
+                          help="a task name, a task YAML file, a data file (.json/.jsonl/.csv/.parquet), or "
+                               "NAME=FILE (a hub task read from a local copy)")
     validate.add_argument("--conjugate", choices=CONJUGATES,
                           help="the prompt's conjugate (default: the first the task lists)")
     validate.add_argument("--format", default="plain", choices=FORMATS,
@@ -108,7 +109,7 @@ def _chat_tokenizer(args: argparse.Namespace) -> Any:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    task = TaskRegistry(args.include_path).get(args.task)
+    task = TaskRegistry(args.include_path).select([args.task])[0]
     say(describe(task))
     tokenizer = _chat_tokenizer(args) if args.format == "chat" else None
     say("\n" + str(preview(task, conjugate=args.conjugate, index=args.index, fmt=args.format, tokenizer=tokenizer)))

@@ -184,7 +184,8 @@ def load_examples(source: Source, task_path: Path | None) -> list[Example]:
         dataset = datasets.load_dataset(hf.path, hf.name, split=hf.split, revision=hf.revision,
                                         data_files=hf.data_files)
     except Exception as error:  # datasets raises many types (network, missing split, ...)
-        raise TaskError(f"{where}: source.hf: cannot load dataset {hf.path!r} split {hf.split!r}: {error}") from None
+        copy = f"; a local copy in its published layout: --tasks {task_path.stem}=FILE" if task_path else ""
+        raise TaskError(f"{where}: source.hf: cannot load dataset {hf.path!r} split {hf.split!r}: {error}{copy}") from None
     return examples_from_records(list(dataset), source.format, f"{hf.path}[{hf.split}]")
 
 
