@@ -35,6 +35,8 @@ Probes (builders, fixed for a world seed, seeded apart from all training data)
                      ``e0 lives in``): answers ``target`` + ``alternative``.
 ``world_open_book``  open-book on the 400 facts of the 100 held-out entities (random values):
                      answers ``target`` + ``alternative``.
+``world_reading``    the same 400 items in the pretraining format (field ``cue``), for the
+                     base model before instruction tuning.
 Builder options: ``world_seed`` (the probes of a world are fixed by it; their own random
 streams are labelled apart from every training stream) and ``limit`` (keep the first items).
 Example fields are ``context`` and ``question``; the task template is :data:`PROMPT_TEMPLATE`
@@ -416,3 +418,21 @@ def world_open_book(*, world_seed: int = 0, limit: int | None = None) -> list[Ex
         )
         for x in open_book_items(world)[:limit]
     ]
+
+
+@builder("world_reading")
+def world_reading(*, world_seed: int = 0, limit: int | None = None) -> list[Example]:
+    """``world_open_book``'s items as the pretraining check reads them: field ``cue`` is the
+    context, ``again ,`` and the queried fact's recall prompt in its statement's template
+    (``... e512 plays golf . again , e512 plays``), so a base model that never saw the
+    instruction format is asked in the one it knows. Same answers as ``world_open_book``."""
+    world = _probe_world(world_seed)
+    examples = []
+    for example, item in zip(world_open_book(world_seed=world_seed, limit=limit), open_book_items(world)):
+        name = world.names[item.entity]
+        template = next(t for t in range(len(TEMPLATES[item.attribute]))
+                        if sentence(name, item.attribute, item.answer, t) == item.sentences[item.query_position])
+        cue = f"{item.context} {RESTATEMENT} {recall_prompt(name, item.attribute, template)}"
+        examples.append(Example(id=example.id.replace("world_open_book", "world_reading"), condition="open_book",
+                                fields={"cue": cue}, answers=example.answers, meta=example.meta))
+    return examples

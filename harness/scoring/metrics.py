@@ -32,6 +32,9 @@ from harness.scoring.scores import (
     OUTCOME_PARAMETRIC,
     OUTCOMES,
     SCORING_MODES,
+    STANCE_FAITHFUL,
+    STANCE_STUBBORN,
+    STANCES,
     TARGET_FAMILY,
     role_families,
 )
@@ -60,13 +63,21 @@ def _number(value: Any) -> float:
     return float(value)
 
 
-def _outcome_in(*outcomes: str) -> Callable[[Any], float]:
+def _one_of(known: tuple[str, ...], *chosen: str) -> Callable[[Any], float]:
     def indicator(value: Any) -> float:
-        if value not in OUTCOMES:
-            raise TypeError(f"expected one of {OUTCOMES}")
-        return float(value in outcomes)
+        if value not in known:
+            raise TypeError(f"expected one of {known}")
+        return float(value in chosen)
 
     return indicator
+
+
+def _outcome_in(*outcomes: str) -> Callable[[Any], float]:
+    return _one_of(OUTCOMES, *outcomes)
+
+
+def _stance_in(*stances: str) -> Callable[[Any], float]:
+    return _one_of(STANCES, *stances)
 
 
 def _outcome_state(scores: Mapping[str, Any]) -> str:
@@ -98,6 +109,9 @@ class Metric:
     Transitions: ``states`` an item can be in, the first one "yes" when the metric is a
     yes/no per item; ``state`` reads an item's state from its scores (None: yes/no from the
     numerator). A metric without states (a mean of log-odds) has no transitions.
+
+    ``opt_in``: reported only for tasks that list it in ``scoring.metrics`` (a metric whose
+    per-sample score older results lack, so that summarising them never needs it).
     """
 
     name: str
@@ -116,6 +130,7 @@ class Metric:
     overview: int | None = None
     states: tuple[str, ...] = ()
     state: Callable[[Mapping[str, Any]], str] | None = None
+    opt_in: bool = False
 
     @property
     def is_mean(self) -> bool:
@@ -133,6 +148,7 @@ class Metric:
 
 
 _OUTCOME_STATES = {"states": OUTCOMES, "state": _outcome_state}
+_STANCE_STATES = {"states": STANCES, "state": lambda scores: str(scores["stance"]), "opt_in": True}
 _ICL_STATES = {"states": ("ICL", "instruction", "both", "neither"), "state": _icl_state}
 _TWO_WAY = 0.5
 
@@ -152,6 +168,14 @@ _TABLE: tuple[Metric, ...] = (
            label="neither answer", **_OUTCOME_STATES),
     Metric("memorization_ratio", GENERATE, CONFLICT, "outcome", _outcome_in(OUTCOME_PARAMETRIC),
            _outcome_in(OUTCOME_PARAMETRIC, OUTCOME_CONTEXT), role=PARAMETRIC, label="memorisation ratio"),
+    # generation, knowledge conflicts, as ConFiQA (and Zhou et al. 2023) count them: opt-in
+    Metric("pc", GENERATE, CONFLICT, "stance", _stance_in(STANCE_FAITHFUL), role=CONTEXT_RELIANCE,
+           label="Pc: context-faithful (ConFiQA)", **_STANCE_STATES),
+    Metric("po", GENERATE, CONFLICT, "stance", _stance_in(STANCE_STUBBORN), role=PARAMETRIC,
+           label="Po: stubborn (ConFiQA)", **_STANCE_STATES),
+    Metric("mr", GENERATE, CONFLICT, "stance", _stance_in(STANCE_STUBBORN),
+           _stance_in(STANCE_STUBBORN, STANCE_FAITHFUL), role=PARAMETRIC, label="MR = Po / (Po + Pc) (ConFiQA)",
+           opt_in=True),
     # generation, targets and in-context vs instruction
     Metric("accuracy", GENERATE, TARGET_FAMILY, "correct", _flag, label="accuracy", headline=3, tabled=5,
            states=("correct", "wrong")),
@@ -222,13 +246,21 @@ def label(name: str) -> str:
     return METRICS[name].label if name in METRICS else name
 
 
-def metric_names(mode: str, roles: Collection[str]) -> list[str]:
+def metric_names(mode: str, roles: Collection[str], chosen: Collection[str] = ()) -> list[str]:
     """The metrics reported for examples with these answer roles in this scoring mode.
 
     ``mode`` is :data:`GENERATE` or :data:`LOGLIKELIHOOD`. A metric that needs a role the
     examples lack (log-likelihood accuracy needs an ``alternative`` to compare the target
-    with) is left out.
+    with) is left out. ``chosen`` (a task's ``scoring.metrics``): only these; empty: every
+    metric that applies but the opt-in ones (:attr:`Metric.opt_in`).
     """
+    return [name for name in applicable(mode, roles)
+            if ((name in chosen) if chosen else not METRICS[name].opt_in)]
+
+
+def applicable(mode: str, roles: Collection[str]) -> list[str]:
+    """Every metric that can be computed for examples with these roles in ``mode``, opt-in
+    ones included (what a task may list in ``scoring.metrics``)."""
     if mode not in SCORING_MODES:
         raise ValueError(f"unknown scoring mode {mode!r}; expected one of {SCORING_MODES}")
     present = set(roles)

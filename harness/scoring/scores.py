@@ -18,7 +18,8 @@ inside the other answer's match ("Cairo" inside "New Cairo") is not a hit.
 Per-sample keys
 ---------------
 Generation (``score_generation``):
-    conflict: ``hit_context``, ``hit_parametric`` (bool), ``outcome`` (one of :data:`OUTCOMES`);
+    conflict: ``hit_context``, ``hit_parametric`` (bool), ``outcome`` (one of :data:`OUTCOMES`),
+    ``stance`` (one of :data:`STANCES`: ConFiQA's faithful / stubborn split, :func:`stance`);
     target: ``correct`` (bool);
     icl: ``hit_icl``, ``hit_instruction`` (bool).
 Log-likelihood (``score_loglikelihood``), always the role's canonical (first) spelling:
@@ -31,6 +32,8 @@ Log-likelihood (``score_loglikelihood``), always the role's canonical (first) sp
 
 from __future__ import annotations
 
+import re
+import string
 from typing import Any, Collection, Mapping, Sequence
 
 from harness.backends.api import ContinuationScore
@@ -51,7 +54,8 @@ SCORING_MODES = (GENERATE, LOGLIKELIHOOD)
 CONTAINS = "contains"
 PREFIX = "prefix"
 RAW_PREFIX = "raw_prefix"
-MATCHES = (CONTAINS, PREFIX, RAW_PREFIX)
+SUBSTRING = "substring"
+MATCHES = (CONTAINS, PREFIX, RAW_PREFIX, SUBSTRING)
 
 #: The ``outcome`` of a knowledge-conflict generation: which of the two answers it gives.
 OUTCOME_CONTEXT = "context"
@@ -59,6 +63,18 @@ OUTCOME_PARAMETRIC = "parametric"
 OUTCOME_BOTH = "both"
 OUTCOME_NEITHER = "neither"
 OUTCOMES = (OUTCOME_CONTEXT, OUTCOME_PARAMETRIC, OUTCOME_BOTH, OUTCOME_NEITHER)
+
+#: ConFiQA's split of a knowledge-conflict output (Bi et al. 2024, whose ``evaluation.py`` is
+#: Zhou et al. 2023's): ``faithful`` gives the context's answer, not the memorised one, and no
+#: negation word; ``stubborn`` gives the memorised answer, whatever else; ``other``: neither.
+STANCE_FAITHFUL = "faithful"
+STANCE_STUBBORN = "stubborn"
+STANCE_OTHER = "other"
+STANCES = (STANCE_FAITHFUL, STANCE_STUBBORN, STANCE_OTHER)
+#: The words whose presence makes a context answer unfaithful in ConFiQA's ``evaluation.py``
+#: ("... is not Petri Alanko"), looked up among the words of the normalised output.
+NEGATION_WORDS = frozenset({"no", "not", "never", "none", "cannot", "nobody", "nothing", "nowhere",
+                            "neither", "nor", "without", "hardly"})
 
 # ---------------------------------------------------------------------------------------------
 # Per-example scores
@@ -93,6 +109,34 @@ def role_families(roles: Collection[str]) -> list[str]:
     return families
 
 
+def squad_normalize(text: str) -> str:
+    """The SQuAD answer normalisation that ConFiQA's and FaithEval's scripts use: lower case,
+    ASCII punctuation deleted (not replaced by a space: "don't" -> "dont"), the words *a*,
+    *an*, *the* removed, whitespace collapsed."""
+    text = "".join(char for char in text.lower() if char not in string.punctuation)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def substring(output: str, answer: str) -> bool:
+    """Whether the SQuAD-normalised ``answer`` is a substring of the normalised ``output``: the
+    rule of ConFiQA (``recall_score``) and FaithEval (``phrase in normalize_answer(pred)``). No
+    word boundary: "not" is found in "cannot" and "Rome" in "Romeo", as their scripts find
+    them. An answer that normalises to ``""`` never matches."""
+    needle = squad_normalize(answer)
+    return bool(needle) and needle in squad_normalize(output)
+
+
+def stance(output: str, on_context: bool, on_parametric: bool) -> str:
+    """ConFiQA's stance of one output (:data:`STANCES`): ``stubborn`` when the memorised answer
+    is in it; else ``faithful`` when the context's answer is and no word of the output, after
+    :func:`squad_normalize` (as ``recall_score`` looks), is a negation word ("Not X" included)."""
+    if on_parametric:
+        return STANCE_STUBBORN
+    if on_context and not NEGATION_WORDS.intersection(squad_normalize(output).split()):
+        return STANCE_FAITHFUL
+    return STANCE_OTHER
+
+
 def _inside(span: Span, others: Sequence[Span]) -> bool:
     """Whether ``span`` lies inside, and is shorter than, one of ``others``."""
     return any(o[0] <= span[0] and span[1] <= o[1] and o != span for o in others)
@@ -109,7 +153,8 @@ def score_generation(
 
     A role is hit when any of its spellings matches: ``match="contains"`` uses
     :func:`contains`, ``match="prefix"`` uses :func:`starts_with`; ``case_sensitive`` is
-    passed to either. ``match="raw_prefix"`` is the conjugate-prompting paper's rule
+    passed to either. ``match="substring"`` is ConFiQA's and FaithEval's rule
+    (:func:`substring`). ``match="raw_prefix"`` is the conjugate-prompting paper's rule
     (:func:`raw_prefix`, the ``icl_vs_if`` tasks), case-sensitive by definition: it needs
     ``case_sensitive=True``. Only the output is read: answers that the prompt itself
     contains do not count.
@@ -123,6 +168,8 @@ def score_generation(
     def test(answer: str) -> bool:
         if match == RAW_PREFIX:
             return raw_prefix(output, answer)
+        if match == SUBSTRING:
+            return substring(output, answer)
         matcher = contains if match == CONTAINS else starts_with
         return matcher(output, answer, case_sensitive=case_sensitive)
 
@@ -136,7 +183,7 @@ def score_generation(
     scores: dict[str, Any] = {}
     for family in role_families(answers):
         if family == CONFLICT:
-            if match == RAW_PREFIX:
+            if match in (RAW_PREFIX, SUBSTRING):
                 on_context, on_parametric = hit(CONTEXT), hit(PARAMETRIC)
             else:
                 # A match inside the other answer's match is that answer, not this one:
@@ -152,6 +199,7 @@ def score_generation(
                 (True, True): OUTCOME_BOTH,
                 (False, False): OUTCOME_NEITHER,
             }[on_context, on_parametric]
+            scores["stance"] = stance(output, on_context, on_parametric)
         elif family == TARGET_FAMILY:
             scores["correct"] = hit(TARGET)
         else:

@@ -315,9 +315,7 @@ def summary_rows(run: RunDirectory, tasks: Sequence[Task], items: Sequence[WorkI
             roles = samples[0].answers.keys()
             for mode in task_modes(task, config):
                 scored = [s for s in samples if has_mode(s, mode)]
-                names = metric_names(mode, roles)
-                if task.config.scoring.metrics:
-                    names = [n for n in names if n in task.config.scoring.metrics]
+                names = metric_names(mode, roles, task.config.scoring.metrics)
                 for metric in names:
                     value = aggregate(metric, [s.scores for s in scored], n_resamples=config.bootstrap_resamples,
                                       seed=config.seed)

@@ -27,6 +27,7 @@ the file and the dotted key (:func:`parse_task`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,8 @@ from harness.conjugates import CONJUGATES, ENGLISH, TRANSLATIONS
 from harness.errors import TaskError
 from harness.examples import ANSWER_ROLES
 from harness.schema import check_type, from_mapping
-from harness.scoring import MATCHES, RAW_PREFIX, SCORING_MODES, metric_names
+from harness.scoring import MATCHES, RAW_PREFIX, SCORING_MODES
+from harness.scoring.metrics import applicable
 from harness.tasks.records import RECORD_FORMATS
 from harness.tasks.templates import placeholders
 
@@ -44,12 +46,21 @@ FAMILIES = {
     "icl_vs_if": "conjugate prompting: in-context learning vs instruction following",
     "icl_functions": "in-context learning of parameterised functions",
 }
+#: Field metadata: the option enters a task's content hash only when it differs from its
+#: default, so adding an option leaves the hash of every task that does not use it (and the
+#: comparability of their earlier results) as it was.
+HASHED_WHEN_SET = "hashed_when_set"
+
+
 @dataclass(frozen=True)
 class HFSource:
     """A Hugging Face dataset, read through ``datasets.load_dataset``.
 
-    ``path`` is a hub name (needs the network) or a builder such as ``json`` with local
-    ``data_files`` (works offline).
+    ``path`` is a hub name (needs the network), a local folder in the hub's layout
+    (``data/test-00000-of-00001.parquet``: works offline), or a builder such as ``json`` or
+    ``csv`` with ``data_files`` (local paths or the authors' URLs). ``rows``: the number of
+    records its publishers state (dataset card, README), which ``harness tasks`` shows
+    without downloading anything.
     """
 
     path: str
@@ -57,6 +68,17 @@ class HFSource:
     name: str | None = None
     revision: str | None = None
     data_files: str | list[str] | None = None
+    rows: int | None = field(default=None, metadata={HASHED_WHEN_SET: True})
+
+    def __str__(self) -> str:
+        """``hf:NAME[split]``; for a builder reading files, ``hf:BUILDER:FILE`` (a URL shortened
+        to its path, less a pinned commit: ``hf:csv:liujch1998/memo-trap/data/1-proverb-ending.csv``)."""
+        if not isinstance(self.data_files, str):
+            return f"hf:{self.path}[{self.split}]"
+        parts = self.data_files.split("://", 1)[-1].split("/")
+        if "://" in self.data_files:
+            parts = [part for part in parts[1:] if not re.fullmatch(r"[0-9a-f]{40}", part)]
+        return f"hf:{self.path}:{'/'.join(parts)}"
 
 
 @dataclass(frozen=True)
@@ -102,18 +124,13 @@ class Prompt:
         return self.translations[language]
 
 
-#: Field metadata: the option enters a task's content hash only when it differs from its
-#: default, so adding an option leaves the hash of every task that does not use it (and the
-#: comparability of their earlier results) as it was.
-HASHED_WHEN_SET = "hashed_when_set"
-
-
 @dataclass(frozen=True)
 class Scoring:
     """How outputs are scored (see :mod:`harness.scoring`).
 
     ``match``: ``contains`` (the answer occurs in the output), ``prefix`` (the output starts
-    with it) or ``raw_prefix`` (the raw output starts with it, the conjugate-prompting
+    with it), ``substring`` (ConFiQA's and FaithEval's rule: a substring of the SQuAD-normalised
+    output, no word boundary) or ``raw_prefix`` (the raw output starts with it, the conjugate-prompting
     paper's rule; needs ``case_sensitive: true``). ``accept_english``: on a conjugate prompt,
     also accept the English spellings (the default); ``false``: only the conjugate's own
     spelling counts, as in the paper (a French prompt's answer is ``Combien``, not
@@ -198,7 +215,7 @@ def parse_task(data: Any, file: str) -> TaskConfig:
 
 
 def _check_metrics(config: TaskConfig, file: str) -> None:
-    known = {m for mode in config.scoring.modes for m in metric_names(mode, ANSWER_ROLES)}
+    known = {m for mode in config.scoring.modes for m in applicable(mode, ANSWER_ROLES)}
     for metric in config.scoring.metrics:
         if metric not in known:
             raise TaskError(f"{file}: scoring.metrics: unknown metric {metric!r} for modes {config.scoring.modes} (known: {', '.join(sorted(known))})")

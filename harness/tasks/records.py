@@ -13,7 +13,9 @@ fields (:func:`detect_format`) unless a task names one:
 ``icl_vs_if``       the conjugate-prompting paper's files (Kotha et al. 2024): ``prompt``,
                     ``icl_ans``, ``if_ans``, optional ``config``, and the unnamed index
                     column pandas writes (:func:`_from_icl_vs_if`);
-``examples``        the harness's own layout (what ``Example.to_dict`` writes).
+``examples``        the harness's own layout (what ``Example.to_dict`` writes);
+``confiqa``, ``faitheval_*``  the field's benchmarks as published (:mod:`harness.tasks.published`;
+                    the FaithEval abstention subsets share their fields, so a task names them).
 
 A record that has most of one layout's fields but not all is read in that layout, so the
 error names the missing field. Errors name the file, the record number and the field.
@@ -29,14 +31,14 @@ import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
-
-import yaml
+from typing import Any, Mapping, Sequence
 
 from harness.conjugates import CONJUGATES
 from harness.errors import TaskError
 from harness.io import read_jsonl
 from harness.examples import ALTERNATIVE, CONTEXT, ICL, INSTRUCTION, PARAMETRIC, TARGET, Example, Localized
+import harness.tasks.published as published
+from harness.tasks.fields import answer_list, record_id, require
 
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 
@@ -82,65 +84,35 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _answer_list(value: Any, where: str) -> tuple[str, ...]:
-    """An answer field as a tuple of spellings; lists (NQ-Swap) and strings accepted."""
-    if isinstance(value, str) and value.strip().startswith("[") and value.strip().endswith("]"):
-        # CSV exports store lists as text ("['fonder.', 'fur.']"); YAML's flow syntax reads
-        # them without evaluating anything.
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError:
-            pass
-    if isinstance(value, (list, tuple)):
-        spellings = tuple(str(v).strip() for v in value if str(v).strip())
-    elif value is None:
-        spellings = ()
-    else:
-        spellings = (str(value).strip(),) if str(value).strip() else ()
-    if not spellings:
-        raise TaskError(f"{where}: is empty")
-    return spellings
-
-
-def _require(record: Mapping[str, Any], names: Iterable[str], where: str) -> None:
-    for name in names:
-        if name not in record or record[name] is None:
-            raise TaskError(f"{where}: missing field {name!r}")
-
-
-def _record_id(record: Mapping[str, Any], number: int) -> str:
-    return str(record.get("id", number))
-
-
 def _from_counterfactual(record: Mapping[str, Any], number: int, where: str) -> list[Example]:
     """Context-parametric-inversion files (CF_World_Facts, CF_Capitals, CF_Bio)."""
-    _require(record, ("context", "question", "answer"), where)
+    require(record, ("context", "question", "answer"), where)
     memory_key = "memory_answer" if "memory_answer" in record else "parametric_answer"
     if memory_key not in record:
         raise TaskError(f"{where}: missing field 'memory_answer' (or 'parametric_answer')")
     return [Example(
-        id=_record_id(record, number),
+        id=record_id(record, number),
         condition="conflicting",
         fields={"context": str(record["context"]), "question": str(record["question"])},
         answers={
-            CONTEXT: _answer_list(record["answer"], f"{where}: field 'answer'"),
-            PARAMETRIC: _answer_list(record[memory_key], f"{where}: field {memory_key!r}"),
+            CONTEXT: answer_list(record["answer"], f"{where}: field 'answer'"),
+            PARAMETRIC: answer_list(record[memory_key], f"{where}: field {memory_key!r}"),
         },
     )]
 
 
 def _from_nq_swap(record: Mapping[str, Any], number: int, where: str) -> list[Example]:
     """NQ-Swap: each record gives an agreeing (original) and a conflicting (substituted) item."""
-    _require(record, ("question", "org_context", "org_answer", "sub_context", "sub_answer"), where)
-    original = _answer_list(record["org_answer"], f"{where}: field 'org_answer'")
-    substitute = _answer_list(record["sub_answer"], f"{where}: field 'sub_answer'")
-    record_id = _record_id(record, number)
+    require(record, ("question", "org_context", "org_answer", "sub_context", "sub_answer"), where)
+    original = answer_list(record["org_answer"], f"{where}: field 'org_answer'")
+    substitute = answer_list(record["sub_answer"], f"{where}: field 'sub_answer'")
+    item = record_id(record, number)
     question = str(record["question"])
     return [
-        Example(id=record_id, condition="agreeing",
+        Example(id=item, condition="agreeing",
                 fields={"context": str(record["org_context"]), "question": question},
                 answers={TARGET: original, ALTERNATIVE: substitute}),
-        Example(id=record_id, condition="conflicting",
+        Example(id=item, condition="conflicting",
                 fields={"context": str(record["sub_context"]), "question": question},
                 answers={CONTEXT: substitute, PARAMETRIC: original}),
     ]
@@ -148,8 +120,8 @@ def _from_nq_swap(record: Mapping[str, Any], number: int, where: str) -> list[Ex
 
 def _from_memotrap(record: Mapping[str, Any], number: int, where: str) -> list[Example]:
     """MemoTrap: ``classes`` are the two endings, ``answer_index`` the one the prompt asks for."""
-    _require(record, ("prompt", "classes", "answer_index"), where)
-    classes = _answer_list(record["classes"], f"{where}: field 'classes'")
+    require(record, ("prompt", "classes", "answer_index"), where)
+    classes = answer_list(record["classes"], f"{where}: field 'classes'")
     try:
         index = int(record["answer_index"])
     except (TypeError, ValueError):
@@ -157,7 +129,7 @@ def _from_memotrap(record: Mapping[str, Any], number: int, where: str) -> list[E
     if len(classes) != 2 or index not in (0, 1):
         raise TaskError(f"{where}: field 'classes': expected two endings and answer_index 0 or 1")
     return [Example(
-        id=_record_id(record, number),
+        id=record_id(record, number),
         condition="conflicting",
         fields={"prompt": str(record["prompt"])},
         answers={CONTEXT: (classes[index],), PARAMETRIC: (classes[1 - index],)},
@@ -213,7 +185,7 @@ def _from_icl_vs_if(record: Mapping[str, Any], number: int, where: str) -> list[
     item of condition ``default``. The pandas index column is kept in ``meta``; ids number
     the items of each (condition, conjugate) in file order (:func:`_number_by_config`).
     """
-    _require(record, ("prompt", "icl_ans", "if_ans"), where)
+    require(record, ("prompt", "icl_ans", "if_ans"), where)
     condition, conjugate = "default", None
     meta: dict[str, Any] = {"record": number}
     if record.get("config") not in (None, ""):
@@ -257,8 +229,8 @@ def _mapping(value: Any, where: str) -> Mapping[str, Any]:
 
 def _from_examples(record: Mapping[str, Any], number: int, where: str) -> list[Example]:
     """The harness's own example layout (what ``Example.to_dict`` writes)."""
-    _require(record, ("fields", "answers"), where)
-    answers = {role: _answer_list(spellings, f"{where}: field 'answers.{role}'")
+    require(record, ("fields", "answers"), where)
+    answers = {role: answer_list(spellings, f"{where}: field 'answers.{role}'")
                for role, spellings in _mapping(record["answers"], f"{where}: field 'answers'").items()}
     localized = {}
     for lang, loc in _mapping(record.get("localized", {}), f"{where}: field 'localized'").items():
@@ -266,13 +238,13 @@ def _from_examples(record: Mapping[str, Any], number: int, where: str) -> list[E
         loc = _mapping(loc, f"{at}'")
         localized[lang] = Localized(
             fields=dict(_mapping(loc.get("fields", {}), f"{at}.fields'")),
-            answers={r: _answer_list(s, f"{at}.answers.{r}'")
+            answers={r: answer_list(s, f"{at}.answers.{r}'")
                      for r, s in _mapping(loc.get("answers", {}), f"{at}.answers'").items()})
     conjugate = record.get("conjugate")
     if conjugate is not None and conjugate not in CONJUGATES:
         raise TaskError(f"{where}: field 'conjugate': unknown conjugate {conjugate!r} (expected one of: {', '.join(CONJUGATES)})")
     fields = _mapping(record["fields"], f"{where}: field 'fields'")
-    return [Example(id=_record_id(record, number), condition=str(record.get("condition", "default")),
+    return [Example(id=record_id(record, number), condition=str(record.get("condition", "default")),
                     fields={k: str(v) for k, v in fields.items()}, answers=answers, localized=localized,
                     meta=dict(_mapping(record.get("meta", {}), f"{where}: field 'meta'")), conjugate=conjugate)]
 
@@ -285,7 +257,8 @@ class RecordFormat:
     ``default_prompt``: the template a file of them reads best with; ``family`` and
     ``scoring`` (keyword arguments of :class:`harness.tasks.Scoring`): the task a data file
     of the layout becomes; ``finish``: a pass over all of a file's examples, for what one
-    record cannot tell (the paper's item numbers).
+    record cannot tell (the paper's item numbers). ``detect``: whether :func:`detect_format`
+    may pick it (false for layouts whose fields another layout shares).
     """
 
     required: tuple[str, ...]
@@ -294,19 +267,47 @@ class RecordFormat:
     family: str = "knowledge_conflict"
     scoring: Mapping[str, Any] = field(default_factory=dict)
     finish: typing.Callable[[list[Example]], list[Example]] | None = None
+    detect: bool = True
 
 
 _QA_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 # The paper's scoring (greedy, 10 new tokens, the raw output's prefix, case included) and
 # only the conjugate's own spelling: a French prompt's in-context answer is "Combien".
 _PAPER_SCORING = {"match": "raw_prefix", "case_sensitive": True, "accept_english": False, "max_new_tokens": 10}
+# The authors' own prompts and scoring rules: ConFiQA's evaluation.py ("base" schema; an
+# answer counts when it is a substring of the normalised output), FaithEval's README.
+_SUBSTRING = {"match": "substring"}
+_FAITHEVAL = ("You are an expert in retrieval question answering.\nPlease respond with the exact answer only. "
+              "Do not be verbose or provide extra information.\n{instruction}Context: {context}\n"
+              "Question: {question}\n{options}Answer:")
+_FAITHEVAL_INSTRUCTIONS = {
+    "unanswerable": "If there is no information available from the context, the answer should be 'unknown'. \n",
+    "inconsistent": "If there is conflict information or multiple answers from the context, the answer should "
+                    "be 'conflict'.\n",
+}
+
+
+def _faitheval_prompt(subset: str) -> str:
+    prompt = _FAITHEVAL.replace("{instruction}", _FAITHEVAL_INSTRUCTIONS.get(subset, ""))
+    return prompt.replace("{options}", "Options:\n{options}\n" if subset == "counterfactual" else "")
+
+
 RECORD_FORMATS: dict[str, RecordFormat] = {
+    "faitheval_counterfactual": RecordFormat(("context", "question", "choices", "answerKey"),
+                                             published.from_faitheval_counterfactual,
+                                             _faitheval_prompt("counterfactual"), scoring=_SUBSTRING),
     "counterfactual": RecordFormat(("context", "question", "answer"), _from_counterfactual, _QA_PROMPT),
     "nq_swap": RecordFormat(("org_context", "sub_context"), _from_nq_swap, _QA_PROMPT),
     "memotrap": RecordFormat(("prompt", "classes", "answer_index"), _from_memotrap, "{prompt}"),
     "icl_vs_if": RecordFormat(("prompt", "icl_ans", "if_ans"), _from_icl_vs_if, "{prompt}", family="icl_vs_if",
                               scoring=_PAPER_SCORING, finish=_number_by_config),
     "examples": RecordFormat(("fields", "answers"), _from_examples, "{prompt}"),
+    "confiqa": RecordFormat(("cf_context", "cf_answer", "orig_answer"), published.from_confiqa,
+                            "{context}\nQ:{question}\nA:", scoring=_SUBSTRING),
+    "faitheval_unanswerable": RecordFormat(("context", "question"), published.from_faitheval_unanswerable,
+                                           _faitheval_prompt("unanswerable"), scoring=_SUBSTRING, detect=False),
+    "faitheval_inconsistent": RecordFormat(("context", "question"), published.from_faitheval_inconsistent,
+                                           _faitheval_prompt("inconsistent"), scoring=_SUBSTRING, detect=False),
 }
 
 
@@ -317,17 +318,18 @@ def detect_format(record: Mapping[str, Any], where: str) -> str:
     the most of them, at least two (``prompt`` and ``if_ans`` without ``icl_ans``), so its
     converter names the field that is missing.
     """
-    for name, record_format in RECORD_FORMATS.items():
+    detectable = {name: f for name, f in RECORD_FORMATS.items() if f.detect}
+    for name, record_format in detectable.items():
         if all(key in record for key in record_format.required):
             return name
-    present = {name: sum(key in record for key in f.required) for name, f in RECORD_FORMATS.items()}
+    present = {name: sum(key in record for key in f.required) for name, f in detectable.items()}
     most = max(present.values())
     nearest = [name for name, count in present.items() if count == most]
     if most >= 2 and len(nearest) == 1:
         return nearest[0]
     raise TaskError(
         f"{where}: cannot tell the format from its fields ({', '.join(record) or 'none'}); expected "
-        + "; ".join(f"{name}: {', '.join(f.required)}" for name, f in RECORD_FORMATS.items())
+        + "; ".join(f"{name}: {', '.join(f.required)}" for name, f in detectable.items())
     )
 
 

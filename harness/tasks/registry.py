@@ -44,6 +44,25 @@ class Task:
         """This task under another name (its examples kept); the name is part of its hash."""
         return Task(dataclasses.replace(self.config, name=name), self.path, self._examples)
 
+    def reading(self, path: Path) -> "Task":
+        """This task with its examples read from a local file in its source's layout instead
+        of its source (a copy of a hub dataset: JSON, JSONL, CSV or Parquet): same prompt,
+        conditions and scoring."""
+        if path.suffix.lower() not in DATA_SUFFIXES:
+            raise TaskError(f"--tasks {self.name}={path}: a local copy is a data file ({', '.join(DATA_SUFFIXES)})")
+        if not path.is_file():
+            raise TaskError(f"--tasks {self.name}={path}: no such file")
+        source = Source(file=str(path.resolve()), format=self.config.source.format)
+        return Task(dataclasses.replace(self.config, source=source), self.path)
+
+    @property
+    def source(self) -> str:
+        """Where the examples come from, in words: ``builder:NAME``, ``file:PATH``, ``hf:...``."""
+        source = self.config.source
+        if source.builder is not None:
+            return f"builder:{source.builder}"
+        return f"file:{source.file}" if source.file is not None else str(source.hf)
+
     @property
     def examples(self) -> list[Example]:
         """The task's examples, filtered to its conditions; built or read on first use."""
@@ -165,7 +184,8 @@ def load_examples(source: Source, task_path: Path | None) -> list[Example]:
         dataset = datasets.load_dataset(hf.path, hf.name, split=hf.split, revision=hf.revision,
                                         data_files=hf.data_files)
     except Exception as error:  # datasets raises many types (network, missing split, ...)
-        raise TaskError(f"{where}: source.hf: cannot load dataset {hf.path!r} split {hf.split!r}: {error}") from None
+        copy = f"; a local copy in its published layout: --tasks {task_path.stem}=FILE" if task_path else ""
+        raise TaskError(f"{where}: source.hf: cannot load dataset {hf.path!r} split {hf.split!r}: {error}{copy}") from None
     return examples_from_records(list(dataset), source.format, f"{hf.path}[{hf.split}]")
 
 
@@ -235,7 +255,9 @@ class TaskRegistry:
 
     def select(self, names: Sequence[str]) -> list[Task]:
         """Tasks for a ``--tasks`` list: names or paths, ``NAME=PATH`` to give a file's task
-        another name (``cf_world_facts=world_facts.json``), ``all`` for every registered task."""
+        another name (``cf_world_facts=world_facts.json``) or, when NAME is a task whose source
+        is a hub dataset, to read a local copy of it (``nq_swap=nq_swap_dev.parquet``), ``all``
+        for every registered task."""
         if list(names) == ["all"]:
             return [self.tasks[n] for n in self.names()]
         return [self._select_one(name) for name in names]
@@ -246,6 +268,8 @@ class TaskRegistry:
             return self.get(spec)
         if not name.replace("-", "_").isidentifier() or not target:
             raise TaskError(f"--tasks: {spec!r}: expected NAME=PATH, NAME letters, digits, '_' or '-'")
+        if name in self.tasks and self.tasks[name].config.source.hf is not None:
+            return self.tasks[name].reading(Path(target))
         return self.get(target).renamed(name)
 
 
