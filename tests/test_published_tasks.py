@@ -150,3 +150,17 @@ def test_validate_shows_a_local_copy(capsys):
     assert main(["validate", f"faitheval_counterfactual={FIXTURES['faitheval_counterfactual']}"]) == 0
     out = capsys.readouterr().out
     assert "Options:\nA. rock\nB. marshmallows" in out and "target: marshmallows" in out
+
+
+def test_a_bare_confiqa_or_faitheval_file_is_detected_and_scored_as_its_authors_do():
+    from harness.tasks import task_from_data_file
+
+    confiqa = task_from_data_file(FIXTURES["confiqa_qa"])
+    assert confiqa.config.source.format == "confiqa" and confiqa.config.scoring.match == "substring"
+    assert {e.condition for e in confiqa.examples} == {"conflicting", "agreeing"}
+    faitheval = task_from_data_file(FIXTURES["faitheval_counterfactual"])
+    assert faitheval.config.source.format == "faitheval_counterfactual"
+    assert "Options:\nA. rock" in render(faitheval, faitheval.examples[0]).prompt
+    # the abstention subsets share plain QA fields: a task names them, detection never guesses
+    with pytest.raises(TaskError, match="cannot tell the format"):
+        task_from_data_file(FIXTURES["faitheval_unanswerable"])

@@ -274,40 +274,30 @@ _QA_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 # The paper's scoring (greedy, 10 new tokens, the raw output's prefix, case included) and
 # only the conjugate's own spelling: a French prompt's in-context answer is "Combien".
 _PAPER_SCORING = {"match": "raw_prefix", "case_sensitive": True, "accept_english": False, "max_new_tokens": 10}
-# The authors' own prompts and scoring rules: ConFiQA's evaluation.py ("base" schema; an
-# answer counts when it is a substring of the normalised output), FaithEval's README.
+# The field's benchmarks are scored by their authors' rule (ConFiQA's evaluation.py, FaithEval's
+# README): an answer is a substring of the normalised output. Their authors' prompts are in
+# the built-in tasks (tasks/confiqa_*.yaml, tasks/faitheval_*.yaml); a bare data file of these
+# layouts reads with the plain question-answering prompt.
 _SUBSTRING = {"match": "substring"}
-_FAITHEVAL = ("You are an expert in retrieval question answering.\nPlease respond with the exact answer only. "
-              "Do not be verbose or provide extra information.\n{instruction}Context: {context}\n"
-              "Question: {question}\n{options}Answer:")
-_FAITHEVAL_INSTRUCTIONS = {
-    "unanswerable": "If there is no information available from the context, the answer should be 'unknown'. \n",
-    "inconsistent": "If there is conflict information or multiple answers from the context, the answer should "
-                    "be 'conflict'.\n",
-}
-
-
-def _faitheval_prompt(subset: str) -> str:
-    prompt = _FAITHEVAL.replace("{instruction}", _FAITHEVAL_INSTRUCTIONS.get(subset, ""))
-    return prompt.replace("{options}", "Options:\n{options}\n" if subset == "counterfactual" else "")
+_OPTIONS_PROMPT = "Context: {context}\nQuestion: {question}\nOptions:\n{options}\nAnswer:"
 
 
 RECORD_FORMATS: dict[str, RecordFormat] = {
     "faitheval_counterfactual": RecordFormat(("context", "question", "choices", "answerKey"),
-                                             published.from_faitheval_counterfactual,
-                                             _faitheval_prompt("counterfactual"), scoring=_SUBSTRING),
+                                             published.from_faitheval_counterfactual, _OPTIONS_PROMPT,
+                                             scoring=_SUBSTRING),
     "counterfactual": RecordFormat(("context", "question", "answer"), _from_counterfactual, _QA_PROMPT),
     "nq_swap": RecordFormat(("org_context", "sub_context"), _from_nq_swap, _QA_PROMPT),
     "memotrap": RecordFormat(("prompt", "classes", "answer_index"), _from_memotrap, "{prompt}"),
     "icl_vs_if": RecordFormat(("prompt", "icl_ans", "if_ans"), _from_icl_vs_if, "{prompt}", family="icl_vs_if",
                               scoring=_PAPER_SCORING, finish=_number_by_config),
     "examples": RecordFormat(("fields", "answers"), _from_examples, "{prompt}"),
-    "confiqa": RecordFormat(("cf_context", "cf_answer", "orig_answer"), published.from_confiqa,
-                            "{context}\nQ:{question}\nA:", scoring=_SUBSTRING),
+    "confiqa": RecordFormat(("cf_context", "cf_answer", "orig_answer"), published.from_confiqa, _QA_PROMPT,
+                            scoring=_SUBSTRING),
     "faitheval_unanswerable": RecordFormat(("context", "question"), published.from_faitheval_unanswerable,
-                                           _faitheval_prompt("unanswerable"), scoring=_SUBSTRING, detect=False),
+                                           _QA_PROMPT, scoring=_SUBSTRING, detect=False),
     "faitheval_inconsistent": RecordFormat(("context", "question"), published.from_faitheval_inconsistent,
-                                           _faitheval_prompt("inconsistent"), scoring=_SUBSTRING, detect=False),
+                                           _QA_PROMPT, scoring=_SUBSTRING, detect=False),
 }
 
 
