@@ -345,3 +345,10 @@ def test_cli_validate_renders_the_paper_file_and_the_probe_per_language(capsys):
     assert main(["validate", "icl_vs_if", "--conjugate", "nl", "--index", "2"]) == 0
     out = capsys.readouterr().out
     assert "Herhaal de invoer.\n\nInvoer: " in out and "\nUitvoer:\n" in out
+
+
+def test_all_selects_every_task_that_needs_no_download():
+    registry = TaskRegistry()
+    selected = {task.name for task in registry.select(["all"])}
+    hub = {name for name in registry.names() if registry.get(name).config.source.hf is not None}
+    assert hub and not selected & hub and selected | hub == set(registry.names())

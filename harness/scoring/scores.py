@@ -42,7 +42,8 @@ from harness.matching import Span, contains, find_spans, raw_prefix, starts_with
 
 #: The version of the scoring rules (matching included). Every sample line records the version
 #: it was scored by; a resume rescores lines of another version from their stored output and
-#: log-likelihoods. 2: numbers matched as numbers, a boundary after raw prefixes.
+#: log-likelihoods. 2: numbers matched as numbers, a boundary after raw prefixes, the `substring`
+#: match and the ConFiQA `stance` score.
 SCORER_VERSION = 2
 
 #: How an answer is scored: the greedy output (``generate``) or the continuations'

@@ -98,7 +98,7 @@ class RunConfig:
     """
 
     # what to evaluate
-    tasks: list[str] = setting(WHAT, "comma-separated task names or files, or 'all'",
+    tasks: list[str] = setting(WHAT, "comma-separated task names or files, or 'all' (every task that needs no download)",
                                factory=lambda: list(DEFAULT_TASKS), metavar="NAMES", parse=comma_list)
     checkpoints: str | list[str] | None = setting(
         WHAT, "a folder of checkpoint-N folders, a glob, a comma-separated list, hub-name@revision, ... or PEFT "

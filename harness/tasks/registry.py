@@ -257,9 +257,10 @@ class TaskRegistry:
         """Tasks for a ``--tasks`` list: names or paths, ``NAME=PATH`` to give a file's task
         another name (``cf_world_facts=world_facts.json``) or, when NAME is a task whose source
         is a hub dataset, to read a local copy of it (``nq_swap=nq_swap_dev.parquet``), ``all``
-        for every registered task."""
+        for every registered task whose examples are on this machine (hub tasks are named one by
+        one: ``all`` never starts a download)."""
         if list(names) == ["all"]:
-            return [self.tasks[n] for n in self.names()]
+            return [self.tasks[n] for n in self.names() if self.tasks[n].config.source.hf is None]
         return [self._select_one(name) for name in names]
 
     def _select_one(self, spec: str) -> Task:
