@@ -36,6 +36,8 @@ def test_export_writes_an_lm_eval_task_and_its_data(registry, tmp_path):
     assert data == (tmp_path / "harness_memotrap_history_of_science_qa_en_ll.jsonl").resolve()
     expected = yaml.safe_load((FIXTURES / path.name).read_text())
     expected["dataset_kwargs"]["data_files"]["test"] = str(data)
+    # a task read from a local copy hashes the copy's path too: the hash depends on the checkout
+    expected["metadata"]["harness_task_hash"] = task.content_hash()
     assert written == expected and set(written) <= LM_EVAL_KEYS
     docs = [json.loads(line) for line in data.read_text().splitlines()]
     assert [doc["id"] for doc in docs] == ["1", "2"]
