@@ -232,3 +232,30 @@ def test_a_checkpoint_keeps_its_label_when_listed_beside_another_run(llama_run, 
     assert engine.calls["load"] == 1  # runB's only: runA's is the folder's checkpoint-10
     labels = sorted(entry["label"] for entry in run_json(output)["checkpoints"])
     assert labels == ["checkpoint-10", "runB--checkpoint-10"]
+
+
+# ----- 6, 7. torn lines: non-ASCII, and left in the file --------------------------------------
+
+
+def test_a_line_torn_inside_a_multibyte_character_spoils_only_itself(tmp_path, caplog):
+    from harness.io import read_jsonl
+
+    path = tmp_path / "samples.jsonl"
+    whole = json.dumps({"id": "1", "output": "café"}, ensure_ascii=False).encode()
+    torn = json.dumps({"id": "2", "output": "café au lait"}, ensure_ascii=False).encode()
+    path.write_bytes(whole + b"\n" + torn[: torn.index("é".encode()) + 1])  # cut between é's two bytes
+    assert read_jsonl(path) == [{"id": "1", "output": "café"}]
+    assert "line 2 is not a complete record" in caplog.text
+
+
+def test_after_a_resume_every_samples_line_parses(llama_run, tmp_path, caplog):
+    output = tmp_path / "results"
+    model = str(llama_run / "checkpoint-10")
+    evaluate(config(output, model=model), progress=False)
+    path = RunDirectory(output).samples_file("checkpoint-10", "cf_world_facts")
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b'"prompt"') + 15])  # killed while writing the last line
+    evaluate(config(output, model=model), progress=False)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and all(isinstance(json.loads(line), dict) for line in lines)
+    assert "dropped a fragment" in caplog.text and str(path) in caplog.text
