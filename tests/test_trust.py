@@ -259,3 +259,39 @@ def test_after_a_resume_every_samples_line_parses(llama_run, tmp_path, caplog):
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3 and all(isinstance(json.loads(line), dict) for line in lines)
     assert "dropped a fragment" in caplog.text and str(path) in caplog.text
+
+
+# ----- 12. numbers are matched as numbers ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("output", "answer", "hit"), [
+    ("about 2.5 million people", "5", False),
+    ("it had 2,500 inhabitants", "500", False),
+    ("it was 5 degrees", "−5", False),
+    ("it was −5 degrees", "-5", True),
+    ("1000 soldiers", "1,000", True),
+    ("1,000.0 soldiers", "1000", True),
+    ("the 5th of May", "5", False),
+    ("pages 5-10", "10", True),
+    ("Paris", "Paris", True),
+])
+def test_numbers_are_matched_as_numbers(output, answer, hit):
+    from harness.matching import contains
+
+    assert contains(output, answer) is hit
+
+
+def test_a_raw_prefix_number_ends_where_its_digits_end():
+    from harness.matching import raw_prefix
+
+    assert not raw_prefix("120", "12") and raw_prefix(" 12, since", "12")
+    assert raw_prefix("There", "The")  # letters keep the paper's rule: no word boundary
+
+
+def test_a_context_answer_inside_the_real_answer_is_not_a_context_hit():
+    """Context "Cairo", real answer "New Cairo", output "New Cairo": the output gives the real
+    answer; "Cairo" appears only inside it (docs/metrics.md)."""
+    from harness.scoring import score_generation
+
+    scores = score_generation({"context": ("Cairo",), "parametric": ("New Cairo",)}, "New Cairo")
+    assert scores["hit_context"] is False and scores["hit_parametric"] is True and scores["outcome"] == "parametric"
