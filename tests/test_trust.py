@@ -295,3 +295,28 @@ def test_a_context_answer_inside_the_real_answer_is_not_a_context_hit():
 
     scores = score_generation({"context": ("Cairo",), "parametric": ("New Cairo",)}, "New Cairo")
     assert scores["hit_context"] is False and scores["hit_parametric"] is True and scores["outcome"] == "parametric"
+
+
+# ----- 9. an unknown step is never logged at step 0 -------------------------------------------
+
+
+def test_a_checkpoint_without_a_step_is_not_logged_at_step_0(llama_run, tmp_path, caplog):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harness.sweep.config import RunConfig
+    from harness.training.evaluator import EvaluatorProcess
+
+    named = tmp_path / "base"  # a hand-named folder: no step
+    shutil.copytree(llama_run / "checkpoint-10", named)
+    (named / "trainer_state.json").unlink()
+    logs, output = tmp_path / "tb", tmp_path / "out"
+    evaluate(RunConfig(output=str(output), checkpoints=f"{named},{llama_run / 'checkpoint-20'}",
+                       tasks=[str(Path(__file__).parent / "data" / "cf_world_facts.json")], backend="hf",
+                       conjugates=["en"], log_to=[f"tensorboard={logs}"]), progress=False)
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    assert [e.step for e in events.Scalars("ctx/cf_world_facts/conflicting/context_hit_rate")] == [20]
+    assert "checkpoint base has no known training step" in caplog.text
+    follower = EvaluatorProcess.__new__(EvaluatorProcess)
+    follower.output = output
+    assert [step for step, _ in follower.metrics_by_step()] == [20]
