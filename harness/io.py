@@ -86,28 +86,51 @@ def append_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> None
 def read_jsonl(path: str | Path, *, strict: bool = False) -> list[dict[str, Any]]:
     """Every record of a JSON Lines file ([] when it does not exist); blank lines are skipped.
 
-    A line that is not a JSON object is a ``ValueError`` naming the file and line when
-    ``strict``; otherwise it is logged (file and line) and skipped: a torn fragment of a
-    writer that died mid-line. Reading never changes the file.
+    Each line is decoded on its own (bytes, then UTF-8, then JSON), so a line cut inside a
+    multi-byte character spoils only itself. A line that is not a JSON object is a
+    ``ValueError`` naming the file and line when ``strict``; otherwise it is logged (file and
+    line) and skipped: a torn fragment of a writer that died mid-line. Reading never changes
+    the file (:func:`repair_jsonl` does).
     """
     path = Path(path)
     if not path.is_file():
         return []
     records: list[dict[str, Any]] = []
-    with jsonlines.open(path) as reader:
-        while True:
-            try:
-                record = reader.read(type=dict, allow_none=True)
-            except EOFError:
-                break
-            except jsonlines.InvalidLineError as error:
-                if not error.line.strip():
-                    continue
-                if strict:
-                    raise ValueError(f"{path}: line {error.lineno}: not valid JSON, or not an object") from None
-                log.warning("%s: line %d is not a complete record (a write cut short); skipped",
-                            path, error.lineno)
-                continue
-            if record is not None:
-                records.append(record)
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        record = _decoded(line)
+        if record is None:
+            if strict:
+                raise ValueError(f"{path}: line {number}: not valid JSON, or not an object")
+            log.warning("%s: line %d is not a complete record (a write cut short); skipped", path, number)
+            continue
+        records.append(record)
     return records
+
+
+def repair_jsonl(path: str | Path) -> int:
+    """Rewrite ``path`` (atomically) without the lines that are not JSON objects (torn
+    fragments of a writer that died mid-line); the number of lines dropped, each logged with
+    its size. Files without such lines are not touched."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
+    kept = [line for line in lines if _decoded(line) is not None]
+    if len(kept) == len(lines):
+        return 0
+    for line in lines:
+        if _decoded(line) is None:
+            log.warning("%s: dropped a fragment of %d bytes that a write cut short (its sample is computed again)",
+                        path, len(line))
+    atomic_write_bytes(path, b"".join(line + b"\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _decoded(line: bytes) -> dict[str, Any] | None:
+    """The JSON object one line holds; None when it holds none (or not valid UTF-8)."""
+    try:
+        return jsonlines.Reader([line.decode("utf-8")]).read(type=dict)
+    except (UnicodeDecodeError, jsonlines.InvalidLineError):
+        return None

@@ -8,12 +8,32 @@ decides which answers to look for; this module only says whether one is there.
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from decimal import Decimal, InvalidOperation
 
 _ARTICLES = frozenset({"a", "an", "the"})
 
+#: A number as written: a sign only where it cannot be a hyphen or a range's dash, thousands
+#: separated by commas in groups of three, a decimal part; not part of a word ("5th", "B52").
+_NUMBER = re.compile(r"(?<![\w.,])([-\u2212\u2013+]?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w]|[.,]\d)")
+
+
+def _number_word(match: re.Match) -> str:
+    """One word for a number's value: "1,000" and "1000.0" give the same one, "2.5" and "5"
+    or "-5" and "5" different ones (so a number never matches part of another)."""
+    sign, digits, fraction = match.groups()
+    try:
+        value = Decimal(digits.replace(",", "") + (fraction or ""))
+    except InvalidOperation:  # pragma: no cover - the pattern admits only digits
+        return match.group(0)
+    text = format(value.normalize(), "f").replace(".", "point")
+    negative = sign not in ("", "+") and value != 0
+    return f" {'minus' if negative else ''}{text} "
+
 
 def _canonical(text: str, *, fold_case: bool) -> str:
+    text = _NUMBER.sub(_number_word, text)
     if fold_case:
         # casefold, not lower: it also equates "ß" and "ss", which a bare lower() does not.
         text = text.casefold()
@@ -42,7 +62,9 @@ def normalize(text: str) -> str:
     a letter or digit (of any script) becomes a space (``"Paris."`` -> ``"paris"``,
     ``"Guinea-Bissau"`` -> ``"guinea bissau"``); the English articles *a*, *an*, *the* are
     removed as whole words (``"The Hague"`` -> ``"hague"``); whitespace is collapsed to
-    single spaces and stripped.
+    single spaces and stripped. Numbers are compared as numbers: each becomes one word for its
+    value before anything else (``"1,000"`` and ``"1000"`` match; ``"5"`` is not found in
+    ``"2.5 million"``, ``"500"`` not in ``"2,500"``, ``"-5"`` is not ``"5"``).
 
     The result is a sequence of words separated by single spaces, which is what makes the
     whole-word tests of :func:`contains` and :func:`starts_with` simple. Scripts written
@@ -117,7 +139,8 @@ def raw_prefix(output: str, answer: str) -> bool:
 
     The rule of Kotha et al. (2024) for their in-context-learning probe: no normalisation at
     all, so case, accents and punctuation count (``"WHAT"`` is not ``"What"``) and there is
-    no word boundary (``"The"`` starts ``"There"``). The one exception is the markdown escape
+    no word boundary (``"The"`` starts ``"There"``), except after a number's last digit (``"12"``
+    does not start ``"120"``: the arithmetic queries' answers are numbers). The other exception is the markdown escape
     ``\\_``, read as ``_``: chat models write a blank ``"___"`` as ``"\\_\\_\\_"``. An
     answer given with its leading space (the paper's files write ``" What"``) is the same
     answer; an empty one never matches.
@@ -126,4 +149,10 @@ def raw_prefix(output: str, answer: str) -> bool:
     if not answer:
         return False
     text = output.replace("\\_", "_")
-    return text.startswith(answer) or text.startswith(" " + answer)
+    for start in ("", " "):
+        if text.startswith(start + answer):
+            rest = text[len(start + answer):]
+            # numbers end where their digits end: 12 does not start "120" (letters keep the paper's rule)
+            if not (answer[-1].isdigit() and rest[:1].isdigit()):
+                return True
+    return False

@@ -81,10 +81,7 @@ def _lines_per_key(output: Path) -> Counter:
     counts: Counter = Counter()
     for label, task, path in RunDirectory(output).sample_files():
         for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # the torn fragment of the killed write
+            record = json.loads(line)  # after a resume, every line parses: the torn fragment is gone
             counts[(label, task, record["id"], record["condition"], record["conjugate"])] += 1
     return counts
 

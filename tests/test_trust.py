@@ -232,3 +232,91 @@ def test_a_checkpoint_keeps_its_label_when_listed_beside_another_run(llama_run, 
     assert engine.calls["load"] == 1  # runB's only: runA's is the folder's checkpoint-10
     labels = sorted(entry["label"] for entry in run_json(output)["checkpoints"])
     assert labels == ["checkpoint-10", "runB--checkpoint-10"]
+
+
+# ----- 6, 7. torn lines: non-ASCII, and left in the file --------------------------------------
+
+
+def test_a_line_torn_inside_a_multibyte_character_spoils_only_itself(tmp_path, caplog):
+    from harness.io import read_jsonl
+
+    path = tmp_path / "samples.jsonl"
+    whole = json.dumps({"id": "1", "output": "café"}, ensure_ascii=False).encode()
+    torn = json.dumps({"id": "2", "output": "café au lait"}, ensure_ascii=False).encode()
+    path.write_bytes(whole + b"\n" + torn[: torn.index("é".encode()) + 1])  # cut between é's two bytes
+    assert read_jsonl(path) == [{"id": "1", "output": "café"}]
+    assert "line 2 is not a complete record" in caplog.text
+
+
+def test_after_a_resume_every_samples_line_parses(llama_run, tmp_path, caplog):
+    output = tmp_path / "results"
+    model = str(llama_run / "checkpoint-10")
+    evaluate(config(output, model=model), progress=False)
+    path = RunDirectory(output).samples_file("checkpoint-10", "cf_world_facts")
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b'"prompt"') + 15])  # killed while writing the last line
+    evaluate(config(output, model=model), progress=False)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and all(isinstance(json.loads(line), dict) for line in lines)
+    assert "dropped a fragment" in caplog.text and str(path) in caplog.text
+
+
+# ----- 12. numbers are matched as numbers ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("output", "answer", "hit"), [
+    ("about 2.5 million people", "5", False),
+    ("it had 2,500 inhabitants", "500", False),
+    ("it was 5 degrees", "−5", False),
+    ("it was −5 degrees", "-5", True),
+    ("1000 soldiers", "1,000", True),
+    ("1,000.0 soldiers", "1000", True),
+    ("the 5th of May", "5", False),
+    ("pages 5-10", "10", True),
+    ("Paris", "Paris", True),
+])
+def test_numbers_are_matched_as_numbers(output, answer, hit):
+    from harness.matching import contains
+
+    assert contains(output, answer) is hit
+
+
+def test_a_raw_prefix_number_ends_where_its_digits_end():
+    from harness.matching import raw_prefix
+
+    assert not raw_prefix("120", "12") and raw_prefix(" 12, since", "12")
+    assert raw_prefix("There", "The")  # letters keep the paper's rule: no word boundary
+
+
+def test_a_context_answer_inside_the_real_answer_is_not_a_context_hit():
+    """Context "Cairo", real answer "New Cairo", output "New Cairo": the output gives the real
+    answer; "Cairo" appears only inside it (docs/metrics.md)."""
+    from harness.scoring import score_generation
+
+    scores = score_generation({"context": ("Cairo",), "parametric": ("New Cairo",)}, "New Cairo")
+    assert scores["hit_context"] is False and scores["hit_parametric"] is True and scores["outcome"] == "parametric"
+
+
+# ----- 9. an unknown step is never logged at step 0 -------------------------------------------
+
+
+def test_a_checkpoint_without_a_step_is_not_logged_at_step_0(llama_run, tmp_path, caplog):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harness.sweep.config import RunConfig
+    from harness.training.evaluator import EvaluatorProcess
+
+    named = tmp_path / "base"  # a hand-named folder: no step
+    shutil.copytree(llama_run / "checkpoint-10", named)
+    (named / "trainer_state.json").unlink()
+    logs, output = tmp_path / "tb", tmp_path / "out"
+    evaluate(RunConfig(output=str(output), checkpoints=f"{named},{llama_run / 'checkpoint-20'}",
+                       tasks=[str(Path(__file__).parent / "data" / "cf_world_facts.json")], backend="hf",
+                       conjugates=["en"], log_to=[f"tensorboard={logs}"]), progress=False)
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    assert [e.step for e in events.Scalars("ctx/cf_world_facts/conflicting/context_hit_rate")] == [20]
+    assert "checkpoint base has no known training step" in caplog.text
+    follower = EvaluatorProcess.__new__(EvaluatorProcess)
+    follower.output = output
+    assert [step for step, _ in follower.metrics_by_step()] == [20]

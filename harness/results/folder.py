@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from harness.errors import RunError
-from harness.io import append_jsonl, read_jsonl, write_json, write_jsonl
+from harness.io import append_jsonl, read_jsonl, repair_jsonl, write_json, write_jsonl
 from harness.results.record import RunRecord, now
 from harness.results.rows import SampleRecord, SummaryRow
 
@@ -128,6 +128,11 @@ class RunDirectory:
 
     def write_summary(self, rows: Iterable[SummaryRow]) -> None:
         write_jsonl(self.summary_file, [row.to_dict() for row in rows])
+
+    def repair(self) -> int:
+        """Drop the lines a killed writer left torn in the samples and summary files, so every
+        file is valid JSON Lines again (their samples are computed again); lines dropped."""
+        return sum(repair_jsonl(path) for *_, path in self.sample_files()) + repair_jsonl(self.summary_file)
 
     def discard(self, checkpoint: str) -> None:
         """Delete every sample and summary row of one checkpoint label (``--overwrite``)."""

@@ -86,6 +86,7 @@ class Sweep:
                     check_resume(self.run, previous, self.record, append=config.append)
                 self.record.invocations = (previous.invocations or [invocation(previous)]) + self.record.invocations
                 self.record.checkpoints = _with_progress(previous)
+            self.run.repair()  # a writer killed mid-line left a fragment: every file parses again
             self.summary: dict[str, list[SummaryRow]] = {}
             self.run.write_record(self.record)
         except BaseException:

@@ -19,12 +19,15 @@ is one clear error before anything is evaluated.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol, Sequence
 
 from harness.checkpoints import Checkpoint
 from harness.conjugates import ENGLISH
 from harness.errors import RunError
 from harness.results import SummaryRow
+
+log = logging.getLogger("harness")
 
 LOG_PREFIX = "ctx"
 STEP_METRIC = "train/global_step"
@@ -49,9 +52,13 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
-def _step(checkpoint: Checkpoint) -> int:
-    # A checkpoint without a known step (a hand-named folder) is logged at step 0.
-    return checkpoint.step if checkpoint.step is not None else 0
+def known_step(checkpoint: Checkpoint) -> int | None:
+    """The training step to log ``checkpoint``'s values at; None, with a warning, when it has no
+    known step (a hand-named folder): logging it at 0 would overwrite the base model's values."""
+    if checkpoint.step is None:
+        log.warning("log_to: checkpoint %s has no known training step; its values are not logged to the "
+                    "dashboard (they are in the results folder)", checkpoint.label)
+    return checkpoint.step
 
 
 class TensorBoardTracker:
@@ -66,8 +73,11 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(log_dir=folder)
 
     def log(self, checkpoint: Checkpoint, rows: list[SummaryRow]) -> None:
+        step = known_step(checkpoint)
+        if step is None:
+            return
         for name, value in log_metrics(rows).items():
-            self.writer.add_scalar(name, value, global_step=_step(checkpoint))
+            self.writer.add_scalar(name, value, global_step=step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -90,7 +100,9 @@ class WandbTracker:
         self.run.define_metric(f"{LOG_PREFIX}/*", step_metric=STEP_METRIC)
 
     def log(self, checkpoint: Checkpoint, rows: list[SummaryRow]) -> None:
-        self.run.log({**log_metrics(rows), STEP_METRIC: _step(checkpoint)})
+        step = known_step(checkpoint)
+        if step is not None:
+            self.run.log({**log_metrics(rows), STEP_METRIC: step})
 
     def close(self) -> None:
         self.run.finish()

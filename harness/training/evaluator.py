@@ -80,8 +80,10 @@ class EvaluatorProcess:
                            f"{self.output / 'logs' / LOG_FILE}")
 
     def metrics_by_step(self) -> list[tuple[int, dict[str, float]]]:
-        """Each evaluated checkpoint's metrics under their log names, by training step."""
+        """Each evaluated checkpoint's metrics under their log names, by training step;
+        checkpoints without a known step are left out (never merged into step 0's)."""
         by_step: dict[int, list] = defaultdict(list)
         for row in RunDirectory(self.output).read_summary():
-            by_step[row.step if row.step is not None else 0].append(row)
+            if row.step is not None:
+                by_step[row.step].append(row)
         return [(step, log_metrics(rows)) for step, rows in sorted(by_step.items())]
