@@ -111,7 +111,7 @@ LL = [LoglikelihoodRequest("The capital of France is", (" Paris", " Rome")),
 
 def _answers(backend, checkpoint):
     backend.load(checkpoint)
-    return backend.generate(GEN), [s.logprob for s in backend.loglikelihood(LL)]
+    return backend.generate(GEN), [s.logprob for scores in backend.loglikelihood(LL) for s in scores]
 
 
 def _spy_on_reads(monkeypatch):
@@ -160,7 +160,7 @@ def delta_sweep(tied_llama_run, tmp_path_factory, vllm_cache_dir):
         monkeypatch.undo()
         hf = HFBackend(max_model_len=256)
         hf.load(qk)
-        out["qk_hf"] = hf.generate(GEN), [s.logprob for s in hf.loglikelihood(LL)]
+        out["qk_hf"] = hf.generate(GEN), [s.logprob for scores in hf.loglikelihood(LL) for s in scores]
         hf.close()
         # back to checkpoint-10 with a wrong delta: layer 1's attention (changed) left out
         real_plan = vllm_backend.plan_reload
