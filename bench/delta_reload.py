@@ -1,9 +1,10 @@
 """Delta reloads: what an in-place vLLM reload reads and costs when only some tensors changed.
 
 1. How many tensors two checkpoints differ in: two checkpoints of the tiny test run (two
-   random initialisations: what a training step looks like, every weight moved) and the bundled
-   SmolLM2-135M against a query/key-only changed copy of it
-   (:func:`harness.testing.finetune_query_key`).
+   random initialisations), two saves of a real (tiny) finetuning run of the tiny Llama
+   (:func:`harness.training.run.run_finetune`, full finetuning, 4 steps saved every 2, plain and ``qk_only``)
+   with what a delta reload would read, and the bundled SmolLM2-135M against a
+   query/key-only changed copy of it (:func:`harness.testing.finetune_query_key`).
 2. One vLLM engine (float32, eager, canary check on) on SmolLM2-135M alternates between the
    model and its query/key-only copy, ``--repeats`` times with delta reloads and as many with
    every tensor reloaded (the plan forced to :func:`~harness.backends.vllm_reload.full_plan`);
@@ -33,6 +34,25 @@ def changed_tensors(first: Path, second: Path) -> tuple[int, int]:
     return sum(a[n] != b.get(n) for n in names), len(names)
 
 
+def sft_saves(root: Path, qk_only: bool) -> tuple[Path, Path]:
+    """Two saves (steps 2 and 4) of a full finetuning run of the tiny Llama on 16 records."""
+    import json
+
+    from harness.testing import build_tiny_model
+    from harness.training.config import FinetuneConfig
+    from harness.training.run import run_finetune
+
+    model = build_tiny_model(root / "tiny-llama", root / "tokenizer")
+    data = root / "alpaca.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"What is item {i}?", "input": f"Item {i} is number {i * 7}.",
+                                        "output": f"number {i * 7}"}) + "\n" for i in range(16)))
+    out = run_finetune(FinetuneConfig(model=str(model), dataset=str(data), output_dir=str(root / f"sft-qk{qk_only}"),
+                                      method="full", format="alpaca", max_steps=4, batch_size=4, save_steps=2,
+                                      logging_steps=1, learning_rate=1e-3, max_length=128, progress=False,
+                                      qk_only=qk_only))
+    return out / "checkpoint-2", out / "checkpoint-4"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2, help="reloads each way (delta, full) per direction")
@@ -40,7 +60,7 @@ def main() -> None:
 
     from harness.backends import vllm as vllm_backend
     from harness.backends.vllm import VLLMBackend
-    from harness.backends.vllm_reload import full_plan
+    from harness.backends.vllm_reload import LoadedWeights, full_plan, plan_reload
     from harness.checkpoints import Checkpoint
     from harness.checkpoints.bundled import bundled_model_dir
     from harness.checkpoints.fingerprints import tensor_hashes
@@ -51,6 +71,13 @@ def main() -> None:
     run = build_checkpoint_run(root / "run", root / "tokenizer", steps=(10, 20))
     diff, total = changed_tensors(run / "checkpoint-10", run / "checkpoint-20")
     print(f"tiny test run, checkpoint-10 vs checkpoint-20: {diff} of {total} tensors differ")
+
+    for qk_only in (False, True):
+        first, second = sft_saves(root, qk_only)
+        diff, total = changed_tensors(first, second)
+        plan = plan_reload(LoadedWeights.of(first), str(second))
+        print(f"tiny Llama full finetuning{' (qk_only)' if qk_only else ''}, checkpoint-2 vs checkpoint-4: {diff} of "
+              f"{total} tensors differ; reload plan: {'delta' if plan.delta else 'full'}, {plan.describe()}")
 
     base = bundled_model_dir()
     copy = finetune_query_key(base, root / "smollm2-qk")

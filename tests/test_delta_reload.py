@@ -77,6 +77,9 @@ def test_unusual_folders_get_a_full_reload(qk_copy, tmp_path):
     assert LoadedWeights.of(copy) is None and not plan_reload(loaded, str(copy)).delta
     assert full_plan(str(copy)).tensors is None and full_plan(str(copy)).describe() == "every tensor"
     os.remove(copy / "model.safetensors.index.json")
+    # what the Trainer saves beside the weights (vLLM reads model.safetensors when there is one)
+    for name in ("training_args.bin", "optimizer.pt", "rng_state.pth"):
+        (copy / name).write_bytes(b"not weights")
     assert plan_reload(loaded, str(copy)).delta
     # the loaded file rewritten since the engine read it: its hashes no longer say what is loaded
     os.utime(source / "model.safetensors", ns=(loaded.mtime_ns + 10**9, loaded.mtime_ns + 10**9))

@@ -8,8 +8,7 @@ computed them already to identify the checkpoint) tell which tensors changed, an
 worker reloads only those (:meth:`harness.backends.vllm_worker.HarnessWorkerExtension.harness_load_tensors`).
 
 A delta is planned only when nothing is unusual; otherwise every tensor is reloaded, as
-before. It needs: one ``model.safetensors`` in each folder (no shard index, no other weight
-files), the loaded file unchanged on disk since the engine loaded it (size and modification
+before. It needs: one ``model.safetensors`` in each folder (no shard index), the loaded file unchanged on disk since the engine loaded it (size and modification
 time), the same tensor names with the same dtypes and shapes, and at most half of the bytes
 changed (:data:`DELTA_AT_MOST`; a training step changes nearly all of them, and then vLLM's
 own reload costs little more). The engine's canary check still verifies every reload, delta
@@ -35,7 +34,6 @@ from typing import Any
 from harness.checkpoints.fingerprints import tensor_bytes, tensor_hashes
 
 WEIGHTS_FILE = "model.safetensors"
-_OTHER_WEIGHT_FILES = (".bin", ".pt", ".pth", ".safetensors", ".index.json")
 
 #: A delta is planned only when it reads at most this share of the checkpoint's bytes.
 DELTA_AT_MOST = 0.5
@@ -54,11 +52,14 @@ class LoadedWeights:
 
     @classmethod
     def of(cls, folder: str | os.PathLike[str] | None) -> LoadedWeights | None:
-        """``folder``'s weights file, or None unless it is exactly one ``model.safetensors``."""
+        """``folder``'s weights file, or None unless its safetensors weights are one
+        ``model.safetensors`` with no shard index. (vLLM reads safetensors where there are
+        any, so ``.bin``/``.pt`` files beside them — the Trainer's ``training_args.bin``,
+        ``optimizer.pt`` — are not weights it loads.)"""
         if folder is None or not os.path.isdir(folder):
             return None
         folder = Path(folder)
-        weight_files = [p.name for p in folder.iterdir() if p.name.endswith(_OTHER_WEIGHT_FILES)]
+        weight_files = [p.name for p in folder.iterdir() if p.name.endswith((".safetensors", ".safetensors.index.json"))]
         if weight_files != [WEIGHTS_FILE]:
             return None
         stat = (folder / WEIGHTS_FILE).stat()
