@@ -250,3 +250,25 @@ def build_lora_run(run: Path, base_dir: Path, *, steps: Sequence[int] = (10, 20)
                                     target_modules=target_modules, seed=100 + i)
         write_trainer_state(folder, step, max(steps))
     return run
+
+
+def finetune_query_key(source: Path, target: Path, *, scale: float = 0.1, seed: int = 0) -> Path:
+    """A copy of the model folder ``source`` in ``target`` whose attention query and key weights
+    (``q_proj``/``k_proj`` tensors) alone are changed (random noise of std ``scale`` times
+    each tensor's own std added): what query/key-only finetuning saves. Every other tensor
+    keeps its bytes. Returns ``target``."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    weights = target / "model.safetensors"
+    tensors = load_file(str(weights))
+    generator = torch.Generator().manual_seed(seed)
+    for name, tensor in tensors.items():
+        if ".q_proj." in name or ".k_proj." in name:
+            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
+            tensors[name] = (tensor.float() + scale * tensor.float().std() * noise).to(tensor.dtype).contiguous()
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    return target

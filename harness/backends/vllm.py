@@ -3,12 +3,11 @@
 How checkpoints reach the engine (:meth:`VLLMBackend.load`):
 
 * **Full checkpoints** of the same architecture (``config.json`` equal up to names and dtype)
-  and the same tokenizer as the running engine are **reloaded in place**:
-  ``collective_rpc("reload_weights", kwargs={"weights_path": path})``, then on CPU the packed
-  output head is re-dispatched (tied embeddings are otherwise left stale — see
-  :mod:`harness.backends.vllm_worker`), then ``reset_prefix_cache()``. **Every reload is
-  verified** against transformers by a canary check (:mod:`harness.backends.vllm_reference`).
-  On a mismatch a warning is logged and a fresh engine is started on the checkpoint (and
+  and the same tokenizer as the running engine are **reloaded in place**, only the tensors that
+  changed when nothing is unusual (:mod:`harness.backends.vllm_reload`). **Every reload is
+  verified** against transformers by a canary check (:mod:`harness.backends.vllm_reference`);
+  a delta reload that fails it is redone in full. On a mismatch a warning is logged and a
+  fresh engine is started on the checkpoint (and
   checked the same way; if even a fresh engine disagrees, :class:`EngineMismatchError` is
   raised). Anything else (another architecture, another tokenizer, a LoRA engine) gets a new
   engine; the old one is shut down first — except a LoRA engine's own base model, which that
@@ -45,6 +44,7 @@ from harness.backends import tokens as tk
 from harness.backends.api import ContinuationScore, GenerationRequest
 from harness.backends.base import Engine
 from harness.backends.hf import HFBackend
+from harness.backends.vllm_reload import LoadedWeights, ReloadPlan, full_plan, plan_reload, reload_in_place
 from harness.backends.vllm_reference import canary_difference
 from harness.backends.vllm_scoring import score_call
 from harness.backends.vllm_setup import (
@@ -81,6 +81,7 @@ class _EngineState:
     tokenizer: str
     weights: tuple[str, str | None]
     lora_rank: int | None = None  # None: not a LoRA engine
+    loaded: LoadedWeights | None = None  # the file its weights came from, for delta reloads
 
     @property
     def lora(self) -> bool:
@@ -164,13 +165,14 @@ class VLLMBackend(Engine):
         self._notes: list[str] = []  # what load did, for load_note
         self._stats: dict[str, Any] = {
             "engine_starts": 0, "reloads": 0, "fallbacks": 0,
-            "engine_start_s": [], "reload_s": [], "canary": [],
+            "engine_start_s": [], "reload_s": [], "reload_reads": [], "canary": [],
             "scored_tokens": 0, "cached_tokens": 0, "engine_mode": [],
         }
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Engine starts, in-place reloads, fallbacks, canary checks and their timings."""
+        """Engine starts, in-place reloads (``reload_reads``: tensors and bytes each read, delta
+        or full), fallbacks, canary checks and their timings."""
         return self._stats
 
     def expect_job(self, *, checkpoints: int, requests: int) -> None:
@@ -255,8 +257,9 @@ class VLLMBackend(Engine):
         if not same_shape or engine.lora or path is None:  # another shape, or nothing on disk to reload from
             self._start_engine(checkpoint, arch_fp, tok_fp, lora_rank=None)
             return
+        plan = plan_reload(engine.loaded, path)
         try:
-            self._reload(checkpoint, path)
+            self._reload(checkpoint, path, plan)
         except Exception as exc:  # a reload vLLM refuses: a fresh engine can still load it
             logger.warning("vllm: in-place reload of %s failed (%r); starting a fresh engine",
                            checkpoint.label, exc)
@@ -264,13 +267,16 @@ class VLLMBackend(Engine):
             self._start_engine(checkpoint, arch_fp, tok_fp, lora_rank=None)
             return
         if self.verify_reload:
-            ok, diff = self._verify(checkpoint, path, what="reload")
+            ok, diff = self._verify(checkpoint, path, what="delta reload" if plan.delta else "reload")
+            if not ok and plan.delta:  # cheaper than a fresh engine, and checked the same way
+                logger.warning("vllm: delta reload of %s disagrees with transformers (max |dlogprob| %.3g); "
+                               "reloading every tensor", checkpoint.label, diff)
+                self._stats["fallbacks"] += 1
+                self._reload(checkpoint, path, full_plan(path))
+                ok, diff = self._verify(checkpoint, path, what="reload")
             if not ok:
-                logger.warning(
-                    "vllm: in-place reload of %s disagrees with transformers (max |dlogprob| "
-                    "%.3g > %.3g); starting a fresh engine for it",
-                    checkpoint.label, diff, self._atol(),
-                )
+                logger.warning("vllm: in-place reload of %s disagrees with transformers (max |dlogprob| %.3g > %.3g); "
+                               "starting a fresh engine for it", checkpoint.label, diff, self._atol())
                 self._stats["fallbacks"] += 1
                 self._start_engine(checkpoint, arch_fp, tok_fp, lora_rank=None, verify=True)
 
@@ -324,6 +330,7 @@ class VLLMBackend(Engine):
                     f" (LoRA, max rank {lora_rank})" if lora_rank else "",
                     "in this process" if self.in_process else "in its own processes",
                     "compiled" if compiled else "eager", why)
+        loaded = LoadedWeights.of(checkpoint.model)  # before the engine reads it
         start = time.perf_counter()
         with engine_start(in_process=self.in_process):
             self.llm = LLM(model=checkpoint.model, revision=checkpoint.revision, **options)
@@ -336,7 +343,7 @@ class VLLMBackend(Engine):
         self._stats["engine_mode"].append({"in_process": self.in_process, "compiled": compiled, "why": why})
         logger.debug("vllm: engine started in %.1f s", seconds)
         self._notes.append(f"engine started in {seconds:.1f} s ({'compiled' if compiled else 'eager'})")
-        self._engine = _EngineState(arch_fp, tok_fp, (checkpoint.model, checkpoint.revision), lora_rank)
+        self._engine = _EngineState(arch_fp, tok_fp, (checkpoint.model, checkpoint.revision), lora_rank, loaded)
         if verify:
             path = local_weights_path(checkpoint.model, checkpoint.revision) or checkpoint.model
             ok, diff = self._verify(checkpoint, path, what="fresh engine")
@@ -345,20 +352,15 @@ class VLLMBackend(Engine):
                                           f"|dlogprob| {diff:.3g} > {self._atol():.3g}); raise reload_atol if the "
                                           "engine's dtype explains it")
 
-    def _reload(self, checkpoint: Checkpoint, path: str) -> None:
-        start = time.perf_counter()
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
-        fixed = False
-        if self.fix_tied_head:
-            fixed = any(self.llm.collective_rpc("harness_redispatch_tied_head"))
-        self.llm.reset_prefix_cache()
-        seconds = time.perf_counter() - start
+    def _reload(self, checkpoint: Checkpoint, path: str, plan: ReloadPlan) -> None:
+        self._engine.loaded = None  # until the reload is through: a failed one leaves no known state
+        plan, seconds = reload_in_place(self.llm, path, plan, label=checkpoint.label, fix_tied_head=self.fix_tied_head)
         self._engine.weights = (checkpoint.model, checkpoint.revision)
+        self._engine.loaded = LoadedWeights.of(path)
         self._stats["reloads"] += 1
         self._stats["reload_s"].append(round(seconds, 3))
-        logger.debug("vllm: reloaded weights of %s in place in %.2f s%s", checkpoint.label, seconds,
-                     " (tied CPU head re-dispatched)" if fixed else "")
-        self._notes.append(f"reloaded in place in {seconds:.2f} s")
+        self._stats["reload_reads"].append(plan.record(checkpoint.label, seconds))
+        self._notes.append(f"reloaded {plan.describe()} in place in {seconds:.2f} s")
 
     # ------------------------------------------------------------------ verification
 

@@ -21,6 +21,7 @@ adapter computes, so it is exact. Generation with adapters stays on the engine.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 from harness.backends import tokens as tk
@@ -55,4 +56,6 @@ def canary_difference(llm: Any, reference: HFBackend, checkpoint: Checkpoint, pa
         expected = reference.token_logprobs(ids)
     finally:
         reference.close()
-    return max(abs(a - b) for a, b in zip(engine, expected))
+    diffs = [abs(a - b) for a, b in zip(engine, expected)]
+    # a NaN (uninitialised weights) is the worst mismatch; max() would skip one after a number
+    return math.inf if any(math.isnan(d) for d in diffs) else max(diffs)

@@ -114,9 +114,22 @@ def _fingerprinted_files(folder: Path) -> list[Path]:
                   if path.is_file() and (path.suffix in _WEIGHT_SUFFIXES or path.name in _CONFIG_FILES))
 
 
-def _safetensors_tensor_hashes(stream: BinaryIO, size: int) -> dict[str, str] | None:
-    """Per-tensor hashes of a safetensors file; None when its header does not parse (the file
-    is then hashed whole, and its load will say what is wrong with it)."""
+def tensor_bytes(path: str | os.PathLike[str]) -> dict[str, int] | None:
+    """The size in bytes of each tensor of a safetensors file (by tensor name), read from its
+    header; None when the header does not parse."""
+    path = Path(path)
+    with path.open("rb") as stream:
+        parsed = _safetensors_header(stream, path.stat().st_size)
+    if parsed is None:
+        return None
+    header, _ = parsed
+    return {name: info["data_offsets"][1] - info["data_offsets"][0]
+            for name, info in header.items() if name != "__metadata__"}
+
+
+def _safetensors_header(stream: BinaryIO, size: int) -> tuple[dict[str, Any], int] | None:
+    """A safetensors file's header and the offset its data starts at; None when the header does
+    not parse."""
     head = stream.read(8)
     length = int.from_bytes(head, "little") if len(head) == 8 else 0
     if not 0 < length <= size - 8:
@@ -125,7 +138,16 @@ def _safetensors_tensor_hashes(stream: BinaryIO, size: int) -> dict[str, str] | 
         header = json.loads(stream.read(length))
     except ValueError:
         return None
-    start = 8 + length
+    return (header, 8 + length) if isinstance(header, dict) else None
+
+
+def _safetensors_tensor_hashes(stream: BinaryIO, size: int) -> dict[str, str] | None:
+    """Per-tensor hashes of a safetensors file; None when its header does not parse (the file
+    is then hashed whole, and its load will say what is wrong with it)."""
+    parsed = _safetensors_header(stream, size)
+    if parsed is None:
+        return None
+    header, start = parsed
     hashes = {"__metadata__": xxhash.xxh3_64_hexdigest(json.dumps(header.get("__metadata__"), sort_keys=True).encode())}
     for name, info in header.items():
         if name == "__metadata__":
