@@ -28,6 +28,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 _SUBJECTS = [
     "France", "Germany", "Italy", "Spain", "Japan", "Canada", "Brazil", "Egypt", "Kenya",
     "Norway", "Peru", "India", "China", "Chile", "Greece", "Poland", "Sweden", "Mexico",
@@ -249,4 +251,23 @@ def build_lora_run(run: Path, base_dir: Path, *, steps: Sequence[int] = (10, 20)
         folder = build_lora_adapter(run / f"checkpoint-{step}", base_dir, r=r, alpha=2 * r,
                                     target_modules=target_modules, seed=100 + i)
         write_trainer_state(folder, step, max(steps))
+    return run
+
+
+def simulated_curve(total: int, n_examples: int, *, start: float = 0.4, peak: float = 0.9, end: float = 0.6,
+                    peak_at: float = 0.3, flip: float = 0.02, seed: int = 0) -> list[dict[str, float]]:
+    """Per-example 0/1 values of a metric at ``total`` checkpoints of a simulated run: each
+    checkpoint's rate rises linearly from ``start`` to ``peak`` (at the share ``peak_at`` of
+    the run) and falls to ``end``. Example ``i`` is a hit where its fixed threshold lies below
+    the rate, so neighbouring checkpoints agree on most examples, as real ones do; each value
+    is then flipped with probability ``flip`` (checkpoint-to-checkpoint noise)."""
+    rng = np.random.default_rng(seed)
+    thresholds = rng.random(n_examples)
+    top = peak_at * (total - 1)
+    run = []
+    for t in range(total):
+        rate = (start + (peak - start) * t / top if t <= top and top > 0
+                else peak + (end - peak) * (t - top) / max(total - 1 - top, 1e-9))
+        hits = (thresholds < rate) ^ (rng.random(n_examples) < flip)
+        run.append({f"e{i}": float(hit) for i, hit in enumerate(hits)})
     return run
