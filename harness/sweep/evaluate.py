@@ -18,6 +18,7 @@ from harness.checkpoints.sources import CheckpointSource, FixedCheckpoints, Foll
 from harness.errors import RunError
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
+from harness.sweep.schedule import ADAPTIVE, sweep_adaptive
 from harness.sweep.sweep import Observer, Sweep, sweep_here
 from harness.sweep.trackers import make_trackers
 
@@ -89,6 +90,9 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: boo
                 from harness.sweep.workers import evaluate_on_workers  # Ray: only when asked for
 
                 evaluate_on_workers(sweep, source, backend, observers=every, progress=progress)
+            elif config.schedule == ADAPTIVE:
+                sweep_adaptive(sweep, source.checkpoints, backend, every, progress=progress)
+                sweep.record.engine_stats = backend.stats or None
             else:
                 sweep_here(sweep, source, backend, every, progress=progress)
                 sweep.record.engine_stats = backend.stats or None  # engine starts, reloads, canaries

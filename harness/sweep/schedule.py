@@ -213,7 +213,8 @@ def decision_series(sweep) -> list[Series]:
     chosen = []
     for task in sweep.tasks:
         conjugates = task_conjugates(task, sweep.config)
-        if CONDITION in task.config.conditions and GENERATE in task_modes(task, sweep.config) and conjugates:
+        if (GENERATE in task_modes(task, sweep.config) and conjugates
+                and any(example.condition == CONDITION for example in task.examples)):
             chosen.append(Series(task.name, "en" if "en" in conjugates else conjugates[0]))
     if not chosen:
         raise RunError("schedule: adaptive follows context reliance on conflicting contexts (context_hit_rate, by "
