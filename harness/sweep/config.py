@@ -122,6 +122,8 @@ class RunConfig:
                                   "harness.sweep.schedule)", default="all", choices=["all", "adaptive"])
     max_checkpoints: int | None = setting(WHAT, "with --schedule adaptive: evaluate at most N checkpoints",
                                           default=None, metavar="N")
+    extrapolate: bool = setting(WHAT, "allow interp: levels outside [0, 1] (harness.checkpoints.interp)",
+                                default=False)
     bootstrap_resamples: int = setting(WHAT, "bootstrap resamples of the intervals of means", default=1000,
                                        flag=False)
     # results
