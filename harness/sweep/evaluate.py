@@ -19,6 +19,7 @@ from harness.checkpoints.sources import CheckpointSource, FixedCheckpoints, Foll
 from harness.errors import RunError
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
+from harness.sweep.lag import FollowLag
 from harness.sweep.schedule import ADAPTIVE, sweep_adaptive
 from harness.sweep.sweep import Observer, Sweep, sweep_here
 from harness.sweep.trackers import make_trackers
@@ -94,6 +95,8 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: boo
         sweep = Sweep(config, engine=backend.name, command_line=command_line)
         try:
             every = [*observers, *(tracker.log for tracker in trackers)]
+            if config.follow:  # marks each checkpoint evaluated and logs how far behind training it is
+                every.append(FollowLag(config.checkpoints, config.output))
             if config.workers is not None:
                 from harness.sweep.workers import evaluate_on_workers  # Ray: only when asked for
 
