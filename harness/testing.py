@@ -28,6 +28,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 _SUBJECTS = [
     "France", "Germany", "Italy", "Spain", "Japan", "Canada", "Brazil", "Egypt", "Kenya",
     "Norway", "Peru", "India", "China", "Chile", "Greece", "Poland", "Sweden", "Mexico",
@@ -272,3 +274,22 @@ def finetune_query_key(source: Path, target: Path, *, scale: float = 0.1, seed: 
             tensors[name] = (tensor.float() + scale * tensor.float().std() * noise).to(tensor.dtype).contiguous()
     save_file(tensors, str(weights), metadata={"format": "pt"})
     return target
+
+
+def simulated_curve(total: int, n_examples: int, *, start: float = 0.4, peak: float = 0.9, end: float = 0.6,
+                    peak_at: float = 0.3, flip: float = 0.02, seed: int = 0) -> list[dict[str, float]]:
+    """Per-example 0/1 values of a metric at ``total`` checkpoints of a simulated run: each
+    checkpoint's rate rises linearly from ``start`` to ``peak`` (at the share ``peak_at`` of
+    the run) and falls to ``end``. Example ``i`` is a hit where its fixed threshold lies below
+    the rate, so neighbouring checkpoints agree on most examples, as real ones do; each value
+    is then flipped with probability ``flip`` (checkpoint-to-checkpoint noise)."""
+    rng = np.random.default_rng(seed)
+    thresholds = rng.random(n_examples)
+    top = peak_at * (total - 1)
+    run = []
+    for t in range(total):
+        rate = (start + (peak - start) * t / top if t <= top and top > 0
+                else peak + (end - peak) * (t - top) / max(total - 1 - top, 1e-9))
+        hits = (thresholds < rate) ^ (rng.random(n_examples) < flip)
+        run.append({f"e{i}": float(hit) for i, hit in enumerate(hits)})
+    return run

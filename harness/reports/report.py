@@ -145,6 +145,10 @@ def _run_warnings(run: RunResults) -> list[str]:
                 for task in run.tasks if len(run.task_hashes(task)) > 1]
     messages += [f"checkpoint {checkpoint} was skipped: {reason}"
                  for checkpoint, reason in run.record.skipped_checkpoints.items()]
+    schedule = run.record.schedule
+    if schedule and schedule.get("left_out"):
+        messages.append(f"adaptive schedule: {schedule['evaluated']} of {schedule['checkpoints']} checkpoints "
+                        f"evaluated ({schedule['stopped']}); not evaluated: {', '.join(schedule['left_out'])}")
     return messages
 
 

@@ -88,6 +88,8 @@ class RunRecord:
     engine_stats: dict[str, Any] | None = None
     #: each Ray worker's resident memory after each checkpoint it evaluated
     workers: list[dict[str, Any]] | None = None
+    #: an adaptive schedule's account: checkpoints in all, evaluated, left out, why it stopped (harness.sweep.schedule)
+    schedule: dict[str, Any] | None = None
     format: int = FORMAT
 
     @classmethod
@@ -113,7 +115,7 @@ class RunRecord:
         data["format"] = FORMAT
         data["checkpoints"] = [entry.to_dict() for entry in self.checkpoints]
         return {name: value for name, value in data.items()
-                if value is not None or name not in ("finished", "engine_stats", "workers")}
+                if value is not None or name not in ("finished", "engine_stats", "workers", "schedule")}
 
     def entry(self, label: str) -> CheckpointEntry | None:
         """The entry of the checkpoint labelled ``label``, None when it was not evaluated."""

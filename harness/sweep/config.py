@@ -118,6 +118,13 @@ class RunConfig:
     seed: int = setting(WHAT, "seed of --limit and of the bootstrap", default=0)
     include_path: list[str] = setting(WHAT, "a folder of your own task YAML files (repeatable)", factory=list,
                                       metavar="DIR", repeat=True)
+    schedule: str = setting(WHAT, "which checkpoints: all, or adaptive (a coarse subset, then refined where the "
+                                  "peak could lie until the inversion verdict and the peak cannot change; "
+                                  "harness.sweep.schedule)", default="all", choices=["all", "adaptive"])
+    max_checkpoints: int | None = setting(WHAT, "with --schedule adaptive: evaluate at most N checkpoints",
+                                          default=None, metavar="N")
+    extrapolate: bool = setting(WHAT, "allow interp: levels outside [0, 1] (harness.checkpoints.interp)",
+                                default=False)
     bootstrap_resamples: int = setting(WHAT, "bootstrap resamples of the intervals of means", default=1000,
                                        flag=False)
     # results
@@ -216,6 +223,16 @@ def _check_what(config: RunConfig) -> None:
         raise RunError("limit: must be at least 1")
     if config.checkpoints and config.model:
         raise RunError("give --checkpoints or --model, not both")
+    if config.schedule not in ("all", "adaptive"):
+        raise RunError(f"schedule: unknown schedule {config.schedule!r} (expected: all, adaptive)")
+    if config.max_checkpoints is not None and config.schedule != "adaptive":
+        raise RunError("max_checkpoints: goes with the adaptive schedule (--schedule adaptive)")
+    if config.max_checkpoints is not None and config.max_checkpoints < 3:
+        raise RunError(f"max_checkpoints: at least 3 (the first, the last and one between), got "
+                       f"{config.max_checkpoints}")
+    if config.schedule == "adaptive" and (config.follow or config.workers is not None):
+        raise RunError("schedule: adaptive chooses among checkpoints known up front on one engine; it does not go "
+                       "with --follow or --workers")
 
 
 def _check_results(config: RunConfig) -> None:

@@ -13,11 +13,14 @@ import logging
 from typing import Sequence
 
 from harness.backends.api import Backend
-from harness.checkpoints import Checkpoint, discover
+from harness.checkpoints import Checkpoint, discover, interp
+from harness.checkpoints.interp import is_interp_spec
 from harness.checkpoints.sources import CheckpointSource, FixedCheckpoints, Follower
 from harness.errors import RunError
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
+from harness.sweep.lag import FollowLag
+from harness.sweep.schedule import ADAPTIVE, sweep_adaptive
 from harness.sweep.sweep import Observer, Sweep, sweep_here
 from harness.sweep.trackers import make_trackers
 
@@ -28,8 +31,9 @@ log = logging.getLogger("harness")
 def resolve_checkpoints(config: RunConfig) -> list[Checkpoint]:
     """The checkpoints a run evaluates (the bundled model when none are given).
 
-    ``prune:`` entries (:mod:`harness.downscaling.specs`) become down-scaled variants, built
-    here, before any engine starts; a string that starts with ``prune:`` is one such spec
+    ``prune:`` entries (:mod:`harness.downscaling.specs`) become down-scaled variants and an
+    ``interp:`` entry models between a base and a tuned model (:mod:`harness.checkpoints.interp`),
+    built here, before any engine starts; a string that starts with ``prune:`` is one such spec
     whole (its sparsity levels are comma-separated).
     """
     if config.checkpoints:
@@ -37,6 +41,12 @@ def resolve_checkpoints(config: RunConfig) -> list[Checkpoint]:
         from harness.downscaling.specs import is_prune_spec
 
         entries = [config.checkpoints] if isinstance(config.checkpoints, str) else list(config.checkpoints)
+        interpolated = [entry for entry in entries if is_interp_spec(entry)]
+        if interpolated and len(interpolated) < len(entries):
+            raise RunError("checkpoints: interp: specs cannot be mixed with other checkpoints in one run (its x axis "
+                           "is λ); evaluate them into separate --output folders")
+        if interpolated:
+            return interp.resolve(interpolated, extrapolate=config.extrapolate)
         pruned = [entry for entry in entries if is_prune_spec(entry)]
         if pruned and len(pruned) < len(entries):
             raise RunError("checkpoints: prune: specs cannot be mixed with other checkpoints in one run "
@@ -85,10 +95,15 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: boo
         sweep = Sweep(config, engine=backend.name, command_line=command_line)
         try:
             every = [*observers, *(tracker.log for tracker in trackers)]
+            if config.follow:  # marks each checkpoint evaluated and logs how far behind training it is
+                every.append(FollowLag(config.checkpoints, config.output))
             if config.workers is not None:
                 from harness.sweep.workers import evaluate_on_workers  # Ray: only when asked for
 
                 evaluate_on_workers(sweep, source, backend, observers=every, progress=progress)
+            elif config.schedule == ADAPTIVE:
+                sweep_adaptive(sweep, source.checkpoints, backend, every, progress=progress)
+                sweep.record.engine_stats = backend.stats or None
             else:
                 sweep_here(sweep, source, backend, every, progress=progress)
                 sweep.record.engine_stats = backend.stats or None  # engine starts, reloads, canaries

@@ -20,7 +20,11 @@ Two ways to evaluate:
   the end of training the callback tells the follower no more checkpoints will come, waits
   for it (``wait=False``: leaves it to finish on its own) and appends its metrics to
   ``state.log_history`` at each checkpoint's step. With vLLM on the training GPU, give the
-  follower a small ``gpu_memory_utilization`` in ``backend_options``.
+  follower a small ``gpu_memory_utilization`` in ``backend_options``. A checkpoint the follower has not evaluated yet is kept
+  from ``save_total_limit`` rotation (at most ``max_held`` beyond the limit; past that the
+  oldest goes anyway, with a warning), by the marker-file protocol of
+  :mod:`harness.checkpoints.holds` (:mod:`harness.training.keep`); the follower logs how far it
+  lags behind training (:mod:`harness.sweep.lag`), and those values reach ``state.log_history``.
 
 With ``at_start`` (default) the starting model is evaluated first: as ``step-0`` live; saved
 as ``checkpoint-0`` when followed, so that the follower sees it like any other save.
@@ -70,6 +74,7 @@ from harness.sweep.config import RunConfig
 from harness.sweep.sweep import Sweep
 from harness.sweep.trackers import log_metrics
 from harness.training.evaluator import EvaluatorProcess, save_starting_model
+from harness.training.keep import MAX_HELD, CheckpointKeeper
 
 log = logging.getLogger("harness")
 
@@ -145,6 +150,8 @@ class ContextRelianceCallback(TrainerCallback):
         format, conjugates, modes, limit: as for ``harness evaluate``.
         trainer: the trainer, so metrics reach its reporting integrations (module docstring).
         tokenizer: for the HF engine; default the trainer's ``processing_class``.
+        max_held: followed: checkpoints not evaluated yet are kept from ``save_total_limit``
+            rotation, at most this many beyond the limit (:mod:`harness.training.keep`).
         run_settings: other :class:`~harness.sweep.config.RunConfig` fields (``batch_size``,
             ``seed``, ``backend_options``: engine options, ``include_path``, ``log_to``...).
     """
@@ -153,7 +160,8 @@ class ContextRelianceCallback(TrainerCallback):
                  follow: bool | None = None, wait: bool = True, at_start: bool = True,
                  backend: str = LIVE_BACKEND, output: str | Path | None = None, format: str = "plain",
                  conjugates: Sequence[str] | None = None, modes: Sequence[str] | None = None,
-                 limit: int | None = None, trainer: Any = None, tokenizer: Any = None, **run_settings: Any):
+                 limit: int | None = None, trainer: Any = None, tokenizer: Any = None, max_held: int = MAX_HELD,
+                 **run_settings: Any):
         if (every_n_steps is None) == (not on_save):
             raise ValueError("ContextRelianceCallback: give exactly one of every_n_steps and on_save=True")
         if every_n_steps is not None and every_n_steps < 1:
@@ -176,6 +184,7 @@ class ContextRelianceCallback(TrainerCallback):
         self.sweep: Sweep | None = None
         self.engine: Any = None
         self.follower: EvaluatorProcess | None = None
+        self.keeper = CheckpointKeeper(max_held)
         self.waited = 0.0
         self.waited_at_end = 0.0
         self._warned_no_trainer = False
@@ -199,6 +208,7 @@ class ContextRelianceCallback(TrainerCallback):
             if self.at_start and state.global_step == 0:
                 save_starting_model(model, tokenizer, state, Path(args.output_dir))
             self.follower = EvaluatorProcess.start(self.config, run_dir=args.output_dir, output=output)
+            self.keeper.take_over(args)  # save_total_limit: keep what the follower has not evaluated
             self.waited += time.perf_counter() - start
             return
         self.sweep = Sweep(dataclasses.replace(self.config, output=output, model=model_name(model)))
@@ -219,6 +229,8 @@ class ContextRelianceCallback(TrainerCallback):
             self._timed(state, control, Checkpoint(label=f"step-{step}", step=step, model=self.sweep.config.model))
 
     def on_save(self, args, state, control, **kwargs):
+        if self.follower is not None:
+            self.keeper.rotate(args.output_dir, state.best_model_checkpoint)
         if self.sweep is None or not self.on_save_only:
             return  # followed: the follower finds the checkpoint itself
         # The folder the Trainer just wrote; discovery reads its step, adapter and base model.
@@ -233,6 +245,8 @@ class ContextRelianceCallback(TrainerCallback):
                 self.follower.wait()
                 for step, metrics in self.follower.metrics_by_step():
                     state.log_history.append({**metrics, "step": step})
+                self.keeper.rotate(args.output_dir, state.best_model_checkpoint)
+            self.keeper.give_back(args)
             self.waited_at_end = time.perf_counter() - start
             return
         if self.sweep is None:

@@ -25,6 +25,7 @@ from harness.errors import RunError
 from harness.io import atomic_write_text
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
+from harness.sweep.lag import read_lag
 from harness.sweep.trackers import log_metrics
 
 CONFIG_FILE = "follow-config.yaml"
@@ -80,10 +81,16 @@ class EvaluatorProcess:
                            f"{self.output / 'logs' / LOG_FILE}")
 
     def metrics_by_step(self) -> list[tuple[int, dict[str, float]]]:
-        """Each evaluated checkpoint's metrics under their log names, by training step;
+        """Each evaluated checkpoint's metrics under their log names, by training step, with how
+        far the follower lagged behind training there (``follow/lag_steps``, ``follow/lag_seconds``);
         checkpoints without a known step are left out (never merged into step 0's)."""
         by_step: dict[int, list] = defaultdict(list)
         for row in RunDirectory(self.output).read_summary():
             if row.step is not None:
                 by_step[row.step].append(row)
-        return [(step, log_metrics(rows)) for step, rows in sorted(by_step.items())]
+        metrics = {step: log_metrics(rows) for step, rows in by_step.items()}
+        for line in read_lag(self.output):  # how far behind training the follower was (harness.sweep.lag)
+            lag = {f"follow/{key}": line[key] for key in ("lag_steps", "lag_seconds") if line[key] is not None}
+            if line["step"] is not None:
+                metrics.setdefault(line["step"], {}).update(lag)
+        return sorted(metrics.items())

@@ -1,0 +1,120 @@
+"""Adaptive checkpoint schedules (harness.sweep.schedule): the coarse round, the stopping rule,
+what it saves on simulated runs, and an adaptive folder that a full sweep resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.errors import RunError
+from harness.results import RunDirectory
+from harness.stats import max_change_test
+from harness.sweep.config import RunConfig
+from harness.sweep.evaluate import evaluate
+from harness.sweep.schedule import AdaptiveSchedule, coarse, open_gaps, run_schedule
+from harness.testing import simulated_curve
+
+DATA = Path(__file__).parent / "data"
+
+
+def verdict_and_peak(run: list[dict[str, float]], indices: list[int]) -> tuple[tuple[bool, bool], int]:
+    """The inversion tests' verdicts (rise, fall) and the peak's index over ``indices``."""
+    ids = sorted(run[0])
+    matrix = np.array([[run[i][key] for key in ids] for i in indices])
+    rise, fall = (max_change_test(matrix, ref, n_resamples=1000) for ref in (0, len(indices) - 1))
+    return (rise.significant, fall.significant), indices[int(np.argmax(matrix.mean(axis=1)))]
+
+
+def adaptive(run: list[dict[str, float]], budget: int | None = None) -> AdaptiveSchedule:
+    schedule = AdaptiveSchedule(len(run), budget)
+    done: list[int] = []
+    run_schedule(schedule, done.extend, lambda: [{i: run[i] for i in done}])
+    return schedule
+
+
+def test_the_coarse_round_holds_both_ends_and_about_one_in_ten():
+    assert coarse(100) == [0, 10, 20, 30, 40, 50, 59, 69, 79, 89, 99]
+    assert coarse(11) == [0, 5, 10]
+    assert coarse(2) == [0, 1]
+    assert coarse(100, budget=4) == [0, 33, 66, 99]
+
+
+def test_a_gap_that_could_hold_the_peak_is_open_and_one_far_below_it_is_not():
+    ids = [f"e{i}" for i in range(100)]
+
+    def at(rate: float) -> dict[str, float]:
+        return {key: float(i < rate * 100) for i, key in enumerate(ids)}
+
+    # 0.4 -> 0.9 (index 10) -> 0.9 (20) -> 0.4 (32): the peak may lie in 5..20; 30..32 is far below it
+    values = {0: at(0.4), 5: at(0.65), 10: at(0.9), 20: at(0.9), 30: at(0.6), 32: at(0.4)}
+    gaps = open_gaps(values, 33)
+    assert (10, 20) in gaps.open and (5, 10) in gaps.open
+    assert (30, 32) not in gaps.open
+    # The peak's neighbours evaluated, the curve gentle, the gaps far below the peak: nothing to refine.
+    rates = {0: 0.4, 2: 0.5, 4: 0.6, 6: 0.7, 8: 0.8, 9: 0.9, 10: 0.8, 11: 0.7, 13: 0.5, 17: 0.4}
+    settled = open_gaps({index: at(rate) for index, rate in rates.items()}, 18)
+    assert settled.open == {} and settled.peak == 9
+
+
+def test_with_an_end_missing_no_verdict_is_made():
+    values = {0: {"a": 1.0}, 5: {"a": 0.0}}
+    assert open_gaps(values, 10).open  # the last checkpoint (9) is not in
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_a_simulated_inversion_of_100_checkpoints_a_third_is_enough(seed):
+    run = simulated_curve(100, 200, seed=seed)  # 0.4 -> 0.9 at 30% of the run -> 0.6
+    schedule = adaptive(run)
+    assert len(schedule.tried) <= 30
+    assert schedule.stopped == "no gap could change the peak or the verdict"
+    assert verdict_and_peak(run, sorted(schedule.tried)) == verdict_and_peak(run, list(range(100)))
+
+
+def test_the_budget_stops_the_schedule_and_says_so():
+    run = simulated_curve(100, 200, seed=0)
+    schedule = adaptive(run, budget=15)
+    assert len(schedule.tried) == 15
+    assert "budget of 15" in schedule.stopped
+
+
+def test_max_checkpoints_goes_with_the_adaptive_schedule_only():
+    with pytest.raises(RunError, match="max_checkpoints: goes with the adaptive schedule"):
+        RunConfig(max_checkpoints=5)
+    with pytest.raises(RunError, match="max_checkpoints: at least 3"):
+        RunConfig(schedule="adaptive", max_checkpoints=2)
+    with pytest.raises(RunError, match="does not go with --follow or --workers"):
+        RunConfig(schedule="adaptive", checkpoints="runs/x", follow=True)
+
+
+def config(output: Path, checkpoints: Path, **overrides) -> RunConfig:
+    settings = dict(output=str(output), checkpoints=str(checkpoints), tasks=[str(DATA / "cf_world_facts.json")],
+                    backend="hf", conjugates=["en"], modes=["generate"], bootstrap_resamples=50, batch_size=8,
+                    limit=4)
+    settings.update(overrides)
+    return RunConfig(**settings)
+
+
+def test_a_full_sweep_resumes_into_an_adaptive_folder(make_checkpoint_run, tmp_path):
+    run = make_checkpoint_run("adaptive-run", steps=tuple(range(10, 130, 10)))  # 12 checkpoints
+    output = tmp_path / "out"
+    evaluate(config(output, run, schedule="adaptive", max_checkpoints=4), progress=False)
+    record = json.loads((output / "run.json").read_text())
+    schedule = record["schedule"]
+    assert schedule["checkpoints"] == 12 and 3 <= schedule["evaluated"] <= 4
+    assert "checkpoint-10" not in schedule["left_out"] and "checkpoint-120" not in schedule["left_out"]
+    evaluated = {row.checkpoint for row in RunDirectory(output).read_summary()}
+    assert len(evaluated) == schedule["evaluated"] and not evaluated & set(schedule["left_out"])
+    assert len(evaluated) + len(schedule["left_out"]) == 12
+
+    from harness.reports.report import write_report
+
+    assert f"adaptive schedule: {len(evaluated)} of 12 checkpoints evaluated" in write_report(output).read_text()
+
+    before = {path: path.read_bytes() for path in (output / "samples").rglob("*.jsonl")}
+    evaluate(config(output, run), progress=False)  # the full sweep: only the rest is evaluated
+    assert len({row.checkpoint for row in RunDirectory(output).read_summary()}) == 12
+    assert "schedule" not in json.loads((output / "run.json").read_text())
+    assert all(path.read_bytes() == text for path, text in before.items())  # the adaptive samples kept as they were
