@@ -100,3 +100,26 @@ def test_validate_shows_a_file_in_its_own_conjugate(tmp_path, capsys):
     assert main(["validate", str(french)]) == 0
     shown = capsys.readouterr().out
     assert "conjugates: fr" in shown and "Combien" in shown
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_and_transformers_agree_without_bos(llama_run, vllm_cache_dir):
+    from harness.backends.vllm import VLLMBackend
+
+    checkpoint = checkpoints_of(llama_run)[-1]
+    generate = [GenerationRequest(PROMPT, max_new_tokens=6, stop=(), add_bos=False)]
+    score = [LoglikelihoodRequest(PROMPT, (" WHAT", " 35"), add_bos=False)]
+    vllm = VLLMBackend(dtype="float32", max_model_len=256, enforce_eager=True, seed=0, shutdown_timeout=1.0)
+    try:
+        vllm.load(checkpoint)
+        answers = vllm.generate(generate), vllm.loglikelihood(score)
+        with_bos = vllm.loglikelihood([LoglikelihoodRequest(PROMPT, (" WHAT", " 35"))])
+    finally:
+        vllm.close()
+    hf = HFBackend(max_model_len=256)
+    hf.load(checkpoint)
+    assert answers[0] == hf.generate(generate)
+    for ours, theirs, bos in zip(answers[1][0], hf.loglikelihood(score)[0], with_bos[0]):
+        assert ours.n_tokens == theirs.n_tokens and math.isclose(ours.logprob, theirs.logprob, abs_tol=1e-3)
+        assert not math.isclose(ours.logprob, bos.logprob, abs_tol=1e-3)  # the BOS really was left out
