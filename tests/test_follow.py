@@ -123,6 +123,56 @@ def test_a_checkpoint_deleted_after_it_was_handed_out_is_recorded_not_fatal(llam
     assert {row.checkpoint for row in RunDirectory(tmp_path / "out").read_summary()} == {"checkpoint-10"}
 
 
+def test_a_folder_of_save_pretrained_checkpoints_is_evaluated_once_its_files_settle(llama_run, tmp_path):
+    run = tmp_path / "run"
+    for step in (10, 20):  # a custom loop's model.save_pretrained: no trainer_state.json
+        copy_checkpoint(llama_run / f"checkpoint-{step}", run / f"checkpoint-{step}", state=False)
+    config = RunConfig(output=str(tmp_path / "out"), checkpoints=str(run), follow=True, poll=0.1, idle_timeout=4,
+                       tasks=[TASK], backend="hf", conjugates=["en"], limit=1)
+    evaluate(config, progress=False)
+    record = run_json(tmp_path / "out")
+    assert [entry["label"] for entry in record["checkpoints"]] == ["checkpoint-10", "checkpoint-20"]
+    assert record["skipped_checkpoints"] == {}
+    assert {row.checkpoint for row in RunDirectory(tmp_path / "out").read_summary()} == {"checkpoint-10",
+                                                                                       "checkpoint-20"}
+
+
+def test_a_named_marker_says_when_a_checkpoint_is_complete(llama_run, tmp_path):
+    run = tmp_path / "run"
+    copy_checkpoint(llama_run / "checkpoint-10", run / "checkpoint-10", state=False)
+    follower = Follower(str(run), poll_seconds=0.1, complete_marker="SAVED")
+    follower.poll()
+    time.sleep(follower.settle_seconds)
+    assert follower.poll() == ([], [])  # settled, but the marker is the rule
+    (run / "checkpoint-10" / "SAVED").touch()
+    assert [c.label for c in follower.poll()[0]] == ["checkpoint-10"]
+
+
+def test_in_a_trainer_run_a_checkpoint_waits_for_its_trainer_state(llama_run, tmp_path):
+    run = tmp_path / "run"
+    copy_checkpoint(llama_run / "checkpoint-10", run / "checkpoint-10")
+    copy_checkpoint(llama_run / "checkpoint-20", run / "checkpoint-20", state=False)  # optimizer still saving
+    follower = Follower(str(run), poll_seconds=0.1)
+    assert [c.label for c in follower.poll()[0]] == ["checkpoint-10"]
+    time.sleep(follower.settle_seconds)
+    assert follower.poll() == ([], [])
+
+
+def test_a_checkpoint_still_being_written_at_the_idle_timeout_is_recorded_as_skipped(llama_run, tmp_path):
+    run = tmp_path / "run"
+    copy_checkpoint(llama_run / "checkpoint-10", run / "checkpoint-10", state=False)
+    (run / "checkpoint-20").mkdir()
+    shutil.copy(llama_run / "checkpoint-20" / "config.json", run / "checkpoint-20")  # its weights never come
+    config = RunConfig(output=str(tmp_path / "out"), checkpoints=str(run), follow=True, poll=0.1, idle_timeout=3,
+                       complete_marker="SAVED", tasks=[TASK], backend="hf", conjugates=["en"], limit=1)
+    (run / "checkpoint-10" / "SAVED").touch()
+    evaluate(config, progress=False)
+    skipped = run_json(tmp_path / "out")["skipped_checkpoints"]
+    assert list(skipped) == ["checkpoint-20"]
+    assert skipped["checkpoint-20"].startswith("still incomplete when no new checkpoint for 3 s: ")
+    assert "weights" in skipped["checkpoint-20"]
+
+
 # --------------------------------------------------------------------------- following a real training run
 
 

@@ -23,7 +23,7 @@ PINNED_HASHES = {
     "continents": "4481f31a7886",
     "currencies": "975d54838969",
     "icl_functions": "3bcb912f6938",
-    "icl_vs_if": "5b4edffb1e41",
+    "icl_vs_if": "3d53b69d12b3",
     "languages": "914fd0fd1bc9",
     "open_book": "3db9358dc857",
     "overriding": "7286c0620e77",

@@ -22,7 +22,9 @@ from handmade import run_json
 from harness.errors import RunError
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
+from harness.sweep import workers
 from harness.sweep.evaluate import evaluate
+from harness.sweep.workers import EngineWorker
 
 DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.slow
@@ -134,6 +136,33 @@ def test_a_resumed_sweep_does_only_the_missing_work(ray_cluster, four_checkpoint
     assert after.keys() == before.keys()
     assert all(after[p] == before[p] for p in before if p != missing)  # untouched: not appended to
     assert len(run.read_samples("checkpoint-30", "capitals")) == 6
+
+
+class FailingWorker(EngineWorker):
+    """A worker whose scoring raises on checkpoint-20 (as a scoring bug or an out-of-memory
+    batch would), counting the attempts in a file; its process stays alive."""
+
+    def evaluate(self, checkpoint, todo, prompts):
+        if checkpoint["label"] == "checkpoint-20":
+            with open(Path(self.config.output) / "attempts", "a") as stream:
+                stream.write(f"{os.getpid()}\n")
+            raise ValueError("no score for this output")
+        yield from super().evaluate(checkpoint, todo, prompts)
+
+
+def test_a_task_error_is_retried_then_skipped_without_a_restart(ray_cluster, four_checkpoints, tmp_path, monkeypatch):
+    # The stand-in lives in this test module, which the workers cannot import: send it whole.
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(workers, "EngineWorker", FailingWorker)
+    output = tmp_path / "out"
+    evaluate(config(four_checkpoints, output, workers=1), progress=False)
+    record = run_json(output)
+    assert list(record["skipped_checkpoints"]) == ["checkpoint-20"]
+    assert "failed 2 times: ValueError: no score for this output" in record["skipped_checkpoints"]["checkpoint-20"]
+    attempts = (output / "attempts").read_text().split()
+    assert len(attempts) == workers.MAX_ATTEMPTS and len(set(attempts)) == 1  # one process: no restart
+    summarised = {row.checkpoint for row in RunDirectory(output).read_summary()}
+    assert summarised == {"checkpoint-10", "checkpoint-30", "checkpoint-40"}
 
 
 def test_bad_worker_settings_are_refused_before_anything_is_loaded(four_checkpoints, tmp_path):

@@ -27,6 +27,8 @@ class GenerationRequest:
     prompt: str
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ("\n",)
+    #: Whether the tokenizer's leading special tokens (BOS) go before the prompt's tokens.
+    add_bos: bool = True
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class LoglikelihoodRequest:
 
     prompt: str
     continuations: tuple[str, ...]
+    #: Whether the tokenizer's leading special tokens (BOS) go before the prompt's tokens.
+    add_bos: bool = True
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ class Engine:
         if todo:
             window = self.generation_window
             prompts = [
-                tk.encode_prompt(self.tokenizer, requests[i].prompt,
+                tk.encode_prompt(self.tokenizer, requests[i].prompt, add_bos=requests[i].add_bos,
                                  max_length=None if window is None else max(window - requests[i].max_new_tokens, 1))
                 for i in todo
             ]

@@ -12,7 +12,9 @@ Decisions (made once, here):
   prepended, found once by encoding a probe text (:func:`special_prefix`) — unless the text
   already begins with them: chat templates of Llama, Mistral and Gemma write ``<s>`` /
   ``<bos>`` themselves, and a second one would change every score. Trailing special tokens a
-  tokenizer may append (``</s>``) are never used: a prompt must not end in EOS.
+  tokenizer may append (``</s>``) are never used: a prompt must not end in EOS. A task may
+  ask for no leading special tokens at all (``add_bos: false``: the conjugate-prompting
+  paper tokenised its prompts with ``add_special_tokens=False``); every encoder takes it.
 * **Continuations** (:func:`encode_pair`, lm-eval style): encode the prompt, encode
   ``prompt + continuation`` as a whole, and take the continuation's tokens as the tail of the
   whole after the prompt's tokens. The continuation is then tokenised as it would be in
@@ -169,16 +171,19 @@ def _warn_truncation(n_tokens: int, window: int) -> None:
 
 
 
-def _with_prefix(tokenizer: Any, ids: list[int]) -> list[int]:
-    """``ids`` with the tokenizer's leading special tokens, unless they already start with them."""
+def _with_prefix(tokenizer: Any, ids: list[int], add_bos: bool = True) -> list[int]:
+    """``ids`` with the tokenizer's leading special tokens, unless they already start with them
+    or ``add_bos`` is false."""
+    if not add_bos:
+        return ids
     prefix = list(special_prefix(tokenizer))
     return ids if prefix and ids[: len(prefix)] == prefix else prefix + ids
 
 
-def encode_prompt(tokenizer: Any, prompt: str, *, max_length: int | None = None) -> list[int]:
-    """Token ids of a generation prompt: leading special tokens + the encoded text, cut from
-    the left to ``max_length`` tokens when given. Never empty."""
-    ids = _with_prefix(tokenizer, _encode(tokenizer, prompt))
+def encode_prompt(tokenizer: Any, prompt: str, *, max_length: int | None = None, add_bos: bool = True) -> list[int]:
+    """Token ids of a generation prompt: leading special tokens (unless not ``add_bos``) + the
+    encoded text, cut from the left to ``max_length`` tokens when given. Never empty."""
+    ids = _with_prefix(tokenizer, _encode(tokenizer, prompt), add_bos)
     if not ids:
         ids = _fallback_context_token(tokenizer)
     if max_length is not None and len(ids) > max_length:
@@ -188,14 +193,14 @@ def encode_prompt(tokenizer: Any, prompt: str, *, max_length: int | None = None)
 
 
 def encode_pair(
-    tokenizer: Any, prompt: str, continuation: str, *, max_length: int | None = None
+    tokenizer: Any, prompt: str, continuation: str, *, max_length: int | None = None, add_bos: bool = True
 ) -> ScoringPair:
     """Token ids to score ``continuation`` after ``prompt`` (see the module docstring)."""
-    context = _with_prefix(tokenizer, _encode(tokenizer, prompt))
+    context = _with_prefix(tokenizer, _encode(tokenizer, prompt), add_bos)
     if not continuation:
         cont: list[int] = []
     else:
-        whole = _with_prefix(tokenizer, _encode(tokenizer, prompt + continuation))
+        whole = _with_prefix(tokenizer, _encode(tokenizer, prompt + continuation), add_bos)
         if whole[: len(context)] == context and len(whole) > len(context):
             cont = whole[len(context):]
         else:
@@ -222,7 +227,7 @@ def encode_loglikelihood(
 ) -> list[list[ScoringPair]]:
     """One list of :class:`ScoringPair` per request, one pair per continuation."""
     return [
-        [encode_pair(tokenizer, r.prompt, c, max_length=max_length) for c in r.continuations]
+        [encode_pair(tokenizer, r.prompt, c, max_length=max_length, add_bos=r.add_bos) for c in r.continuations]
         for r in requests
     ]
 

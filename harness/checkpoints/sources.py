@@ -6,20 +6,27 @@ in step order, and the checkpoints that went away before they could be; ``finish
 when no more will come; ``total`` is how many there will be, when that is known up front.
 
 Following (``harness evaluate --checkpoints RUN_DIR --follow``): every ``poll`` seconds the run
-folder is discovered again. A checkpoint is ready once it is **complete**:
+folder is discovered again. A checkpoint is ready once its files pass
+:func:`harness.checkpoints.inspect_checkpoint` (a config and weights) and it is **complete**
+by the first of these rules that applies to it:
 
-- a Trainer checkpoint (``checkpoint-N``) when its ``trainer_state.json`` exists — the Trainer
-  writes the weights, the tokenizer and the optimizer state first and that file last — and
-  its files pass :func:`harness.checkpoints.inspect_checkpoint`;
-- any other folder (the final model ``trainer.save_model`` writes at the top of the run
-  folder, a hand-made save) when it passes inspection and its files' sizes and modification
-  times have not changed for ``settle_seconds`` (twice the poll interval, 2 s at least).
+1. its ``trainer_state.json`` exists: the HF Trainer writes the weights, the tokenizer and the
+   optimizer state first and that file last;
+2. in a run where the Trainer saved before (some checkpoint has ``trainer_state.json``), a
+   ``checkpoint-N`` without that file is still being written: it waits for it;
+3. ``complete_marker`` (``--complete-marker NAME``) is named: the folder holds a file of that
+   name, which the user's saving code writes last (custom loops, TRL scripts, conversions);
+4. otherwise (``save_pretrained`` folders, the final model ``trainer.save_model`` writes at the
+   top of the run folder): the sizes and modification times of its files have not changed
+   for ``settle_seconds`` (twice the poll interval, 2 s at least).
 
 Following stops after the checkpoint of step ``until_step`` (or once one past it appears), once
 ``until_file`` exists and every complete checkpoint has been handed out (the training
 callback writes it when training ends), once the final model is handed out, or after
 ``idle_timeout`` seconds without a new checkpoint. A checkpoint seen but deleted before it
-was complete or evaluated (the Trainer's ``save_total_limit``) is reported as gone.
+was complete or evaluated (the Trainer's ``save_total_limit``) is reported as gone, and so is
+one still incomplete when following stops, with what it was waiting for: the sweep records
+both as skipped, never drops them.
 """
 
 from __future__ import annotations
@@ -91,9 +98,12 @@ class Follower:
     until_step: int | None = None
     until_file: str | None = None
     idle_timeout: float | None = None
+    complete_marker: str | None = None
     finished: bool = False
     _handed: set[str] = field(default_factory=set)
     _waiting: dict[str, Checkpoint] = field(default_factory=dict)
+    _why: dict[str, str] = field(default_factory=dict)  # what each waiting checkpoint lacks
+    _trainer_run: bool = False
     _signatures: dict[str, tuple[tuple, float]] = field(default_factory=dict)
     _last_new: float = field(default_factory=time.monotonic)
 
@@ -105,13 +115,16 @@ class Follower:
         until_file_seen = self.until_file is not None and Path(self.until_file).exists()
         found = {c.label: c for c in self._discover() if c.label not in self._handed}
         gone = [(self._waiting.pop(label), DELETED) for label in list(self._waiting) if label not in found]
+        self._trainer_run = self._trainer_run or any(
+            (Path(c.adapter or c.model) / TRAINER_STATE).is_file() for c in found.values())
         ready = []
         for label, checkpoint in found.items():
-            if self._complete(checkpoint):
+            missing = self._missing(checkpoint)
+            if missing is None:
                 ready.append(checkpoint)
                 self._waiting.pop(label, None)
             else:
-                self._waiting[label] = checkpoint
+                self._waiting[label], self._why[label] = checkpoint, missing
         ready.sort(key=lambda c: (c.step is None, c.step or 0, c.label))
         beyond = [c for c in ready if self._after_the_last_step(c)]
         ready = [c for c in ready if c not in beyond]
@@ -120,12 +133,19 @@ class Follower:
         if ready:
             self._last_new = now
         reached = self.until_step is not None and any(c.step is not None and c.step >= self.until_step for c in ready)
+        idle = self.idle_timeout is not None and now - self._last_new > self.idle_timeout
         self.finished = (
             reached or bool(beyond)
             or any(_is_final(c) for c in ready)
             or (until_file_seen and not self._waiting)
-            or (self.idle_timeout is not None and now - self._last_new > self.idle_timeout)
+            or idle
         )
+        if self.finished:  # what is still being written will not be evaluated: say so
+            stop = f"no new checkpoint for {self.idle_timeout:g} s" if idle else "following stopped"
+            for label, checkpoint in sorted(self._waiting.items()):
+                if not self._after_the_last_step(checkpoint):
+                    gone.append((checkpoint, f"still incomplete when {stop}: {self._why[label]}"))
+            self._waiting.clear()
         return ready, gone
 
     def _after_the_last_step(self, checkpoint: Checkpoint) -> bool:
@@ -141,21 +161,26 @@ class Follower:
     def settle_seconds(self) -> float:
         return max(2 * self.poll_seconds, 2.0)
 
-    def _complete(self, checkpoint: Checkpoint) -> bool:
+    def _missing(self, checkpoint: Checkpoint) -> str | None:
+        """What ``checkpoint`` still lacks to be complete (module docstring), None when nothing."""
         folder = Path(checkpoint.adapter or checkpoint.model)
-        if not folder.is_dir() or inspect_checkpoint(folder) is not None:
-            return False
+        problem = inspect_checkpoint(folder)
+        if problem is not None:
+            return problem
         if (folder / TRAINER_STATE).is_file():
-            return True
-        if TRAINER_CHECKPOINT.match(folder.name):
-            return False  # the Trainer writes trainer_state.json last: not there, not done
+            return None
+        if self._trainer_run and TRAINER_CHECKPOINT.match(folder.name):
+            return f"no {TRAINER_STATE} yet (the Trainer writes it last)"
+        if self.complete_marker is not None:
+            return None if (folder / self.complete_marker).exists() else f"no {self.complete_marker} yet"
         signature = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
         now = time.monotonic()
         seen, since = self._signatures.get(checkpoint.label, (None, now))
         if seen != signature:
             self._signatures[checkpoint.label] = (signature, now)
-            return False
-        return now - since >= self.settle_seconds
+        if seen != signature or now - since < self.settle_seconds:
+            return f"its files were still changing (complete once unchanged for {self.settle_seconds:g} s)"
+        return None
 
 
 def _is_final(checkpoint: Checkpoint) -> bool:

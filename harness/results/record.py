@@ -78,6 +78,8 @@ class RunRecord:
     engine: str | None = None
     task_hashes: dict[str, str] = field(default_factory=dict)
     task_versions: dict[str, int | None] = field(default_factory=dict)
+    #: per task, whether its prompts got the tokenizer's BOS (the task's ``prompt.add_bos``)
+    task_add_bos: dict[str, bool] = field(default_factory=dict)
     checkpoints: list[CheckpointEntry] = field(default_factory=list)
     skipped_checkpoints: dict[str, str] = field(default_factory=dict)
     packages: dict[str, str] = field(default_factory=dict)

@@ -168,6 +168,9 @@ class RunConfig:
                                      default=None, metavar="PATH")
     idle_timeout: float | None = setting(FOLLOW, "stop after this long without a new checkpoint", default=None,
                                          metavar="SECONDS")
+    complete_marker: str | None = setting(FOLLOW, "a checkpoint folder without trainer_state.json is complete once "
+                                                  "it holds a file of this name (your saving code writes it last); "
+                                                  "default: once its files stop changing", default=None, metavar="NAME")
 
     def __post_init__(self) -> None:
         # Checked here, before any model loads; names only vLLM's EngineArgs knows move into engine_kwargs.
@@ -258,7 +261,9 @@ def _check_follow(config: RunConfig) -> None:
         raise RunError("follow: give the training run's folder to follow (--checkpoints RUN_DIR --follow)")
     if config.poll <= 0:
         raise RunError(f"poll: must be a positive number of seconds, got {config.poll}")
-    for key in ("until_step", "until_file", "idle_timeout"):
+    if config.complete_marker is not None and (not config.complete_marker or "/" in config.complete_marker):
+        raise RunError(f"complete_marker: a file name inside each checkpoint folder, got {config.complete_marker!r}")
+    for key in ("until_step", "until_file", "idle_timeout", "complete_marker"):
         if getattr(config, key) is not None and not config.follow:
             raise RunError(f"{key}: goes with follow (--follow)")
 

@@ -69,7 +69,8 @@ def checkpoint_source(config: RunConfig) -> CheckpointSource:
     if not config.follow:
         return FixedCheckpoints(resolve_checkpoints(config))
     return Follower(config.checkpoints, base_model=config.base_model, poll_seconds=config.poll,
-                    until_step=config.until_step, until_file=config.until_file, idle_timeout=config.idle_timeout)
+                    until_step=config.until_step, until_file=config.until_file, idle_timeout=config.idle_timeout,
+                    complete_marker=config.complete_marker)
 
 
 def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: bool = True,

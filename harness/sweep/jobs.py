@@ -63,7 +63,8 @@ def score_batch(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[s
             outputs[i] = generation.text
     ll_at = [i for i, item in enumerate(items) if LOGLIKELIHOOD in item.modes]
     if ll_at:
-        requests = [loglikelihood_request(prompts[i], items[i].rendered.answers) for i in ll_at]
+        requests = [loglikelihood_request(prompts[i], items[i].rendered.answers,
+                                          add_bos=items[i].task.config.prompt.add_bos) for i in ll_at]
         for i, scores in zip(ll_at, backend.loglikelihood(requests)):
             roles = loglikelihood_roles(items[i].rendered.answers)
             lls[i] = dict(zip(roles, scores))

@@ -77,6 +77,7 @@ class Sweep:
                 config=dataclasses.asdict(config), engine=engine,
                 task_hashes={t.name: t.content_hash() for t in self.tasks},
                 task_versions={t.name: t.config.version for t in self.tasks},
+                task_add_bos={t.name: t.config.prompt.add_bos for t in self.tasks},
                 packages=_package_versions(),
                 command_line=list(command_line if command_line is not None else sys.argv), started=now())
             previous = self.run.read_record()

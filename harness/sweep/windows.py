@@ -41,13 +41,15 @@ def overflows(items: Sequence[WorkItem], prompts: Sequence[str], tokenizer: Any,
     found: dict[int, Overflow] = {}
     for index, (item, prompt) in enumerate(zip(items, prompts)):
         if GENERATE in item.modes and generation_window is not None:
-            needed = len(tk.encode_prompt(tokenizer, prompt)) + item.task.config.scoring.max_new_tokens
+            needed = (len(tk.encode_prompt(tokenizer, prompt, add_bos=item.task.config.prompt.add_bos))
+                      + item.task.config.scoring.max_new_tokens)
             if needed > generation_window:
                 found[index] = Overflow(item, GENERATE, needed, generation_window)
                 continue
         if LOGLIKELIHOOD in item.modes and scoring_window is not None:
             answers = item.rendered.answers
-            needed = max(len(tk.encode_pair(tokenizer, prompt, continuation_for(prompt, answers[role][0])).ids)
+            needed = max(len(tk.encode_pair(tokenizer, prompt, continuation_for(prompt, answers[role][0]),
+                                            add_bos=item.task.config.prompt.add_bos).ids)
                          for role in loglikelihood_roles(answers))
             if needed > scoring_window:
                 found[index] = Overflow(item, LOGLIKELIHOOD, needed, scoring_window)

@@ -11,8 +11,11 @@ hold unchanged.
 
 Faults: a worker that dies (killed process, lost node, engine crash) is restarted by Ray
 (``max_restarts``) and its unfinished checkpoint goes back to the front of the queue; the
-samples it had returned are on disk and are not computed again. A checkpoint that fails to
-load is recorded as skipped. Ctrl-C stops every worker and leaves a resumable folder.
+samples it had returned are on disk and are not computed again. An error raised while a
+living worker evaluates a checkpoint (a scoring ``ValueError``, an out-of-memory batch) is
+not a death: it uses no restart, the checkpoint is tried again at most ``MAX_ATTEMPTS``
+times in all, then recorded as skipped with the error. A checkpoint that fails to load is
+recorded as skipped. Ctrl-C stops every worker and leaves a resumable folder.
 
 Resources: on a cluster with GPUs each worker asks for ``tensor_parallel_size ×
 pipeline_parallel_size`` GPUs (vLLM's parallelism inside each engine); on CPUs, an equal
@@ -50,6 +53,8 @@ log = logging.getLogger("harness")
 
 #: How many times Ray restarts a worker that died before the sweep gives it up.
 MAX_RESTARTS = 3
+#: How many times a checkpoint is tried on living workers before it is skipped for its error.
+MAX_ATTEMPTS = 2
 LOGS = "logs"
 
 
@@ -97,6 +102,12 @@ class EngineWorker:
         for indices, records in score_job(self.backend, items, prompts, chunk_size(self.config, self.backend.name)):
             yield ("samples", list(indices), [record.to_dict() for record in records])
         yield ("done", _resident_mib())
+
+
+def _reason(error: BaseException) -> str:
+    """One line naming an error, for the log and the skipped checkpoint's record."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(error).__name__
 
 
 def _resident_mib() -> float:
@@ -234,6 +245,8 @@ class _Dispatcher:
         self.results: queue.Queue = queue.Queue()
         self.total = 0
         self.done = 0
+        #: How many times each checkpoint (label) failed with an error on a living worker.
+        self.attempts: dict[str, int] = {}
         #: Each worker's resident memory (MiB) after each checkpoint it finished.
         self.memory: list[list[float]] = [[] for _ in slots]
         self.bar = show_progress(0, f"{len(slots)} workers", enabled=progress)
@@ -286,8 +299,12 @@ class _Dispatcher:
             try:
                 for reference in slot.actor.evaluate.options(num_returns="streaming").remote(*work):
                     self.results.put((index, self.ray.get(reference)))
-            except Exception as error:  # the actor died or its engine crashed: Ray restarts it
-                self.results.put((index, ("died", f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")))
+            except self.ray.exceptions.RayActorError as error:  # the process is gone: Ray restarts it
+                self.results.put((index, ("died", _reason(error))))
+            except self.ray.exceptions.RayTaskError as error:  # the worker lives; the checkpoint failed
+                self.results.put((index, ("error", _reason(error.cause or error))))
+            except Exception as error:  # anything else from Ray (a lost object, a lost node): a death
+                self.results.put((index, ("died", _reason(error))))
 
     def _handle(self, index: int, message: tuple) -> None:
         slot = self.slots[index]
@@ -304,6 +321,16 @@ class _Dispatcher:
         elif kind == "failed":
             self.sweep.skip(job.checkpoint, message[1])
             self._finished(job.checkpoint, evaluated=False)
+        elif kind == "error":
+            label = job.checkpoint.label
+            self.attempts[label] = self.attempts.get(label, 0) + 1
+            if self.attempts[label] >= MAX_ATTEMPTS:
+                self.sweep.skip(job.checkpoint, f"evaluation failed {self.attempts[label]} times: {message[1]}")
+                self._finished(job.checkpoint, evaluated=False)
+            else:
+                log.warning("worker %d failed on %s (%s); trying it again (attempt %d of %d)", index, label,
+                            message[1], self.attempts[label] + 1, MAX_ATTEMPTS)
+                self.queue.appendleft(job.checkpoint)
         else:  # died: what it returned is on disk; the rest goes first in the queue again
             log.warning("worker %d died on %s (%s); Ray restarts it and the checkpoint's remaining work is "
                         "queued again", index, job.checkpoint.label, message[1])

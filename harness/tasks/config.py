@@ -112,11 +112,17 @@ class Templates:
 
 @dataclass(frozen=True)
 class Prompt:
-    """English templates plus hand-written translations (keyed by language code)."""
+    """English templates plus hand-written translations (keyed by language code).
+
+    ``add_bos``: whether the tokenizer's leading special tokens (BOS) go before the prompt's
+    tokens (the default, as ``add_special_tokens=True`` would); ``false`` for prompts made
+    to be read without them (the conjugate-prompting paper's).
+    """
 
     template: str
     by_condition: dict[str, str] = field(default_factory=dict)
     translations: dict[str, Templates] = field(default_factory=dict)
+    add_bos: bool = field(default=True, metadata={HASHED_WHEN_SET: True})
 
     def templates(self, language: str = ENGLISH) -> Templates:
         if language == ENGLISH:

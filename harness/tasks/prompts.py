@@ -125,12 +125,15 @@ def loglikelihood_roles(answers: Mapping[str, Any]) -> tuple[str, ...]:
 def generation_request(task: Task, text: str) -> GenerationRequest:
     """The greedy generation request for a formatted prompt under the task's settings."""
     scoring = task.config.scoring
-    return GenerationRequest(prompt=text, max_new_tokens=scoring.max_new_tokens, stop=tuple(scoring.stop))
+    return GenerationRequest(prompt=text, max_new_tokens=scoring.max_new_tokens, stop=tuple(scoring.stop),
+                             add_bos=task.config.prompt.add_bos)
 
 
-def loglikelihood_request(text: str, answers: Answers) -> LoglikelihoodRequest:
-    """One request scoring every answer role after the shared prompt (leading-space rule)."""
+def loglikelihood_request(text: str, answers: Answers, *, add_bos: bool = True) -> LoglikelihoodRequest:
+    """One request scoring every answer role after the shared prompt (leading-space rule);
+    ``add_bos``: the task's (:class:`harness.tasks.Prompt`)."""
     roles = loglikelihood_roles(answers)
     return LoglikelihoodRequest(
-        prompt=text, continuations=tuple(continuation_for(text, answers[role][0]) for role in roles)
+        prompt=text, continuations=tuple(continuation_for(text, answers[role][0]) for role in roles),
+        add_bos=add_bos,
     )

@@ -258,7 +258,8 @@ class RecordFormat:
     ``scoring`` (keyword arguments of :class:`harness.tasks.Scoring`): the task a data file
     of the layout becomes; ``finish``: a pass over all of a file's examples, for what one
     record cannot tell (the paper's item numbers). ``detect``: whether :func:`detect_format`
-    may pick it (false for layouts whose fields another layout shares).
+    may pick it (false for layouts whose fields another layout shares). ``add_bos``: whether
+    its prompts get the tokenizer's BOS (:class:`harness.tasks.Prompt`).
     """
 
     required: tuple[str, ...]
@@ -268,11 +269,13 @@ class RecordFormat:
     scoring: Mapping[str, Any] = field(default_factory=dict)
     finish: typing.Callable[[list[Example]], list[Example]] | None = None
     detect: bool = True
+    add_bos: bool = True
 
 
 _QA_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 # The paper's scoring (greedy, 10 new tokens, the raw output's prefix, case included) and
 # only the conjugate's own spelling: a French prompt's in-context answer is "Combien".
+# Its generator tokenised the prompts with add_special_tokens=False: no BOS (add_bos=False below).
 _PAPER_SCORING = {"match": "raw_prefix", "case_sensitive": True, "accept_english": False, "max_new_tokens": 10}
 # The field's benchmarks are scored by their authors' rule (ConFiQA's evaluation.py, FaithEval's
 # README): an answer is a substring of the normalised output. Their authors' prompts are in
@@ -290,7 +293,7 @@ RECORD_FORMATS: dict[str, RecordFormat] = {
     "nq_swap": RecordFormat(("org_context", "sub_context"), _from_nq_swap, _QA_PROMPT),
     "memotrap": RecordFormat(("prompt", "classes", "answer_index"), _from_memotrap, "{prompt}"),
     "icl_vs_if": RecordFormat(("prompt", "icl_ans", "if_ans"), _from_icl_vs_if, "{prompt}", family="icl_vs_if",
-                              scoring=_PAPER_SCORING, finish=_number_by_config),
+                              scoring=_PAPER_SCORING, finish=_number_by_config, add_bos=False),
     "examples": RecordFormat(("fields", "answers"), _from_examples, "{prompt}"),
     "confiqa": RecordFormat(("cf_context", "cf_answer", "orig_answer"), published.from_confiqa, _QA_PROMPT,
                             scoring=_SUBSTRING),

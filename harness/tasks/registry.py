@@ -299,7 +299,7 @@ def task_from_data_file(path: Path, record_format: str = "auto") -> Task:
         version=1,
         description=f"{record_format} records from {path.name}",
         source=Source(file=str(path.resolve()), format=record_format),
-        prompt=Prompt(template=layout.default_prompt),
+        prompt=Prompt(template=layout.default_prompt, add_bos=layout.add_bos),
         conjugates=conjugates,
         scoring=Scoring(modes=["generate", "loglikelihood"], **layout.scoring),
     )
