@@ -85,6 +85,19 @@ def tensor_hashes(path: str | os.PathLike[str]) -> dict[str, str]:
     return hashes
 
 
+def tensor_bytes(path: str | os.PathLike[str]) -> dict[str, int] | None:
+    """The size in bytes of each tensor of a safetensors file (by tensor name), read from its
+    header; None when the header does not parse."""
+    path = Path(path)
+    with path.open("rb") as stream:
+        parsed = _safetensors_header(stream, path.stat().st_size)
+    if parsed is None:
+        return None
+    header, _ = parsed
+    return {name: info["data_offsets"][1] - info["data_offsets"][0]
+            for name, info in header.items() if name != "__metadata__"}
+
+
 def live_fingerprint(model: Any) -> str:
     """A fingerprint of a model in memory (a model being trained): every parameter's name,
     shape and dtype and a strided sample of its values."""
@@ -112,19 +125,6 @@ def fingerprint_kind(fingerprint: str | None) -> str | None:
 def _fingerprinted_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir()
                   if path.is_file() and (path.suffix in _WEIGHT_SUFFIXES or path.name in _CONFIG_FILES))
-
-
-def tensor_bytes(path: str | os.PathLike[str]) -> dict[str, int] | None:
-    """The size in bytes of each tensor of a safetensors file (by tensor name), read from its
-    header; None when the header does not parse."""
-    path = Path(path)
-    with path.open("rb") as stream:
-        parsed = _safetensors_header(stream, path.stat().st_size)
-    if parsed is None:
-        return None
-    header, _ = parsed
-    return {name: info["data_offsets"][1] - info["data_offsets"][0]
-            for name, info in header.items() if name != "__metadata__"}
 
 
 def _safetensors_header(stream: BinaryIO, size: int) -> tuple[dict[str, Any], int] | None:
