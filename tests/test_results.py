@@ -72,6 +72,7 @@ def test_a_folder_written_before_run_json_had_a_format_still_loads(tmp_path):
     after = json.loads((folder / RUN_JSON).read_text())
     assert after.pop("format") == FORMAT
     assert after.pop("invocations") == []  # not recorded then; a resume records the first from its config
+    assert after.pop("task_add_bos") == {}  # not recorded then
     entries = after.pop("checkpoints")
     assert [{k: v for k, v in e.items() if k in b} for e, b in zip(entries, before.pop("checkpoints"))] == \
         [b for b in json.loads((FORMAT_1 / RUN_JSON).read_text())["checkpoints"]]
