@@ -101,8 +101,7 @@ class Follower:
     complete_marker: str | None = None
     finished: bool = False
     _handed: set[str] = field(default_factory=set)
-    _waiting: dict[str, Checkpoint] = field(default_factory=dict)
-    _why: dict[str, str] = field(default_factory=dict)  # what each waiting checkpoint lacks
+    _waiting: dict[str, tuple[Checkpoint, str]] = field(default_factory=dict)  # and what each lacks
     _trainer_run: bool = False
     _signatures: dict[str, tuple[tuple, float]] = field(default_factory=dict)
     _last_new: float = field(default_factory=time.monotonic)
@@ -114,7 +113,7 @@ class Follower:
         that were deleted before they were."""
         until_file_seen = self.until_file is not None and Path(self.until_file).exists()
         found = {c.label: c for c in self._discover() if c.label not in self._handed}
-        gone = [(self._waiting.pop(label), DELETED) for label in list(self._waiting) if label not in found]
+        gone = [(self._waiting.pop(label)[0], DELETED) for label in list(self._waiting) if label not in found]
         self._trainer_run = self._trainer_run or any(
             (Path(c.adapter or c.model) / TRAINER_STATE).is_file() for c in found.values())
         ready = []
@@ -124,7 +123,7 @@ class Follower:
                 ready.append(checkpoint)
                 self._waiting.pop(label, None)
             else:
-                self._waiting[label], self._why[label] = checkpoint, missing
+                self._waiting[label] = checkpoint, missing
         ready.sort(key=lambda c: (c.step is None, c.step or 0, c.label))
         beyond = [c for c in ready if self._after_the_last_step(c)]
         ready = [c for c in ready if c not in beyond]
@@ -142,9 +141,9 @@ class Follower:
         )
         if self.finished:  # what is still being written will not be evaluated: say so
             stop = f"no new checkpoint for {self.idle_timeout:g} s" if idle else "following stopped"
-            for label, checkpoint in sorted(self._waiting.items()):
+            for _, (checkpoint, missing) in sorted(self._waiting.items()):
                 if not self._after_the_last_step(checkpoint):
-                    gone.append((checkpoint, f"still incomplete when {stop}: {self._why[label]}"))
+                    gone.append((checkpoint, f"still incomplete when {stop}: {missing}"))
             self._waiting.clear()
         return ready, gone
 
