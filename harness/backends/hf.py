@@ -52,8 +52,9 @@ class HFBackend(Engine):
 
     Args:
         dtype: weights' dtype when loading checkpoints: ``"float32"``, ``"bfloat16"``,
-            ``"float16"`` or a ``torch.dtype``; default (None or ``"auto"``) the dtype each
-            checkpoint is stored in, as the vLLM engine does.
+            ``"float16"`` or a ``torch.dtype``; default (None or ``"auto"``): on the CPU the one it
+            computes fast (:func:`harness.dtypes.cpu_dtype`), elsewhere the dtype each checkpoint
+            is stored in, as the vLLM engine does.
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... where loaded models live.
         batch_size: sequences per forward / generate call.
         trust_remote_code: passed to ``from_pretrained``; off unless the user asks.
