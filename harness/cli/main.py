@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: what was finished is kept; run the same command again to resume", file=sys.stderr)
+        print("interrupted (exit 130)", file=sys.stderr)
         return 130
 
 

@@ -25,8 +25,6 @@ from harness.tasks.prompts import FORMATS
 DEFAULT_TASKS = ["capitals", "world_facts", "proverbs", "icl_vs_if"]
 #: ``truncate`` values: refuse prompts that do not fit (None), or cut them from the left.
 TRUNCATE = (None, "left")
-#: Examples per transformers engine call when ``batch_size`` is not set.
-DEFAULT_BATCH_SIZE = 64
 
 #: The groups of settings, in the order ``harness evaluate --help`` shows them.
 WHAT, RESULTS, ENGINE, WORKERS, FOLLOW = ("what to evaluate", "results", "engine", "many engines (Ray)",
@@ -75,8 +73,8 @@ class RunConfig:
     restrict what each task declares (None: all it declares). ``backend_options`` are passed
     to the engine (``max_model_len``, ``dtype``, vLLM's ``gpu_memory_utilization``...).
 
-    Engine calls: ``batch_size`` examples at a time when set; otherwise 64 for transformers
-    and up to ``flush_every`` for vLLM, whose scheduler uses as many requests as it is given.
+    Engine calls: ``batch_size`` examples at a time when set; otherwise sized so that each
+    takes a few seconds (:class:`harness.sweep.jobs.Chunking`), up to ``flush_every``.
     Results reach disk after every call, so a kill loses at most one call's work.
 
     ``workers``: spread the checkpoints over that many Ray actors, each owning one engine for
@@ -138,11 +136,11 @@ class RunConfig:
                            default="auto", choices=["auto", "vllm", "hf"])
     backend_options: dict[str, Any] = setting(ENGINE, "engine options (harness.backends.options)", factory=dict,
                                               flag=False)
-    batch_size: int | None = setting(ENGINE, f"examples per engine call, results written after each (default: "
-                                             f"{DEFAULT_BATCH_SIZE} for transformers; vLLM gets up to "
-                                             f"--flush-every at once)", default=None)
-    flush_every: int = setting(ENGINE, "at most N examples per vLLM call, so results reach disk that often",
-                               default=1024, metavar="N")
+    batch_size: int | None = setting(ENGINE, "examples per engine call, results written after each (default: "
+                                            "as many as take about 5 s, up to --flush-every; the engine batches "
+                                            "each call further itself)", default=None)
+    flush_every: int = setting(ENGINE, "at most N examples per engine call, so results reach disk at least that "
+                                       "often", default=1024, metavar="N")
     trust_remote_code: bool = setting(ENGINE, "allow model code from the checkpoint", default=False)
     # many engines
     workers: int | None = setting(WORKERS, "spread the checkpoints over N Ray actors, each with its own engine",
