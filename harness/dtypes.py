@@ -2,10 +2,19 @@
 
 The harness records and compares dtypes by name (``float32``, ``bfloat16``, ``float16``);
 users may write any common alias (``fp32``, ``bf16``, ``half``, ``torch.float16``).
+
+On a CPU, when the user names no dtype, :func:`cpu_dtype` picks one by what the CPU computes
+fast: bfloat16 only where it has AMX or AVX512-BF16 units, else float32. Without those units
+bfloat16 matrix products take a slow fallback path (on vLLM's CPU build, oneDNN reports
+"Failed to create oneDNN linear" in the engine log and a first look took more than ten times
+as long as in float32).
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _NAMES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16",
@@ -34,3 +43,53 @@ def torch_dtype(dtype: Any) -> Any:
     if isinstance(dtype, torch.dtype):
         return dtype
     return getattr(torch, dtype_name(dtype))
+
+
+#: CPU flags (as /proc/cpuinfo spells them) of units that compute bfloat16 fast.
+FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+#: Replaces the CPU's flags when set (space-separated; empty: none): the test suite sets it so
+#: that its numbers do not depend on the machine it runs on.
+CPU_FLAGS_ENV = "IFT_HARNESS_CPU_FLAGS"
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    """The dtype a CPU engine runs in when none is asked for, and why (a console line)."""
+
+    dtype: str
+    reason: str
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The CPU's feature flags (from ``$IFT_HARNESS_CPU_FLAGS`` if set, else the first
+    ``flags`` line of ``cpuinfo``); None where they cannot be read (not Linux)."""
+    if CPU_FLAGS_ENV in os.environ:
+        return frozenset(os.environ[CPU_FLAGS_ENV].split())
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return None
+
+
+def cpu_dtype(stored: str, flags: frozenset[str] | None = None) -> DtypeChoice:
+    """The dtype for a CPU engine when the user gives none, for a checkpoint stored in ``stored``:
+    float32 stays float32 (numbers do not depend on the machine); a half-precision checkpoint runs
+    in bfloat16 where the CPU has one of :data:`FAST_BF16_FLAGS`, else in float32, because
+    bfloat16 without those units takes a slow path (``flags``: default :func:`cpu_flags`)."""
+    if stored not in ("bfloat16", "float16"):
+        return DtypeChoice(stored, f"dtype {stored}: as the checkpoint is stored")
+    flags = cpu_flags() if flags is None else flags
+    fast = sorted(set(FAST_BF16_FLAGS) & (flags or frozenset()))
+    if fast:
+        return DtypeChoice("bfloat16", f"dtype bfloat16 for a {stored} checkpoint: this CPU has {'/'.join(fast)} "
+                                       "(--dtype float32 for full precision)")
+    if flags is None:
+        return DtypeChoice("float32", f"dtype float32 for a {stored} checkpoint: this CPU's flags cannot be read, "
+                                      "so no AMX/AVX512-BF16 is assumed; bfloat16 would take a slow path "
+                                      "(--dtype overrides)")
+    return DtypeChoice("float32", f"dtype float32 for a {stored} checkpoint: this CPU has no AMX/AVX512-BF16; "
+                                  "bfloat16 takes a slow path (--dtype overrides)")

@@ -48,6 +48,8 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A CPU without AMX/AVX512-BF16 whatever the machine: engines default to float32 (harness.dtypes).
+os.environ.setdefault("IFT_HARNESS_CPU_FLAGS", "")
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 

@@ -48,7 +48,7 @@ def test_evaluate_help_says_the_defaults(capsys):
     _, out, _ = run_cli(["evaluate", "--help"], capsys)
     flat = " ".join(out.split())
     for default in ("default: results/run", "default: capitals,world_facts,proverbs,icl_vs_if", "default: plain",
-                    "default: 64 for transformers", "default: 1024", "default: auto"):
+                    "default: as many as take about 5 s", "default: 1024", "default: auto"):
         assert default in flat, default
     assert "--engine-args" in out and "--model_args" in out
     with pytest.raises(SystemExit):
@@ -58,7 +58,7 @@ def test_evaluate_help_says_the_defaults(capsys):
 
 def test_unknown_flags_and_commands_get_a_suggestion(capsys):
     code, _, err = run_cli(["evaluate", "--outptu", "x"], capsys)
-    assert code == 2 and "--outptu (did you mean --output?)" in err
+    assert code == 2 and "--outptu (did you mean --output or --output_path?)" in err
     code, _, err = run_cli(["evalute"], capsys)
     assert code == 2 and "did you mean evaluate" in err
     code, _, err = run_cli(["report", "r", "--export-format", "csv"], capsys)

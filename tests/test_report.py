@@ -105,7 +105,7 @@ def test_report_of_one_checkpoint_without_step(tmp_path):
     run = rich_run(tmp_path / "run", steps=(None,))
     text = write_report(run).read_text(encoding="utf-8")
     assert_self_contained(text)
-    assert "one checkpoint: nothing to compare" in text
+    assert "one checkpoint: no change to test" in text and "p=nan" not in text
     assert (run / PLOTS / "context_reliance.png").is_file()
 
 

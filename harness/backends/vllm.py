@@ -96,8 +96,9 @@ class VLLMBackend(Engine):
     gpu_memory_utilization, enable_prefix_caching, seed, engine_kwargs) go to ``vllm.LLM``
     when set. Defaults that differ from vLLM's:
 
-    - ``dtype``: the dtype each checkpoint is stored in — not vLLM's own ``auto``, which runs
-      float32 checkpoints in 16 bits — so that both engines give the same numbers;
+    - ``dtype``: each checkpoint's stored dtype (not vLLM's ``auto``: 16 bits) so both engines
+      agree, except half precision on a CPU without fast bfloat16 units: float32
+      (:func:`harness.dtypes.cpu_dtype`);
     - ``enforce_eager``, on vLLM's CPU build: decided per engine start from the size of the
       job (:meth:`expect_job`, :func:`~harness.backends.vllm_setup.compile_pays_off`);
     - ``block_size``: 32 on vLLM's CPU build (the smallest its attention accepts): the prefix
@@ -200,6 +201,8 @@ class VLLMBackend(Engine):
     def windows_for(self, checkpoint: Checkpoint) -> tuple[int | None, int | None]:
         generation, _ = super().windows_for(checkpoint)
         return generation, None if generation is None else generation - 1
+
+    on_cpu = property(lambda self: cpu_build())
 
     @property
     def engine_dtype(self) -> Any:

@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from harness.backends.options import ENGINE_OPTIONS
-from harness.cli.parsing import Parser, add_setting, command, engine_log, given_settings
+from harness.cli.parsing import Parser, add_setting, command, engine_log, given_settings, in_typed_flags
 from harness.console import quiet, say
-from harness.errors import ReportError
+from harness.errors import ReportError, RunError
 from harness.reports.report import write_report
+from harness.reports.runs import RunResults
+from harness.reports.verdicts import console_table
+from harness.results import SAMPLES
 from harness.sweep.config import ENGINE, GROUPS, RunConfig, engine_options, settings
 from harness.sweep.evaluate import evaluate
+
+#: The exit status of an evaluation that finished but skipped a checkpoint (listed at the end).
+SKIPPED_EXIT = 3
 
 #: The engine options that are flags of their own (the rest: --engine-args or --config).
 ENGINE_FLAGS = {name: option for name, option in ENGINE_OPTIONS.items() if option.flag}
@@ -22,7 +27,10 @@ DESCRIPTION = (
     "Evaluate every checkpoint of a finetuning run (or one model) on the tasks, with one engine for the "
     "whole sweep, and write a results folder: run.json (config, task hashes, versions), samples/ (one line "
     "a scored example), summary.jsonl (each metric with its 95% interval) and report.html. Rerunning the "
-    "same command resumes; a checkpoint whose weights changed is refused unless --overwrite names it.")
+    "same command resumes; a checkpoint whose weights changed is refused unless --overwrite names it. At the "
+    "end it prints each task's headline metric per condition (first, peak, last, verdict). Exit status: 0 "
+    f"when every checkpoint was evaluated; {SKIPPED_EXIT} when some were skipped (unreadable or vanished: "
+    "listed at the end; the others' results are written); 2 for a usage error; 130 when interrupted.")
 
 EXAMPLES = """
 harness evaluate --limit 10 --format chat -o results/smollm2     # the bundled SmolLM2, 10 per condition
@@ -51,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if group == ENGINE:
             _add_engine_flags(flags)
     parser.add_argument("--no-report", action="store_true", help="do not write report.html and plots/ at the end")
+    parser.add_argument("--log_samples", "--log-samples", action="store_true",
+                        help=f"accepted (lm-evaluation-harness's flag): samples are always written, to <output>/{SAMPLES}")
 
 
 def _add_engine_flags(group: Any) -> None:
@@ -67,9 +77,13 @@ def _add_engine_flags(group: Any) -> None:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """The run's settings: ``--config`` YAML, then the flags given (flags win)."""
+    """The run's settings: ``--config`` YAML, then the flags given (flags win). A setting's
+    error names the flag the user typed."""
     given = given_settings(args)
-    config = RunConfig.from_yaml(args.config, **given) if args.config else RunConfig(**given)
+    try:
+        config = RunConfig.from_yaml(args.config, **given) if args.config else RunConfig(**given)
+    except RunError as error:
+        raise RunError(in_typed_flags(str(error), list(given), args.argv)) from None
     engine = engine_options(args.engine_args, {name: getattr(args, name) for name in ENGINE_FLAGS
                                                if getattr(args, name) is not None})
     return config.with_engine_options(engine) if engine else config
@@ -79,14 +93,23 @@ def run(args: argparse.Namespace) -> int:
     config = run_config(args)
     # Followed as it trains, the report is rewritten after each checkpoint: open it any time.
     live = [lambda checkpoint, rows: _report_quietly(config.output)] if config.follow and not args.no_report else []
+    if args.log_samples:
+        say(f"--log_samples: samples are always written, to {config.output}/{SAMPLES}")
     with quiet(engine_log(config.output), verbose=args.verbose):
-        folder = evaluate(config, command_line=["harness", *sys.argv[1:]], observers=live)
+        folder = evaluate(config, command_line=["harness", *args.argv], observers=live)
+        say(console_table(RunResults(folder.path)))
         say(f"results: {folder.path} (summary: {folder.summary_file})")
         if not args.no_report:
             try:
                 say(f"report: {write_report(folder.path)}")
             except ReportError as error:  # the results stand without a report (e.g. every checkpoint skipped)
                 say(f"no report: {error}")
+    skipped = folder.read_record().skipped_checkpoints
+    if skipped:
+        say(f"{len(skipped)} checkpoint(s) skipped (exit status {SKIPPED_EXIT}):")
+        for label, reason in skipped.items():
+            say(f"  {label}: {reason}")
+        return SKIPPED_EXIT
     return 0
 
 

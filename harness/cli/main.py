@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.commands[args.command].unknown_flags(extras)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was typed, for messages that quote it
     setup_logging(args.verbose)
     try:
         return args.run(args)
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: what was finished is kept; run the same command again to resume", file=sys.stderr)
+        print("interrupted (exit 130)", file=sys.stderr)
         return 130
 
 

@@ -113,6 +113,24 @@ def _value_type(field: dataclasses.Field) -> Any:
     return options[0] if options[0] in (int, float, str) else str
 
 
+def setting_flags(name: str) -> list[str]:
+    """The flags of the :class:`~harness.sweep.config.RunConfig` setting ``name``: ``--name``
+    (dashes for underscores) and its aliases."""
+    field = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
+    return ["--" + name.replace("_", "-"), *field.metadata["aliases"]]
+
+
+def in_typed_flags(message: str, given: Sequence[str], argv: Sequence[str]) -> str:
+    """A run config's error (``"limit: must be at least 1"``) with the setting's name replaced
+    by the flag the user typed (``"--limit: ..."``, ``"-o: ..."``) when it came from a flag."""
+    name, colon, rest = message.partition(":")
+    if not colon or name not in given:
+        return message
+    flags = setting_flags(name)
+    typed = next((arg.split("=")[0] for arg in argv if arg.split("=")[0] in flags), flags[0])
+    return f"{typed}:{rest}"
+
+
 def add_setting(parser: Any, name: str) -> None:
     """The flag of the :class:`~harness.sweep.config.RunConfig` setting ``name``, as its field
     declares it (help, metavar, choices, how the text is read), its default said in the help.
@@ -120,7 +138,7 @@ def add_setting(parser: Any, name: str) -> None:
     run config's value, or the config file's, alone."""
     field = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
     meta = field.metadata
-    flags = ["--" + name.replace("_", "-"), *([meta["short"]] if meta["short"] else [])]
+    flags = setting_flags(name)
     default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
     text = meta["help"]
     if "default" not in text and default not in (None, False, [], {}):

@@ -39,8 +39,13 @@ def runs_to_compare(run_dirs: Sequence[str | Path], labelled: Mapping[str, str |
     ``labelled`` ones (name -> folder); a labelled folder that is also listed is one run, not
     two. Names are None when no run is labelled (each run is then named by its folder)."""
     names = {Path(run_dir).resolve(): name for name, run_dir in labelled.items()}
-    listed = run_folders(list(run_dirs)) if run_dirs else []
-    runs = {Path(run_dir).resolve(): str(run_dir) for run_dir in [*listed, *labelled.values()]}
+    listed = [folder for entry in run_dirs for folder in run_folders(entry)]  # each entry's own: repeats seen
+    runs: dict[Path, str] = {}
+    for run_dir in [*listed, *labelled.values()]:
+        path = Path(run_dir).resolve()
+        if path in runs and path not in names:
+            log.warning("%s is given twice (as %s): compared once", run_dir, runs[path])
+        runs.setdefault(path, str(run_dir))
     if not runs:
         raise ReportError("no runs to compare: give RUN_DIR arguments or --label NAME=RUN_DIR")
     return list(runs.values()), ([names.get(path, path.name) for path in runs] if names else None)

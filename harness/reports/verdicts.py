@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from harness.console import aligned
 from harness.errors import ReportError
 from harness.reports.html import escape as _e
-from harness.reports.inversion import ALARMING, INVERSION_METHOD, Inversion, inversion_of
+from harness.reports.inversion import ALARMING, INVERSION_METHOD, SINGLE, Inversion, inversion_of
 from harness.reports.runs import RunResults
 
 HOW_TO_READ = (
@@ -19,6 +20,9 @@ HOW_TO_READ = (
     "checkpoint; bands in charts are the per-checkpoint 95% intervals of the summary (Clopper–Pearson "
     "for rates)."
 )
+
+#: What a run of one checkpoint says instead of a verdict: there is no change to test.
+NO_CHANGE_TO_TEST = "one checkpoint: no change to test"
 
 HEADER = ("first", "peak [95% CI]", "last", "rise: peak − first (lower bound, p)",
           "drop: peak − last (lower bound, p)", "verdict")
@@ -39,6 +43,10 @@ def cells(inversion: Inversion | ReportError, x: str = "step", xs: Mapping[str, 
     as good news."""
     if isinstance(inversion, ReportError):
         return ["", "", "", "", "", _e(inversion)]
+    if inversion.verdict == SINGLE:  # one value with its interval; no rise, drop or p-value to show
+        return ["", f"{inversion.peak:.3f} [{inversion.peak_ci[0]:.3f}, {inversion.peak_ci[1]:.3f}] at "
+                    f"{_e(inversion.peak_checkpoint.where)}", "", "", "",
+                f'{_e(NO_CHANGE_TO_TEST)} <span class="why">(n={inversion.n})</span>']
     peak = inversion.peak_checkpoint
     where = peak.where
     if x != "step" and xs and peak.label in xs:
@@ -67,3 +75,26 @@ def checkpoint_summary(run: RunResults) -> str:
     steps = [p.step for p in run.checkpoints if p.step is not None]
     span = f"steps {min(steps)}–{max(steps)}" if steps else "steps unknown"
     return f"{len(run.checkpoints)} checkpoint{'s' * (len(run.checkpoints) != 1)} ({span})"
+
+
+def console_table(run: RunResults) -> str:
+    """Each task's headline metric per condition as text columns, as ``harness evaluate``
+    prints it at the end: first, peak [95% CI] (where), last and the verdict over the
+    checkpoints; for a run of one checkpoint, its value [95% CI] and n."""
+    checks = [(task, metric, condition, check(run, task, metric, condition))
+              for task in run.tasks if (metric := run.headline(task)) is not None
+              for condition in run.conditions(task, metric)]
+    single = len(run.checkpoints) == 1
+    rows = [("task", "condition", "metric", "value [95% CI]", "n") if single else
+            ("task", "condition", "metric", "first", "peak [95% CI] (at)", "last", "verdict")]
+    for task, metric, condition, result in checks:
+        if isinstance(result, ReportError):
+            rows.append((task, condition, metric, *[""] * (len(rows[0]) - 4), str(result)))
+            continue
+        interval = f"{result.peak:.3f} [{result.peak_ci[0]:.3f}, {result.peak_ci[1]:.3f}]"
+        rows.append((task, condition, metric, interval, str(result.n)) if single else
+                    (task, condition, metric, f"{result.first:.3f}", f"{interval} ({result.peak_checkpoint.where})",
+                     f"{result.last:.3f}", result.verdict))
+    note = f"({NO_CHANGE_TO_TEST}; evaluate more checkpoints for verdicts)" if single else \
+        "(verdicts: one-sided max-t tests at the 5% level, paired over the examples scored at every checkpoint)"
+    return f"{aligned(rows)}\n{note}"

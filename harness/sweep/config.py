@@ -25,8 +25,6 @@ from harness.tasks.prompts import FORMATS
 DEFAULT_TASKS = ["capitals", "world_facts", "proverbs", "icl_vs_if"]
 #: ``truncate`` values: refuse prompts that do not fit (None), or cut them from the left.
 TRUNCATE = (None, "left")
-#: Examples per transformers engine call when ``batch_size`` is not set.
-DEFAULT_BATCH_SIZE = 64
 
 #: The groups of settings, in the order ``harness evaluate --help`` shows them.
 WHAT, RESULTS, ENGINE, WORKERS, FOLLOW = ("what to evaluate", "results", "engine", "many engines (Ray)",
@@ -36,12 +34,13 @@ GROUPS = (WHAT, RESULTS, ENGINE, WORKERS, FOLLOW)
 
 def setting(group: str, help: str, *, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING,
             flag: bool = True, metavar: str | None = None, choices: Sequence[Any] | None = None,
-            parse: Callable[[str], Any] | None = None, repeat: bool = False, short: str | None = None) -> Any:
+            parse: Callable[[str], Any] | None = None, repeat: bool = False, aliases: Sequence[str] = ()) -> Any:
     """A :class:`RunConfig` field with its group and help, and how its command-line flag reads
     (``flag=False``: a config-file key only; ``parse``: the flag's text to a value; ``repeat``:
-    the flag may be given several times, each adding an item)."""
+    the flag may be given several times, each adding an item; ``aliases``: other spellings of
+    the flag, e.g. lm-evaluation-harness's)."""
     metadata = {"group": group, "help": help, "flag": flag, "metavar": metavar, "choices": choices,
-                "parse": parse, "repeat": repeat, "short": short}
+                "parse": parse, "repeat": repeat, "aliases": tuple(aliases)}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -50,6 +49,16 @@ def setting(group: str, help: str, *, default: Any = dataclasses.MISSING, factor
 def comma_list(text: str) -> list[str]:
     """A flag's comma-separated list (``capitals,proverbs``)."""
     return [part for part in text.split(",") if part]
+
+
+def engine_batch(text: str) -> int | None:
+    """``--batch-size``: a count, or lm-evaluation-harness's ``auto`` (``auto:N``): the default."""
+    if text.startswith("auto"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a count of examples (64) or auto, got {text!r}") from None
 
 
 def count_or_share(text: str) -> int | float:
@@ -75,8 +84,8 @@ class RunConfig:
     restrict what each task declares (None: all it declares). ``backend_options`` are passed
     to the engine (``max_model_len``, ``dtype``, vLLM's ``gpu_memory_utilization``...).
 
-    Engine calls: ``batch_size`` examples at a time when set; otherwise 64 for transformers
-    and up to ``flush_every`` for vLLM, whose scheduler uses as many requests as it is given.
+    Engine calls: ``batch_size`` examples at a time when set; otherwise sized so that each
+    takes a few seconds (:class:`harness.sweep.jobs.Chunking`), up to ``flush_every``.
     Results reach disk after every call, so a kill loses at most one call's work.
 
     ``workers``: spread the checkpoints over that many Ray actors, each owning one engine for
@@ -129,7 +138,7 @@ class RunConfig:
                                        flag=False)
     # results
     output: str = setting(RESULTS, "results folder; rerun the same command to resume", default="results/run",
-                          metavar="DIR", short="-o")
+                          metavar="DIR", aliases=("-o", "--output_path"))
     overwrite: list[str] = setting(RESULTS, "discard the earlier samples of these checkpoint labels and "
                                             "evaluate them again, whatever they were evaluated with", factory=list,
                                    metavar="LABEL[,LABEL]", parse=comma_list)
@@ -148,11 +157,12 @@ class RunConfig:
                            default="auto", choices=["auto", "vllm", "hf"])
     backend_options: dict[str, Any] = setting(ENGINE, "engine options (harness.backends.options)", factory=dict,
                                               flag=False)
-    batch_size: int | None = setting(ENGINE, f"examples per engine call, results written after each (default: "
-                                             f"{DEFAULT_BATCH_SIZE} for transformers; vLLM gets up to "
-                                             f"--flush-every at once)", default=None)
-    flush_every: int = setting(ENGINE, "at most N examples per vLLM call, so results reach disk that often",
-                               default=1024, metavar="N")
+    batch_size: int | None = setting(ENGINE, "examples per engine call, results written after each (default: "
+                                            "as many as take about 5 s, up to --flush-every; the engine batches "
+                                            "each call further itself; auto: that default)", default=None,
+                                  metavar="N|auto", parse=engine_batch, aliases=("--batch_size",))
+    flush_every: int = setting(ENGINE, "at most N examples per engine call, so results reach disk at least that "
+                                       "often", default=1024, metavar="N")
     trust_remote_code: bool = setting(ENGINE, "allow model code from the checkpoint", default=False)
     # many engines
     workers: int | None = setting(WORKERS, "spread the checkpoints over N Ray actors, each with its own engine",
@@ -239,6 +249,10 @@ def _check_what(config: RunConfig) -> None:
 
 
 def _check_results(config: RunConfig) -> None:
+    output = Path(config.output)
+    existing = next((path for path in (output, *output.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise RunError(f"output: {existing} is a file; give a folder to write the results into")
     if config.truncate not in TRUNCATE:
         raise RunError(f"truncate: {config.truncate!r} is not a way to truncate (expected: left, or none to refuse)")
 

@@ -17,7 +17,7 @@ from harness.checkpoints import Checkpoint, discover, interp
 from harness.checkpoints.interp import is_interp_spec
 from harness.checkpoints.sources import CheckpointSource, FixedCheckpoints, Follower
 from harness.errors import RunError
-from harness.results import RunDirectory
+from harness.results import SAMPLES, RunDirectory
 from harness.sweep.config import RunConfig
 from harness.sweep.lag import FollowLag
 from harness.sweep.schedule import ADAPTIVE, sweep_adaptive
@@ -73,6 +73,15 @@ def checkpoint_source(config: RunConfig) -> CheckpointSource:
                     complete_marker=config.complete_marker)
 
 
+def kept(sweep: Sweep) -> str:
+    """What an interrupted sweep leaves on disk, in words (the samples it wrote, the
+    checkpoints it summarised)."""
+    if not sweep.written:
+        return f"no sample was written to {sweep.run.path / SAMPLES} by this run; nothing of its work is kept"
+    return (f"{sweep.written} samples written to {sweep.run.path / SAMPLES} by this run are kept "
+            f"({len(sweep.summary)} checkpoint(s) summarised); run the same command again to resume")
+
+
 def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: bool = True,
              command_line: Sequence[str] | None = None, observers: Sequence[Observer] = ()) -> RunDirectory:
     """Evaluate every checkpoint of ``config`` on its tasks and write the results folder.
@@ -109,6 +118,9 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: boo
                 sweep_here(sweep, source, backend, every, progress=progress)
                 sweep.record.engine_stats = backend.stats or None  # engine starts, reloads, canaries
             sweep.finish()
+        except KeyboardInterrupt:
+            log.warning("interrupted: %s", kept(sweep))
+            raise
         finally:
             sweep.close()
     finally:

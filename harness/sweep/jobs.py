@@ -2,20 +2,24 @@
 engine a chunk at a time (:func:`score_job`) and scored into sample lines (:func:`sample_record`).
 
 A chunk is one engine call and one write to disk (:func:`chunk_size`), so a killed sweep loses
-at most the chunk in flight. The single-engine sweep and the Ray workers score the same way.
+at most the chunk in flight. Unless the user fixes ``batch_size``, chunks are sized by time
+(:class:`Chunking`): a small first one, then as many examples as the engine scores in about
+:data:`CHUNK_SECONDS`, so that the progress bar moves and results reach disk every few seconds
+on a slow CPU as on a fast GPU. The single-engine sweep and the Ray workers score the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from harness.backends.api import VLLM, Backend, ContinuationScore
+from harness.backends.api import Backend, ContinuationScore
 from harness.checkpoints import Checkpoint
 from harness.results import SampleRecord
 from harness.scoring import GENERATE, LOGLIKELIHOOD, SCORER_VERSION, score_generation, score_loglikelihood
-from harness.sweep.config import DEFAULT_BATCH_SIZE, RunConfig
+from harness.sweep.config import RunConfig
 from harness.sweep.plan import WorkItem
 from harness.tasks.prompts import generation_request, loglikelihood_request, loglikelihood_roles
 
@@ -103,19 +107,48 @@ class Job:
         return [item for item, _ in self.pending]
 
 
-def chunk_size(config: RunConfig, engine: str) -> int:
-    """Examples per engine call (and per write to disk): ``batch_size`` when set; else, for
-    vLLM, ``flush_every`` (as many as the engine can use at once, while results still reach
-    disk that often), for transformers 64 (it batches them further itself)."""
-    if config.batch_size is not None:
-        return config.batch_size
-    return config.flush_every if engine == VLLM else DEFAULT_BATCH_SIZE
+#: Seconds an engine call should take when the user sets no ``batch_size``: the progress bar
+#: moves, and results reach disk, about this often.
+CHUNK_SECONDS = 5.0
+#: Examples in the first call of a checkpoint, before its engine's speed is measured.
+FIRST_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """How many examples each engine call of a job gets: ``fixed`` when set, else :data:`FIRST_CHUNK`
+    first and then what the engine scored in ``seconds`` at the rate of the last call, between
+    ``FIRST_CHUNK`` and ``most``."""
+
+    most: int
+    fixed: int | None = None
+    seconds: float = CHUNK_SECONDS
+
+    def first(self) -> int:
+        return self.fixed or min(FIRST_CHUNK, self.most)
+
+    def next(self, done: int, seconds: float) -> int:
+        """The size of the call after one that scored ``done`` examples in ``seconds``."""
+        if self.fixed:
+            return self.fixed
+        return max(min(int(done / max(seconds, 1e-6) * self.seconds), self.most), self.first())
+
+
+def chunk_size(config: RunConfig) -> Chunking:
+    """Examples per engine call (and per write to disk): ``batch_size`` when set, else sized by
+    time (:class:`Chunking`) up to ``flush_every``; each engine batches a call as it sees fit."""
+    return Chunking(most=config.batch_size or config.flush_every, fixed=config.batch_size, seconds=CHUNK_SECONDS)
 
 
 def score_job(backend: Backend, items: Sequence[WorkItem], prompts: Sequence[str],
-              size: int) -> Iterator[tuple[range, list[SampleRecord]]]:
-    """Score ``items`` on the loaded ``backend``, ``size`` at a time: each chunk's item
-    indices and finished (not yet completed with earlier lines) sample records."""
-    for start in range(0, len(items), size):
+              chunking: Chunking) -> Iterator[tuple[range, list[SampleRecord]]]:
+    """Score ``items`` on the loaded ``backend``, a chunk at a time (``chunking``): each chunk's
+    item indices and finished (not yet completed with earlier lines) sample records."""
+    start, size = 0, chunking.first()
+    while start < len(items):
         indices = range(start, min(start + size, len(items)))
-        yield indices, score_batch(backend, [items[i] for i in indices], [prompts[i] for i in indices])
+        began = time.perf_counter()
+        records = score_batch(backend, [items[i] for i in indices], [prompts[i] for i in indices])
+        size = chunking.next(len(indices), time.perf_counter() - began)
+        yield indices, records
+        start = indices.stop

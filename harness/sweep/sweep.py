@@ -70,6 +70,7 @@ class Sweep:
         self.run = RunDirectory(config.output)
         self._last_engine: tuple | None = None  # what the last checkpoint ran on (console lines)
         self._overwritten: set[str] = set()  # --overwrite labels discarded by this invocation
+        self.written = 0  # sample lines this sweep appended (what an interruption keeps)
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(self.run.lock())
         try:
@@ -209,6 +210,7 @@ class Sweep:
             by_task[item.task.name].append(merged(earlier, sample))
         for task_name, lines in by_task.items():
             self.run.append_samples(job.checkpoint.label, task_name, lines)
+            self.written += len(lines)
 
     # ------------------------------------------------------------------ evaluating here
 
@@ -236,7 +238,7 @@ class Sweep:
                 return []
         loaded = time.perf_counter()
         with show_progress(len(job.pending), f"{position}{checkpoint.label}", enabled=progress) as bar:
-            for indices, samples in score_job(backend, job.items, job.prompts, chunk_size(self.config, backend.name)):
+            for indices, samples in score_job(backend, job.items, job.prompts, chunk_size(self.config)):
                 self.write_samples(job, indices, samples)
                 bar.update(len(indices))
         seconds = time.perf_counter() - loaded

@@ -99,7 +99,7 @@ class EngineWorker:
             yield ("failed", f"load failed: {error}")
             return
         items = [dataclasses.replace(self.items[task, key], modes=tuple(modes)) for task, key, modes in todo]
-        for indices, records in score_job(self.backend, items, prompts, chunk_size(self.config, self.backend.name)):
+        for indices, records in score_job(self.backend, items, prompts, chunk_size(self.config)):
             yield ("samples", list(indices), [record.to_dict() for record in records])
         yield ("done", _resident_mib())
 
