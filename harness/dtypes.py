@@ -80,10 +80,11 @@ def cpu_dtype(stored: str, flags: frozenset[str] | None = None) -> DtypeChoice:
     float32 stays float32 (numbers do not depend on the machine); a half-precision checkpoint runs
     in bfloat16 where the CPU has one of :data:`FAST_BF16_FLAGS`, else in float32, because
     bfloat16 without those units takes a slow path (``flags``: default :func:`cpu_flags`)."""
-    if stored not in ("bfloat16", "float16"):
-        return DtypeChoice(stored, f"dtype {stored}: as the checkpoint is stored")
     flags = cpu_flags() if flags is None else flags
     fast = sorted(set(FAST_BF16_FLAGS) & (flags or frozenset()))
+    if stored not in ("bfloat16", "float16"):
+        faster = f"; --dtype bfloat16 runs faster on this CPU's {'/'.join(fast)}" if fast else ""
+        return DtypeChoice(stored, f"dtype {stored}: as the checkpoint is stored{faster}")
     if fast:
         return DtypeChoice("bfloat16", f"dtype bfloat16 for a {stored} checkpoint: this CPU has {'/'.join(fast)} "
                                        "(--dtype float32 for full precision)")
