@@ -10,7 +10,7 @@ from handmade import N, assert_self_contained, conflict, context_run, rich_run, 
 
 from harness import cli
 from harness.reports.runs import load_results
-from harness.reports.inversion import detect_inversion
+from harness.reports.recipes import detect_inversion
 from harness.errors import ReportError
 from harness.reports.compare import COMPARE_HTML, compare
 from harness.reports.figures import PLOTS
