@@ -143,8 +143,9 @@ class ChangeTest:
     ``deciding`` is the checkpoint whose bound is highest: the one that made the verdict.
     ``changing`` is how many examples differ from the reference at some checkpoint; with so
     few that even the most lopsided outcome has a p-value above ``alpha``
-    (2**-changing > alpha: fewer than 5 at the 5% level) the test cannot resolve anything and
-    ``resolvable`` is False. ``exact`` says whether every sign pattern was enumerated.
+    (2**-changing > alpha: 1 to 4 at the 5% level) the test cannot resolve anything and
+    ``resolvable`` is False (with none, nothing changed: that is resolved). ``exact`` says
+    whether every sign pattern was enumerated.
     """
 
     reference: int
@@ -162,7 +163,7 @@ class ChangeTest:
 
     @property
     def resolvable(self) -> bool:
-        return 2.0 ** -self.changing <= self.alpha
+        return self.changing == 0 or 2.0 ** -self.changing <= self.alpha
 
     @property
     def deciding(self) -> int:

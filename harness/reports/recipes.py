@@ -119,6 +119,8 @@ def recipe_inversion(runs: Sequence[RunResults], task: str, metric: str, conditi
                      mode: str | None = None, *, seed: int = 0,
                      n_draws: int = MONTE_CARLO_FLIPS) -> RecipeInversion:
     """The verdict over the seeds ``runs`` of one recipe (see :func:`detect_inversion`)."""
+    if len(runs) < 2:
+        raise ReportError(f"a recipe's verdict needs at least two seeds' results folders, got {len(runs)}")
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         names = [str(run.folder.path) for run in runs]
@@ -156,3 +158,20 @@ def _shared_checkpoints(per_run: Sequence[Sequence[CheckpointPoint]], names: Seq
         raise ReportError(f"runs {', '.join(names)}: fewer than two checkpoints (steps) are shared by every seed "
                           f"({', '.join(shared) or 'none'}); a recipe's seeds must be checkpointed alike")
     return shared
+
+
+def recipe_verdicts(runs: Sequence[RunResults]) -> list[RecipeInversion | ReportError]:
+    """The recipe verdict of each task's headline metric in each of its conditions, over the
+    seeds ``runs`` (tasks every seed evaluated); a series that cannot be tested gives the error
+    that says why."""
+    verdicts: list[RecipeInversion | ReportError] = []
+    for task in [task for task in runs[0].tasks if all(task in run.tasks for run in runs[1:])]:
+        metric = runs[0].headline(task)
+        if metric is None:
+            continue
+        for condition in runs[0].conditions(task, metric):
+            try:
+                verdicts.append(recipe_inversion(runs, task, metric, condition, runs[0].base_conjugate(task)))
+            except ReportError as error:
+                verdicts.append(error)
+    return verdicts
