@@ -18,7 +18,7 @@ _EXPORTS = {
     "load_results": "harness.reports.runs",
     "load_samples": "harness.reports.items",
     "transitions": "harness.reports.items",
-    "detect_inversion": "harness.reports.inversion",
+    "detect_inversion": "harness.reports.recipes",
     "write_report": "harness.reports.report",
     "compare": "harness.reports.compare",
     "FinetuneConfig": "harness.training.config",

@@ -127,14 +127,25 @@ def rate_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[flo
     return float(interval.low), float(interval.high)
 
 
+#: Below this many examples that change, a sign-flip test enumerates every sign pattern
+#: (2**16 = 65,536); above it, it draws :data:`MONTE_CARLO_FLIPS` random ones.
+EXACT_UP_TO = 16
+MONTE_CARLO_FLIPS = 9_999
+
+
 @dataclass(frozen=True)
 class ChangeTest:
     """Whether some checkpoint's mean is above a reference checkpoint's (:func:`max_change_test`).
 
     ``differences[t]`` is checkpoint ``t``'s mean minus the reference's (0 at the reference)
-    and ``lowers[t]`` a lower confidence bound of it; the bounds hold simultaneously for every
-    checkpoint, so they stay valid for a checkpoint picked after looking (the highest). The
-    test is ``significant`` when some bound is above 0; ``p_value`` is the max-t test's.
+    and ``lowers[t]`` a lower bound of it at the test's critical value (``-inf`` where no
+    example changes); the test is ``significant`` (p <= alpha) exactly when some bound is at or above 0, and
+    ``deciding`` is the checkpoint whose bound is highest: the one that made the verdict.
+    ``changing`` is how many examples differ from the reference at some checkpoint; with so
+    few that even the most lopsided outcome has a p-value above ``alpha``
+    (2**-changing > alpha: 1 to 4 at the 5% level) the test cannot resolve anything and
+    ``resolvable`` is False (with none, nothing changed: that is resolved). ``exact`` says
+    whether every sign pattern was enumerated.
     """
 
     reference: int
@@ -143,26 +154,52 @@ class ChangeTest:
     critical: float
     p_value: float
     alpha: float
+    changing: int
+    exact: bool
 
     @property
     def significant(self) -> bool:
-        return max(self.lowers) > 0
+        return self.p_value <= self.alpha
+
+    @property
+    def resolvable(self) -> bool:
+        return self.changing == 0 or 2.0 ** -self.changing <= self.alpha
+
+    @property
+    def deciding(self) -> int:
+        return int(np.argmax(self.lowers))
 
 
-def max_change_test(values: np.ndarray, reference: int, *, n_resamples: int = 1000, seed: int = 0,
+def sign_patterns(m: int, *, n_flips: int = MONTE_CARLO_FLIPS, seed: int = 0) -> tuple[np.ndarray, bool]:
+    """Signs (+1/-1) for ``m`` examples, a row a pattern: all 2**m patterns when ``m`` is at
+    most :data:`EXACT_UP_TO` (exact), else ``n_flips`` random ones (Monte Carlo)."""
+    if m <= EXACT_UP_TO:
+        bits = (np.arange(2 ** m)[:, None] >> np.arange(m)[None, :]) & 1
+        return 1.0 - 2.0 * bits, True
+    return random_signs(np.random.default_rng(seed), (n_flips, m)), False
+
+
+def random_signs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Independent +1/-1 signs, each with probability 1/2."""
+    return 1.0 - 2.0 * rng.integers(0, 2, size=shape)
+
+
+def max_change_test(values: np.ndarray, reference: int, *, n_flips: int = MONTE_CARLO_FLIPS, seed: int = 0,
                     alpha: float = 0.05) -> ChangeTest:
     """One-sided test of "some checkpoint is above checkpoint ``reference``" over the same examples.
 
     ``values`` is a (checkpoints, examples) matrix of per-example values; every other row is
-    compared with row ``reference``. The statistic is the largest standardised difference of
-    means, max_t (m_t - m_ref) / s_t, where s_t is the paired bootstrap's standard deviation
-    of that difference; its null distribution is the same bootstrap's, centred at the
-    observed differences (the max-t step of Romano and Wolf), so picking the highest
-    checkpoint is paid for: under "no checkpoint is above the reference" the test rejects with
-    probability about ``alpha`` at most (the test suite measures it by simulation at n=300,
-    11 checkpoints). The scale s_t is fixed, not re-estimated in each resample: with a handful
-    of examples that change, a re-estimated scale is near 0 in most resamples and the test
-    would call two examples of two hundred significant.
+    compared with row ``reference``. Each example's vector of differences to the reference
+    is d_i; the statistic is the largest standardised sum, max_t sum_i d_ti / sqrt(sum_i d_ti^2).
+    Under "no checkpoint differs from the reference" each example's vector is as likely to
+    point either way, so the null distribution flips the sign of whole vectors (keeping the
+    correlation between checkpoints: the max-T of Westfall and Young), and picking the
+    highest checkpoint is paid for. The scale is sign-invariant, so it needs no floor: with
+    three examples that move together, the best p-value is 1/8 and no verdict is possible
+    (``resolvable``). Exact (every pattern) up to :data:`EXACT_UP_TO` changing examples;
+    above, ``n_flips`` random patterns with the observed one counted in, p = (1 + #{T* >= T})
+    / (1 + n_flips), which keeps the level exactly for any ``n_flips``. The test suite
+    measures the false-positive rate and power by simulation (docs/metrics.md).
     """
     matrix = np.asarray(values, dtype=float)
     if matrix.ndim != 2 or matrix.shape[0] < 2 or matrix.shape[1] == 0:
@@ -172,22 +209,99 @@ def max_change_test(values: np.ndarray, reference: int, *, n_resamples: int = 10
     n = matrix.shape[1]
     paired = matrix - matrix[reference]  # (checkpoints, examples); the reference's row is 0
     observed = paired.mean(axis=1)
-    # Resampling examples with replacement is weighting each by how often it was drawn: the
-    # resampled differences are one matrix product, (checkpoints, resamples).
-    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=n_resamples).T
-    resampled = paired @ counts / n
-    # A difference that is the same in every resample (every example moved alike, or the
-    # reference itself) has no spread: a tiny scale makes it significant unless it is 0.
-    scale = np.maximum(resampled.std(axis=1), 1e-9)
-    others = [t for t in range(matrix.shape[0]) if t != reference]
-    centred = ((resampled[others] - observed[others, None]) / scale[others, None]).max(axis=0)
-    critical = float(np.quantile(centred, 1 - alpha))
-    lowers = observed - critical * scale
-    lowers[reference] = 0.0
-    largest = float((observed[others] / scale[others]).max())
+    moving = paired[:, np.abs(paired).sum(axis=0) > 0]  # examples that never change add only zeros
+    # The mean's standard deviation over sign flips; a checkpoint where nothing changed has none
+    # and takes no part (its difference is exactly 0).
+    scale = np.sqrt((moving ** 2).sum(axis=1)) / n
+    live = scale > 0
+    if not live.any():
+        return ChangeTest(reference, tuple(float(d) for d in observed), tuple(-np.inf for _ in observed),
+                          float("inf"), 1.0, alpha, 0, True)
+    signs, exact = sign_patterns(moving.shape[1], n_flips=n_flips, seed=seed)
+    flipped = (signs @ moving[live].T / n / scale[live]).max(axis=1)  # (patterns,)
+    largest = float((observed[live] / scale[live]).max())
+    return _decide(reference, observed, scale, live, flipped, largest, alpha, int(moving.shape[1]), exact)
+
+
+def _decide(reference: int, observed: np.ndarray, scale: np.ndarray, live: np.ndarray, null: np.ndarray,
+            largest: float, alpha: float, changing: int, exact: bool) -> ChangeTest:
+    """A max-t test's result from its observed statistic ``largest`` and its null draws: the
+    p-value (a Monte Carlo one counts the observed draw in), the critical value and the
+    simultaneous lower bounds observed - critical * scale."""
+    # Compare with a relative tolerance: the observed pattern (all +1) must count as >= itself.
+    at_least = int((null >= largest - 1e-9 * max(1.0, abs(largest))).sum())
+    counted = 0 if exact else 1
+    p_value = (at_least + counted) / (null.size + counted)
+    # The smallest value whose tail probability is at most alpha: T >= critical <=> p <= alpha.
+    ordered = np.sort(null)
+    tail = (ordered.size - np.searchsorted(ordered, ordered, "left") + counted) / (ordered.size + counted)
+    allowed = ordered[tail <= alpha]
+    critical = float(allowed.min()) if allowed.size else float("inf")
+    lowers = np.full(observed.shape, -np.inf)
+    lowers[live] = observed[live] - critical * scale[live]
     return ChangeTest(reference=reference, differences=tuple(float(d) for d in observed),
-                      lowers=tuple(float(b) for b in lowers), critical=critical,
-                      p_value=float((centred >= largest).mean()), alpha=alpha)
+                      lowers=tuple(float(b) for b in lowers), critical=critical, p_value=float(p_value),
+                      alpha=alpha, changing=changing, exact=exact)
+
+
+def replicate_max_test(matrices: Sequence[np.ndarray], reference: int, *, n_draws: int = MONTE_CARLO_FLIPS,
+                       seed: int = 0, alpha: float = 0.05) -> ChangeTest:
+    """One-sided test of "some checkpoint is above checkpoint ``reference``" for a recipe, over
+    its seed replicates: the seed, not the example, is the unit a claim about the recipe
+    generalises over.
+
+    ``matrices`` holds one (checkpoints, examples) matrix per seed (the same checkpoints).
+    Each seed's mean difference to the reference, d_s(t), is the recipe's difference plus a
+    seed effect (variance tau^2(t), how finetuning seeds wander) plus example noise (variance
+    v_s(t), known within the seed from its examples). The statistic is the random-effects
+    max-t: max_t mean_s d_s(t) / sqrt(max(var_s d_s(t), mean_s v_s(t)) / S) — the spread over
+    seeds, but never below what the examples alone imply, so identical seeds do not become
+    certainty. Its null distribution is a parametric bootstrap: seed effects drawn with the
+    estimated tau^2(t) (moment estimate) plus each seed's own example noise by sign flips, the statistic recomputed on
+    each draw (so estimating tau^2 from a few seeds is paid for, like a t test's few degrees of
+    freedom). ``changing`` and ``exact`` describe the examples pooled over seeds. The test
+    suite measures its level with a seed effect and its power by simulation (docs/metrics.md).
+    """
+    seeds = [np.asarray(m, dtype=float) for m in matrices]
+    if len(seeds) < 2:
+        raise ValueError(f"a replicate test needs at least 2 seeds, got {len(seeds)}")
+    if len({m.shape[0] for m in seeds}) != 1 or any(m.ndim != 2 or m.shape[1] == 0 for m in seeds):
+        raise ValueError(f"expected (checkpoints, examples >= 1) matrices with the same checkpoints, got "
+                         f"{[m.shape for m in seeds]}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    paired = [m - m[reference] for m in seeds]
+    means = np.array([p.mean(axis=1) for p in paired])  # (seeds, checkpoints)
+    noise = np.array([(p ** 2).sum(axis=1) / p.shape[1] ** 2 for p in paired]).mean(axis=0)  # mean_s v_s(t)
+    count = len(seeds)
+    spread = means.var(axis=0, ddof=1)
+    live = noise > 0
+
+    def statistic(d: np.ndarray) -> np.ndarray:
+        """max_t over the live checkpoints of the random-effects t, for (..., seeds, checkpoints)."""
+        scale = np.sqrt(np.maximum(d.var(axis=-2, ddof=1), noise) / count)
+        return (d.mean(axis=-2)[..., live] / scale[..., live]).max(axis=-1)
+
+    observed = means.mean(axis=0)
+    changing = sum(int((np.abs(p).sum(axis=0) > 0).sum()) for p in paired)
+    if not live.any():
+        return ChangeTest(reference, tuple(float(d) for d in observed), tuple(-np.inf for _ in observed),
+                          float("inf"), 1.0, alpha, changing, True)
+    # Example noise: each seed's examples with random signs (their correlation over checkpoints
+    # kept). Seed effects: normal with variance tau^2(t), independent over checkpoints — a few
+    # seeds cannot estimate their correlation, and independence makes the largest of the
+    # checkpoints' statistics the most extreme, so the test errs on the safe side.
+    drawn = np.stack([random_signs(rng, (n_draws, p.shape[1])) @ p.T / p.shape[1] for p in paired], axis=1)
+    # tau^2 itself is uncertain with few seeds: each draw takes a total variance from its
+    # scaled inverse chi-square (S - 1 degrees of freedom) around the observed one, so that
+    # seeds that happen to agree do not shrink the null's tails (a plug-in tau^2 did: 7% of
+    # plateaus were called a fall with 3 seeds).
+    total = (count - 1) * spread / rng.chisquare(count - 1, size=(n_draws, 1, observed.size))
+    drawn += rng.standard_normal((n_draws, count, observed.size)) * np.sqrt(np.maximum(total - noise, 0.0))
+    scale = np.sqrt(np.maximum(spread, noise) / count)
+    return _decide(reference, observed, scale, live, statistic(drawn), float(statistic(means)), alpha, changing,
+                   False)
 
 
 def mcnemar_exact(lost: int, gained: int) -> float:

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from harness.reports.inversion import detect_inversion
+from harness.reports.recipes import detect_inversion
 from harness.demo.recipe import RECIPES, RUNS
 from harness.results import RunDirectory
 

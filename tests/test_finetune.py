@@ -22,7 +22,7 @@ from harness.errors import FinetuneError
 from harness.training.config import AugmentSettings, EvaluationSettings, FilterSettings, FinetuneConfig
 from harness.training.data import TrainingExample, encode_example, load_instruction_data, render_example
 from harness.training.mitigations import PartialFreeze, augment_counterfactual, filter_non_context_critical
-from harness.training.run import run_finetune
+from harness.training.run import recipe_hash, run_finetune
 from harness.tasks.prompts import apply_format
 from harness.results import RunDirectory
 
@@ -416,3 +416,27 @@ def test_finetune_runs_sweep_and_compare_end_to_end(tmp_path, alpaca_file, tiny_
     html = (tmp_path / "compare" / "compare.html").read_text()
     for name in mitigations:
         assert name in html
+
+
+def test_finetune_seeds_write_one_run_per_seed_of_one_recipe(tmp_path, alpaca_file, tiny_llama_dir, capsys):
+    from harness.cli import main
+
+    recipe = dataclasses.asdict(config(tmp_path, tiny_llama_dir, alpaca_file, max_steps=2, save_steps=2))
+    path = tmp_path / "recipe.yaml"
+    path.write_text(json.dumps({k: v for k, v in recipe.items() if v is not None}))
+
+    assert main(["finetune", "--config", str(path), "--seeds", "0,1"]) == 0
+
+    records = [json.loads((tmp_path / "run" / f"seed-{seed}" / "recipe.json").read_text()) for seed in (0, 1)]
+    assert [r["seed"] for r in records] == [0, 1] and records[0]["recipe"] == records[1]["recipe"]
+    assert all((tmp_path / "run" / f"seed-{seed}" / "checkpoint-2").is_dir() for seed in (0, 1))
+    # Another recipe (another learning rate) has another hash; the seed does not change it.
+    assert recipe_hash(config(tmp_path, tiny_llama_dir, alpaca_file, learning_rate=1e-4)) != records[0]["recipe"]
+    assert recipe_hash(config(tmp_path, tiny_llama_dir, alpaca_file, max_steps=2, save_steps=2,
+                              seed=5)) == records[0]["recipe"]
+    assert "seed-1" in capsys.readouterr().out
+
+
+def test_finetune_seeds_must_differ(tmp_path, alpaca_file, tiny_llama_dir):
+    with pytest.raises(FinetuneError, match="seeds"):
+        config(tmp_path, tiny_llama_dir, alpaca_file, seeds=[1, 1]).validate()

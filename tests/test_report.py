@@ -10,7 +10,7 @@ from handmade import N, assert_self_contained, conflict, context_run, rich_run, 
 
 from harness import cli
 from harness.reports.runs import load_results
-from harness.reports.inversion import detect_inversion
+from harness.reports.recipes import detect_inversion
 from harness.errors import ReportError
 from harness.reports.compare import COMPARE_HTML, compare
 from harness.reports.figures import PLOTS
@@ -32,7 +32,7 @@ def test_inversion_found_with_peak_and_drop(tmp_path):
     assert found.drop.significant and 0 < found.drop.lower <= 0.5
     assert 0.5 - found.drop.lower < 0.2
     assert found.rise.value == pytest.approx(0.5) and found.rise.significant and found.rise.lower > 0
-    assert found.drop.p_value < 0.05 and found.method.startswith("one-sided max-t tests")
+    assert found.drop.p_value < 0.05 and found.method.startswith("one-sided sign-flip max-t tests")
     assert found.peak_ci[0] < 0.6 < found.peak_ci[1]
     assert "inversion" in str(found) and "step 20" in str(found)
 
@@ -40,7 +40,7 @@ def test_inversion_found_with_peak_and_drop(tmp_path):
 @pytest.mark.parametrize(("counts", "peak_step", "why", "verdict"), [
     ([60, 60, 60], 10, "first checkpoint is the highest", "no significant change"),
     ([20, 80, 120], 30, "no fall", "rise"),
-    ([60, 62, 60], 20, "the rise is within the noise", "no significant change"),  # 2 of 200: noise
+    ([60, 62, 60], 20, "only 2 examples differ", "no verdict"),  # 2 of 200: no test can tell
     ([20, 120, 118], 20, "the fall is within the noise", "rise"),
     ([120, 60, 20], 10, "falls by 0.500", "fall"),
 ])
@@ -236,7 +236,7 @@ def test_report_exports_tables_and_figures(tmp_path):
     rows = list(csv.DictReader((out / "tables" / "inversion.csv").open()))
     assert [(r["task"], r["metric"], r["verdict"]) for r in rows] == [("capitals", "context_hit_rate", "inversion")]
     assert float(rows[0]["peak"]) == pytest.approx(0.6) and rows[0]["peak_at"] == "step 20"
-    assert float(rows[0]["drop_lower_bound"]) > 0 and rows[0]["test"].startswith("one-sided max-t")
+    assert float(rows[0]["drop_lower_bound"]) > 0 and rows[0]["test"].startswith("one-sided sign-flip max-t")
     latex = (out / "tables" / "inversion.tex").read_text()
     assert "\\begin{tabular}" in latex and "context\\_hit\\_rate" in latex and "inversion \\\\" in latex
     for name in ("context_reliance", "context_reliance_by_task"):

@@ -10,8 +10,10 @@ from harness.console import say
 from harness.reports.compare import compare
 from harness.reports.exports import EXPORTS
 from harness.reports.items import flips
+from harness.reports.recipes import recipe_verdicts
 from harness.reports.report import write_report
-from harness.reports.runs import X_AXES
+from harness.reports.runs import X_AXES, RunResults
+from harness.results import run_folders
 
 
 def _labelled_run(text: str) -> tuple[str, str]:
@@ -19,6 +21,13 @@ def _labelled_run(text: str) -> tuple[str, str]:
     if not (separator and name and run_dir):
         raise argparse.ArgumentTypeError(f"expected NAME=RUN_DIR, got {text!r}")
     return name, run_dir
+
+
+def _recipe(text: str) -> tuple[str, list[str]]:
+    name, separator, folders = text.partition("=")
+    if not (separator and name and folders):
+        raise argparse.ArgumentTypeError(f"expected NAME=RUN_DIR,RUN_DIR,..., got {text!r}")
+    return name, comma_list(folders)
 
 
 def _per_step(text: str) -> tuple[str | None, float]:
@@ -61,6 +70,9 @@ def add(parser: Parser, commands: Any) -> None:
     compare_runs.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="results folders, or a glob")
     compare_runs.add_argument("--label", action="append", type=_labelled_run, default=[], metavar="NAME=RUN_DIR",
                               help="name a run in the charts (repeatable; the folder is added if not listed)")
+    compare_runs.add_argument("--recipe", action="append", type=_recipe, default=[], metavar="NAME=DIR,DIR,...",
+                              help="the results folders of one recipe's seeds (repeatable): prints the recipe's "
+                                   "verdict over its seeds and each seed's own; the folders are compared too")
     compare_runs.add_argument("--x", choices=X_AXES, default="step",
                               help="x axis: training step; epoch or tokens seen (trainer_state.json; the base "
                                    "checkpoint at 0); params (parameter count, less pruned weights)")
@@ -99,8 +111,15 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    say(str(compare(args.run_dirs, labelled=dict(args.label), x=args.x, output=args.output, ylim=args.ylim,
-                    tokens_per_step=dict(args.tokens_per_step), exports=args.export)))
+    recipes = {}
+    for name, folders in args.recipe:
+        seeds = run_folders(folders)
+        recipes[name] = recipe_verdicts([RunResults(folder) for folder in seeds])
+        say(f"recipe {name} ({len(seeds)} seeds):")
+        say("\n".join(str(verdict) for verdict in recipes[name]) or "  no task evaluated by every seed")
+    run_dirs = [*args.run_dirs, *(folder for _, folders in args.recipe for folder in folders)]
+    say(str(compare(run_dirs, labelled=dict(args.label), x=args.x, output=args.output, ylim=args.ylim,
+                    tokens_per_step=dict(args.tokens_per_step), exports=args.export, recipes=recipes)))
     return 0
 
 

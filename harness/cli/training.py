@@ -25,6 +25,8 @@ def add(parser: Parser, commands: Any) -> None:
                           help="where the checkpoint-N folders go (must hold none yet; default: the recipe's)")
     finetune.add_argument("--max-steps", type=int)
     finetune.add_argument("--seed", type=int)
+    finetune.add_argument("--seeds", type=comma_list, metavar="S1,S2,...",
+                          help="run the recipe once per seed (replicates), each in OUTPUT/seed-N; overrides --seed")
     finetune.set_defaults(run=run_finetune)
 
     demo = command(parser, commands, "demo", "reproduce context-parametric inversion end to end on a CPU, offline",
@@ -50,21 +52,28 @@ def add(parser: Parser, commands: Any) -> None:
 
 def run_finetune(args: argparse.Namespace) -> int:
     from harness.training.config import FinetuneConfig  # torch and transformers: only when used
-    from harness.training.run import run_finetune as finetune, saved_checkpoints
+    from harness.errors import FinetuneError
+    from harness.training.run import run_recipe, saved_checkpoints
 
     overrides = {name: getattr(args, name) for name in ("model", "dataset", "max_steps", "seed")
                  if getattr(args, name) is not None}
     if args.output is not None:
         overrides["output_dir"] = args.output
+    if args.seeds is not None:
+        try:
+            overrides["seeds"] = [int(seed) for seed in args.seeds]
+        except ValueError:
+            raise FinetuneError(f"--seeds: expected comma-separated integers, got {','.join(args.seeds)}") from None
     config = FinetuneConfig.from_yaml(args.config, **overrides)
     with quiet(engine_log(config.output_dir), verbose=args.verbose):
-        output_dir = finetune(config)
-    rows = [["checkpoint", "step", "epoch", "tokens seen", "loss"]]
-    rows += [[row.folder, str(row.step), "-" if row.epoch is None else f"{row.epoch:.2f}",
-              "-" if row.tokens_seen is None else f"{row.tokens_seen:,}",
-              "-" if row.loss is None else f"{row.loss:.4f}"] for row in saved_checkpoints(output_dir)]
-    say(aligned(rows))
-    say(f"checkpoints: {output_dir} (evaluate them: harness evaluate --checkpoints {output_dir})")
+        output_dirs = run_recipe(config)
+    for output_dir in output_dirs:
+        rows = [["checkpoint", "step", "epoch", "tokens seen", "loss"]]
+        rows += [[row.folder, str(row.step), "-" if row.epoch is None else f"{row.epoch:.2f}",
+                  "-" if row.tokens_seen is None else f"{row.tokens_seen:,}",
+                  "-" if row.loss is None else f"{row.loss:.4f}"] for row in saved_checkpoints(output_dir)]
+        say(aligned(rows))
+        say(f"checkpoints: {output_dir} (evaluate them: harness evaluate --checkpoints {output_dir})")
     return 0
 
 

@@ -161,7 +161,8 @@ def _share(value: float | None) -> str:
 def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str, Path], base: Base) -> str:
     """The demo's result as a table: a row a run, with its verdict on the conflict probe and
     its closed-book and open-book accuracy at the last step; each run's setup below it."""
-    from harness.reports.inversion import INVERSION_METHOD, detect_inversion
+    from harness.reports.inversion import INVERSION_METHOD
+    from harness.reports.recipes import detect_inversion
 
     recipe = settings.recipe
     runs = {r.name: r for r in RUNS}

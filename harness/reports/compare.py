@@ -22,8 +22,9 @@ from harness.reports.html import figure as _figure
 from harness.reports.html import page as _page
 from harness.reports.html import table as _table
 from harness.reports.html import warnings as _warnings
-from harness.reports.inversion import Inversion
+from harness.reports.inversion import ALARMING, Inversion
 from harness.reports.plots import XAxis, style
+from harness.reports.recipes import RECIPE_METHOD, RecipeInversion
 from harness.reports.report import REPORT_HTML
 from harness.reports.runs import X_AXES, RunResults
 from harness.results import run_folders
@@ -68,10 +69,33 @@ def _report_link(run: RunResults, folder: Path) -> str:
     return f'<a href="{_e(Path(href).as_posix())}">{_e(text)}</a>'
 
 
+def _recipe_section(recipes: Mapping[str, Sequence[RecipeInversion | ReportError]]) -> str:
+    """The verdicts of recipes over their seeds, with the seeds' own verdicts beside them."""
+    if not recipes:
+        return ""
+    rows = []
+    for name, results in recipes.items():
+        for result in results:
+            if isinstance(result, ReportError):
+                rows.append([_e(name), "", "", "", "", "", _e(result), ""])
+                continue
+            peak = result.checkpoints[result.peak_index].where
+            rows.append([_e(name), _e(result.task), _e(f"{result.metric} ({result.condition})"),
+                         f"{result.curve[0]:.3f} / {result.curve[result.peak_index]:.3f} ({_e(peak)}) / "
+                         f"{result.curve[-1]:.3f}", _e(result.rise), _e(result.drop),
+                         f'<span class="{"found" if result.verdict in ALARMING else "none"}">{_e(result.verdict)}'
+                         f'</span><br><span class="why">{_e(result.reason)}</span>', _e(result.seed_verdicts)])
+    return ("<section><h2>Recipes over seeds</h2>\n"
+            + _table(("recipe", "task", "metric", "mean first / peak / last", "rise (bound, p)", "drop (bound, p)",
+                      "recipe verdict", "per seed"), rows)
+            + f'<p class="why">{_e(RECIPE_METHOD)}.</p>\n</section>\n')
+
+
 def compare(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None, x: str = "step",
             output: str | Path | None = None, *, labelled: Mapping[str, str | Path] | None = None,
             ylim: tuple[float, float] | None = None, tokens_per_step: Mapping[str | None, float] | None = None,
-            exports: Sequence[str] = ()) -> Path:
+            exports: Sequence[str] = (), recipes: Mapping[str, Sequence[RecipeInversion | ReportError]] | None = None
+            ) -> Path:
     """Overlay several runs task by task and write ``compare.html`` with ``plots/*.png``.
 
     Each task gets one chart (a panel per condition of its headline metric: context
@@ -88,6 +112,8 @@ def compare(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
     ``tokens_per_step`` places the checkpoints of runs without trainer states on ``--x
     tokens``: run name -> tokens per step, the key None for every run. ``ylim`` and
     ``exports`` as for :func:`write_report` (the tables are written per run and task).
+    ``recipes`` adds a table of verdicts over seeds: recipe name -> its
+    :func:`~harness.reports.recipes.recipe_verdicts` (the seeds' folders are among the runs).
 
     Runs whose results for a task were made with different task versions (content hashes)
     are flagged, in the HTML and as a logged warning: their numbers are not comparable.
@@ -172,6 +198,7 @@ def compare(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
         _warnings(messages),
         _table(("run", "folder", "report", "checkpoints", "tasks"), overview),
         f"<p>{_e(verdicts.HOW_TO_READ)}</p>\n",
+        _recipe_section(recipes or {}),
         *sections,
     ]
     for name in dict.fromkeys(name for name, _ in headlines):

@@ -1,8 +1,9 @@
 """Whether a metric rises and then falls over a run (context-parametric inversion), and the
 gap between conjugate prompts, both paired over the same examples.
 
-- :func:`detect_inversion`: whether a metric rises and then significantly falls over a run
-  (context-parametric inversion, Goyal et al. 2025);
+- :func:`inversion_of`: whether a metric rises and then significantly falls over one run
+  (context-parametric inversion, Goyal et al. 2025); :mod:`harness.reports.recipes` asks it
+  of a recipe over its seeds;
 - :func:`conjugate_gap`: a conjugate prompt's metric minus the English prompt's, paired over
   the same examples, checkpoint by checkpoint.
 """
@@ -12,24 +13,24 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from harness.conjugates import ENGLISH
 from harness.errors import ReportError
 from harness.reports.runs import CheckpointPoint, RunResults
-from harness.scoring import GENERATE
 from harness.scoring.metrics import ACCURACY, CONTEXT_RELIANCE, with_role
-from harness.stats import ChangeTest, MetricValue, bootstrap_ci, max_change_test, paired_bootstrap_diff, rate_interval
+from harness.stats import (MONTE_CARLO_FLIPS, ChangeTest, MetricValue, bootstrap_ci, max_change_test,
+                           paired_bootstrap_diff, rate_interval)
 
 log = logging.getLogger("harness")
 
 #: How the inversion verdict is reached, in words (the report and the demo summary say it).
 INVERSION_METHOD = (
-    "one-sided max-t tests at the 5% level over the examples scored at every checkpoint (paired, "
-    "studentised bootstrap, 1000 resamples): a rise (some checkpoint above the first) and a fall (some "
-    "checkpoint above the last), each allowing for the highest checkpoint having been picked"
+    "one-sided sign-flip max-t tests at the 5% level over the examples scored at every checkpoint (paired; "
+    "exact up to 16 changing examples, else 9,999 random flips): a rise (some checkpoint above the first) and "
+    "a fall (some checkpoint above the last), each allowing for the highest checkpoint having been picked; "
+    "no verdict where fewer than 5 examples change, since no test at the 5% level can resolve that"
 )
 ALPHA = 0.05
 
@@ -40,24 +41,35 @@ RELIANCE_METRICS = with_role(CONTEXT_RELIANCE)
 ACCURACY_METRICS = with_role(ACCURACY)
 
 #: The verdicts, in words, and whether each is a change to look at (drawn in warning colours).
-INVERSION, FORGETTING, RISE_FALL, FALL, RISE, NO_CHANGE, SINGLE = (
-    "inversion", "fall (forgetting)", "rise, then fall", "fall", "rise", "no significant change", "one checkpoint")
+INVERSION, FORGETTING, RISE_FALL, FALL, RISE, NO_CHANGE, SINGLE, NO_VERDICT = (
+    "inversion", "fall (forgetting)", "rise, then fall", "fall", "rise", "no significant change", "one checkpoint",
+    "no verdict")
 ALARMING = frozenset({INVERSION, FORGETTING, RISE_FALL, FALL})
 
 
 @dataclass(frozen=True)
 class Change:
-    """A difference of a metric between the peak and a reference checkpoint, with a one-sided
-    lower confidence bound that holds whichever checkpoint was picked, and the max-t test's
-    verdict that some checkpoint is above the reference (:func:`harness.stats.max_change_test`)."""
+    """A difference of a metric between the peak and a reference checkpoint (``value``), and
+    the max-t test's verdict that some checkpoint is above the reference
+    (:func:`harness.stats.max_change_test`). ``lower`` is the one-sided lower bound that made
+    the verdict: the highest of the test's simultaneous bounds, at checkpoint ``at`` (the
+    peak's own bound may be lower when another checkpoint stands out more clearly). ``changing``
+    examples differ from the reference somewhere; ``resolvable`` is False when they are too few
+    for any test at the 5% level."""
 
     value: float
     lower: float
     p_value: float
     significant: bool
+    at: str = ""
+    changing: int = 0
+    resolvable: bool = True
 
     def __str__(self) -> str:
-        return f"{self.value:+.3f} (>= {self.lower:+.3f}, p={self.p_value:.3f})"
+        if not self.resolvable:
+            return f"{self.value:+.3f} (only {self.changing} examples change: unresolvable)"
+        where = f" at {self.at}" if self.at else ""
+        return f"{self.value:+.3f} (>= {self.lower:+.3f}{where}, p={self.p_value:.3f})"
 
 
 @dataclass(frozen=True)
@@ -98,16 +110,9 @@ class Inversion:
         """The verdict in words: ``inversion`` only for a context-reliance metric
         (:data:`RELIANCE_METRICS`) that rises and then falls; a significant fall of an accuracy is
         ``fall (forgetting)``; otherwise ``rise, then fall``, ``fall``, ``rise`` or
-        ``no significant change`` (``one checkpoint`` when there is nothing to compare)."""
-        if math.isnan(self.drop.p_value):
-            return SINGLE
-        if self.drop.significant:
-            if self.metric in ACCURACY_METRICS:
-                return FORGETTING
-            if self.rise.significant:
-                return INVERSION if self.metric in RELIANCE_METRICS else RISE_FALL
-            return FALL
-        return RISE if self.rise.significant else NO_CHANGE
+        ``no significant change`` (``one checkpoint`` when there is nothing to compare, ``no
+        verdict`` when too few examples change for a test to tell a fall or a rise from none)."""
+        return verdict_for(self.metric, self.rise, self.drop)
 
     def __str__(self) -> str:
         return (f"{self.task} {self.metric} ({self.condition}, {self.conjugate}): {self.verdict}: {self.reason}; "
@@ -116,32 +121,67 @@ class Inversion:
                 f"rise {self.rise}, drop {self.drop}; n={self.n}")
 
 
-def detect_inversion(run_dir: str | Path, task: str, metric: str = "context_hit_rate", condition: str = "conflicting",
-                     conjugate: str = ENGLISH, mode: str = GENERATE, *, n_resamples: int = 1000, seed: int = 0,
-                     confidence: float = 0.95) -> Inversion:
-    """Whether ``metric`` of ``task`` rises and then significantly falls over the run.
+def verdict_for(metric: str, rise: Change, drop: Change) -> str:
+    """The verdict in words from the rise and fall tests (see :attr:`Inversion.verdict`)."""
+    if math.isnan(drop.p_value):
+        return SINGLE
+    if drop.significant:
+        if metric in ACCURACY_METRICS:
+            return FORGETTING
+        if rise.significant:
+            return INVERSION if metric in RELIANCE_METRICS else RISE_FALL
+        return FALL
+    if not (drop.resolvable and rise.resolvable):
+        return NO_VERDICT
+    return RISE if rise.significant else NO_CHANGE
+
+
+def inversion_of(run: RunResults, task: str, metric: str, condition: str, conjugate: str, mode: str | None = None, *,
+                 n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> Inversion:
+    """Whether ``metric`` of ``task`` rises and then significantly falls over one run: a verdict
+    about this trajectory, on these examples (:func:`harness.reports.recipes.detect_inversion`
+    takes a recipe's seeds).
 
     The examples scored at every checkpoint (lined up by id within ``condition`` and
     ``conjugate``) give the metric at each checkpoint; the peak is the checkpoint where it is
     highest (the earliest, on ties). An inversion is found when some checkpoint is
     significantly above the first and some checkpoint significantly above the last
-    (:data:`INVERSION_METHOD`: two one-sided max-t tests at the 5% level, which pay for
-    picking the highest checkpoint on the same data — when the metric rises and then stays
-    flat, the verdict is "inversion" in at most about 5% of runs, which the test suite checks
-    by simulation). ``confidence`` is the level of the peak's interval.
+    (:data:`INVERSION_METHOD`: two one-sided sign-flip max-t tests at the 5% level, which pay
+    for picking the highest checkpoint on the same data; the test suite measures by
+    simulation how often a rise and then a plateau is called "inversion", docs/metrics.md).
+    ``confidence`` is the level of the peak's interval; ``n_resamples`` that of its bootstrap
+    for means of continuous values. ``metric`` must be a mean of per-example values (rates,
+    mean log-odds); ``mode`` the scoring mode of the summary rows.
 
-    ``metric`` must be a mean of per-example values (rates, mean log-odds); ``mode`` is the
-    scoring mode of the summary rows (``generate`` or ``loglikelihood``).
-
-    Raises :class:`ReportError` when the folder is not a results folder, has no such series,
-    or no example was scored at every checkpoint.
+    Raises :class:`ReportError` when the run has no such series or no example was scored at
+    every checkpoint.
     """
-    return inversion_of(RunResults(run_dir), task, metric, condition, conjugate, mode, n_resamples=n_resamples,
-                        seed=seed, confidence=confidence)
+    points, matrix = checkpoint_matrix(run, task, metric, condition, conjugate, mode)
+    means = matrix.mean(axis=1)
+    peak = int(np.argmax(means))
+    if len(points) == 1:
+        nothing = Change(0.0, float("nan"), float("nan"), False)
+        rise = drop = nothing
+        reason = "one checkpoint: nothing to compare"
+    else:
+        rise, drop = (change_of(test, peak, points) for test in inversion_tests(matrix, seed=seed))
+        reason = reason_for(rise, drop, peak, points)
+    peak_ci = (rate_interval(int(matrix[peak].sum()), matrix.shape[1], confidence) if _is_binary(matrix[peak])
+               else bootstrap_ci(matrix[peak], n_resamples=n_resamples, seed=seed, confidence=confidence))
+    return Inversion(
+        task=task, metric=metric, condition=condition, conjugate=conjugate,
+        found=rise.significant and drop.significant, n=matrix.shape[1],
+        first=float(means[0]), first_checkpoint=points[0],
+        peak=float(means[peak]), peak_ci=peak_ci, peak_checkpoint=points[peak],
+        last=float(means[-1]), last_checkpoint=points[-1],
+        rise=rise, drop=drop, reason=reason,
+    )
 
 
-def inversion_of(run: RunResults, task: str, metric: str, condition: str, conjugate: str, mode: str | None = None, *,
-            n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> Inversion:
+def checkpoint_matrix(run: RunResults, task: str, metric: str, condition: str, conjugate: str,
+                      mode: str | None = None) -> tuple[list[CheckpointPoint], np.ndarray]:
+    """The evaluated checkpoints of a series and its (checkpoints, examples) matrix of
+    per-example values over the examples scored at every checkpoint (sorted by id)."""
     rows = run.rows(task, metric, condition, conjugate, mode)
     if rows.empty:
         raise ReportError(f"run {run.name}: no {metric} results{f' ({mode})' if mode else ''} for task {task!r}, "
@@ -156,49 +196,46 @@ def inversion_of(run: RunResults, task: str, metric: str, condition: str, conjug
     if any(len(values) > len(common) for values in per_checkpoint):
         log.warning("%s: %s %s (%s, %s): comparing the %d examples scored at every checkpoint (some "
                     "checkpoints have more)", run.name, task, metric, condition, conjugate, len(common))
-    matrix = np.array([[values[key] for key in common] for values in per_checkpoint])
-    means = matrix.mean(axis=1)
-    peak = int(np.argmax(means))
-    if len(points) == 1:
-        nothing = Change(0.0, float("nan"), float("nan"), False)
-        rise = drop = nothing
-        reason = "one checkpoint: nothing to compare"
-    else:
-        rise, drop = (_change(test, peak) for test in inversion_tests(matrix, n_resamples=n_resamples, seed=seed))
-        if not rise.significant:
-            reason = ("no rise: the first checkpoint is the highest" if peak == 0 else
-                      "no checkpoint is significantly above the first: the rise is within the noise")
-            if drop.significant:
-                reason += f"; it falls by {drop.value:.3f} from {points[peak].where} to the last"
-        elif not drop.significant and peak == len(points) - 1:
-            reason = "no fall: the last checkpoint is the highest"
-        elif not drop.significant:
-            reason = "no checkpoint is significantly above the last: the fall is within the noise"
-        else:
-            reason = f"rises to a peak at {points[peak].where}, then falls by {drop.value:.3f}"
-    peak_ci = (rate_interval(int(matrix[peak].sum()), matrix.shape[1], confidence) if _is_binary(matrix[peak])
-               else bootstrap_ci(matrix[peak], n_resamples=n_resamples, seed=seed, confidence=confidence))
-    return Inversion(
-        task=task, metric=metric, condition=condition, conjugate=conjugate,
-        found=rise.significant and drop.significant, n=len(common),
-        first=float(means[0]), first_checkpoint=points[0],
-        peak=float(means[peak]), peak_ci=peak_ci, peak_checkpoint=points[peak],
-        last=float(means[-1]), last_checkpoint=points[-1],
-        rise=rise, drop=drop, reason=reason,
-    )
+    return points, np.array([[values[key] for key in common] for values in per_checkpoint])
 
 
-def inversion_tests(matrix: np.ndarray, *, n_resamples: int = 1000, seed: int = 0,
+def reason_for(rise: Change, drop: Change, peak: int, points: Sequence[CheckpointPoint]) -> str:
+    """Why the verdict is what it is, in words."""
+    if drop.significant:
+        if rise.significant:
+            return f"rises to a peak at {points[peak].where}, then falls by {drop.value:.3f}"
+        why = ("no rise: the first checkpoint is the highest" if peak == 0 else
+               f"only {rise.changing} examples change from the first checkpoint: too few for any test at the 5% "
+               "level to show a rise" if not rise.resolvable else
+               "no checkpoint is significantly above the first: the rise is within the noise")
+        return why + f"; it falls by {drop.value:.3f} from {points[peak].where} to the last"
+    for test, reference in ((drop, "last"), (rise, "first")):
+        if not test.resolvable:
+            return (f"only {test.changing} examples differ from the {reference} checkpoint anywhere: even if all moved "
+                    f"the same way, the chance of that under no change (1/2^{test.changing}) is above 5%, so no "
+                    "test can tell a change from noise")
+    if not rise.significant:
+        return ("no rise: the first checkpoint is the highest" if peak == 0 else
+                "no checkpoint is significantly above the first: the rise is within the noise")
+    if peak == len(points) - 1:
+        return "no fall: the last checkpoint is the highest"
+    return "no checkpoint is significantly above the last: the fall is within the noise"
+
+
+def inversion_tests(matrix: np.ndarray, *, n_flips: int = MONTE_CARLO_FLIPS, seed: int = 0,
                     alpha: float = ALPHA) -> tuple[ChangeTest, ChangeTest]:
     """The two tests of the inversion verdict on a (checkpoints, examples) matrix of
     per-example values: some checkpoint above the first (rise), some above the last (fall)."""
-    return (max_change_test(matrix, 0, n_resamples=n_resamples, seed=seed, alpha=alpha),
-            max_change_test(matrix, matrix.shape[0] - 1, n_resamples=n_resamples, seed=seed, alpha=alpha))
+    return (max_change_test(matrix, 0, n_flips=n_flips, seed=seed, alpha=alpha),
+            max_change_test(matrix, matrix.shape[0] - 1, n_flips=n_flips, seed=seed, alpha=alpha))
 
 
-def _change(test: ChangeTest, peak: int) -> Change:
-    """The change from the test's reference to the peak, and the test's verdict."""
-    return Change(test.differences[peak], test.lowers[peak], test.p_value, test.significant)
+def change_of(test: ChangeTest, peak: int, points: Sequence[CheckpointPoint]) -> Change:
+    """The change from the test's reference to the peak, the bound that made the test's verdict
+    and where it lies."""
+    return Change(test.differences[peak], test.lowers[test.deciding], test.p_value, test.significant,
+                  at=points[test.deciding].where if math.isfinite(test.lowers[test.deciding]) else "",
+                  changing=test.changing, resolvable=test.resolvable)
 
 
 def _is_binary(values: np.ndarray) -> bool:

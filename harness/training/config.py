@@ -78,7 +78,9 @@ class FinetuneConfig:
     integrations (``wandb``, ``tensorboard``); ``add_eos`` trains an EOS token after the
     response (not for ``chat``, whose template ends the reply); ``progress`` shows a
     progress bar of the steps on the console; ``prompt_template``/``closed_book_template`` render an Alpaca
-    record with/without its ``input`` (module docstring).
+    record with/without its ``input`` (module docstring). ``seeds`` runs the recipe once per
+    seed (replicates: a claim about a recipe needs several), each in ``output_dir/seed-N``;
+    ``seed`` is then ignored.
     """
 
     model: str
@@ -99,6 +101,7 @@ class FinetuneConfig:
     add_eos: bool = True
     progress: bool = True
     seed: int = 0
+    seeds: list[int] | None = None
     save_steps: int = 50
     dense_save_steps: int | None = None
     dense_until: int = 200
@@ -135,6 +138,8 @@ class FinetuneConfig:
                 fail(key, "must be at least 1")
         if self.dense_save_steps is not None and self.dense_save_steps < 1:
             fail("dense_save_steps", "must be at least 1")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            fail("seeds", f"expected distinct seeds, at least one, got {self.seeds}")
         if self.warmup_steps < 0:
             fail("warmup_steps", "must not be negative")
         for key, settings in (("filter_non_context_critical", self.filter_non_context_critical),

@@ -17,6 +17,7 @@ calls it. :func:`read_mitigations` reads back what its mitigations did.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -54,6 +55,8 @@ log = logging.getLogger("harness")
 MITIGATIONS_JSON = "mitigations.json"
 CONFIG_JSON = "finetune_config.json"
 EVALUATION_WAIT_JSON = "evaluation_wait.json"
+#: Which recipe a run is a seed of: {"recipe": its hash (:func:`recipe_hash`), "seed": N}.
+RECIPE_JSON = "recipe.json"
 
 
 @dataclass(frozen=True)
@@ -215,9 +218,33 @@ def saved_checkpoints(output_dir: str | Path) -> list[SavedCheckpoint]:
     return sorted(rows, key=lambda row: row.step)
 
 
-def run_finetune(config: FinetuneConfig) -> Path:
+def recipe_hash(config: FinetuneConfig) -> str:
+    """What identifies a recipe across its seeds: a hash of every setting but the seeds and the
+    output folder (short sha256 of the settings as sorted JSON)."""
+    settings = {key: value for key, value in dataclasses.asdict(config).items()
+                if key not in ("seed", "seeds", "output_dir")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_recipe(config: FinetuneConfig) -> list[Path]:
+    """Run ``config`` once per seed of ``config.seeds`` (once, with ``config.seed``, when it has
+    none): each seed's run in ``output_dir/seed-N``. Each run's ``recipe.json`` holds its seed
+    and the recipe's hash (:func:`recipe_hash`), which is how its seeds are told to be
+    replicates of one recipe. Returns the runs' folders."""
+    config.validate()
+    if config.seeds is None:
+        return [run_finetune(config)]
+    return [run_finetune(dataclasses.replace(config, seed=seed, seeds=None,
+                                             output_dir=str(Path(config.output_dir) / f"seed-{seed}")),
+                         recipe=recipe_hash(config))
+            for seed in config.seeds]
+
+
+def run_finetune(config: FinetuneConfig, *, recipe: str | None = None) -> Path:
     """Run the finetuning ``config`` describes; return its output folder (checkpoint-N
-    folders, ``mitigations.json``, ``finetune_config.json``, the mitigations' data files)."""
+    folders, ``mitigations.json``, ``finetune_config.json``, ``recipe.json`` with the seed and
+    the ``recipe`` hash (its own when not given, :func:`recipe_hash`), the mitigations' data
+    files)."""
     config.validate()
     output_dir = Path(config.output_dir)
     if output_dir.is_dir() and any(output_dir.glob("checkpoint-*")):
@@ -226,6 +253,7 @@ def run_finetune(config: FinetuneConfig) -> Path:
     evaluation = None if config.evaluation is None else _evaluation_callback(config, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / CONFIG_JSON, dataclasses.asdict(config))
+    write_json(output_dir / RECIPE_JSON, {"recipe": recipe or recipe_hash(config), "seed": config.seed})
     set_seed(config.seed)
     args = _training_arguments(config, output_dir)
     model, tokenizer = _load(config)
