@@ -6,12 +6,11 @@ How checkpoints reach the engine (:meth:`VLLMBackend.load`):
   and the same tokenizer as the running engine are **reloaded in place**, only the tensors that
   changed when nothing is unusual (:mod:`harness.backends.vllm_reload`). **Every reload is
   verified** against transformers by a canary check (:mod:`harness.backends.vllm_reference`);
-  a delta reload that fails it is redone in full. On a mismatch a warning is logged and a
-  fresh engine is started on the checkpoint (and
-  checked the same way; if even a fresh engine disagrees, :class:`EngineMismatchError` is
-  raised). Anything else (another architecture, another tokenizer, a LoRA engine) gets a new
-  engine; the old one is shut down first — except a LoRA engine's own base model, which that
-  engine serves without an adapter (its log-likelihoods then also go through transformers).
+  a delta reload that fails it is redone in full. On a mismatch a fresh engine is started on
+  the checkpoint, checked the same way (:class:`EngineMismatchError` if it disagrees too).
+  Anything else (another architecture, another tokenizer, a LoRA engine) gets a new engine;
+  the old one is shut down first — except a LoRA engine's own base model, which that engine
+  serves without an adapter (its log-likelihoods then also go through transformers).
 * **Adapter checkpoints** (``Checkpoint.adapter``) run on one engine with
   ``enable_lora=True`` over their base model; each adapter is a ``LoRARequest`` with an id
   unique per adapter folder. ``max_lora_rank`` is the adapter's ``r`` (``rank_pattern``
@@ -47,21 +46,10 @@ from harness.backends.hf import HFBackend
 from harness.backends.vllm_reload import LoadedWeights, ReloadPlan, full_plan, plan_reload, reload_in_place
 from harness.backends.vllm_reference import canary_difference
 from harness.backends.vllm_scoring import score_call
-from harness.backends.vllm_setup import (
-    DEFAULT_RELOAD_ATOL,
-    adapter_rank,
-    architecture_fingerprint,
-    compile_choice,
-    cpu_build,
-    default_in_process,
-    engine_start,
-    local_weights_path,
-    mark_compiled,
-    round_lora_rank,
-    same_weights,
-    set_environment_defaults,
-    shutdown_engine,
-)
+from harness.backends.vllm_setup import (DEFAULT_RELOAD_ATOL, adapter_rank, architecture_fingerprint,
+                                         compile_choice, cpu_build, default_in_process, engine_start,
+                                         local_weights_path, mark_compiled, round_lora_rank, same_weights,
+                                         set_environment_defaults, shutdown_engine)
 from harness.checkpoints import Checkpoint
 from harness.dtypes import dtype_name
 from harness.errors import EngineMismatchError
