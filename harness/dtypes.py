@@ -3,8 +3,8 @@
 The harness records and compares dtypes by name (``float32``, ``bfloat16``, ``float16``);
 users may write any common alias (``fp32``, ``bf16``, ``half``, ``torch.float16``).
 
-On a CPU, when the user names no dtype, :func:`cpu_dtype` picks one by what the CPU computes
-fast: bfloat16 only where it has AMX or AVX512-BF16 units, else float32. Without those units
+On a CPU, when the user names no dtype, :func:`cpu_dtype` keeps the stored one, except that a
+half-precision checkpoint runs in float32 where the CPU has no AMX or AVX512-BF16 units: without them
 bfloat16 matrix products take a slow fallback path (on vLLM's CPU build, oneDNN reports
 "Failed to create oneDNN linear" in the engine log and a first look took more than ten times
 as long as in float32).
@@ -12,7 +12,9 @@ as long as in float32).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,19 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
     except OSError:
         return None
     return None
+
+
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The CPU as measurements name it: model, cores this process may use, and whether it has
+    fast bfloat16 units (``"AMD EPYC, 2 cores, no AMX/AVX512-BF16"``)."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open(cpuinfo, encoding="utf-8", errors="replace") as f:
+        model = next((line.partition(":")[2].strip() for line in f if line.startswith("model name")), model)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    flags = cpu_flags(cpuinfo)
+    fast = sorted(set(FAST_BF16_FLAGS) & (flags or frozenset()))
+    units = "/".join(fast) if fast else "no AMX/AVX512-BF16" if flags is not None else "flags unknown"
+    return f"{model}, {cores} cores, {units}"
 
 
 def cpu_dtype(stored: str, flags: frozenset[str] | None = None) -> DtypeChoice:

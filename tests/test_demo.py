@@ -78,6 +78,12 @@ def test_quick_demo_end_to_end(tmp_path):
     assert augmented["counterfactual_augmentation"]["added"] > 0
     assert f"report: {out / 'compare' / 'compare.html'}" in console
     assert "GPT2LMHeadModel" in summary and "Caveats" in summary
+    # The measurement's record, from which docs/readme_numbers.py writes the README's numbers.
+    record = json.loads((out / "demo.json").read_text())
+    assert record["fresh"] and record["command"] == f"harness demo --quick -o {out}"
+    assert record["seconds"] == timings and record["summary"] == summary.strip()
+    assert [row[0] for row in record["table"]] == ["run", *(run.name for run in RUNS)]
+    assert "cores" in record["cpu"] and record["load_average_before"] is not None
 
     samples = {p: p.read_text() for p in out.glob("results/*/samples/*/*.jsonl")}
     # Resumed with -v: every stage cached but one run's results, which an engine computes again
@@ -86,5 +92,6 @@ def test_quick_demo_end_to_end(tmp_path):
     verbose = harness("demo", "--quick", "-o", str(out), "-v")
     assert any(VLLM_LINE.match(line) for line in verbose)
     again = json.loads((out / "timings.json").read_text())
+    assert not json.loads((out / "demo.json").read_text())["fresh"]  # resumed: not a whole run's timings
     assert again["instruction tuning"] < timings["instruction tuning"] / 2
     assert {p: p.read_text() for p in out.glob("results/*/samples/*/*.jsonl")} == samples

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from harness.cli.parsing import Parser, add_setting, comma_list, command, engine_log
@@ -51,8 +52,10 @@ def add(parser: Parser, commands: Any) -> None:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from harness.training.config import FinetuneConfig  # torch and transformers: only when used
     from harness.errors import FinetuneError
+    from harness.training.config import (
+        FinetuneConfig,  # torch and transformers: only when used
+    )
     from harness.training.run import run_recipe, saved_checkpoints
 
     overrides = {name: getattr(args, name) for name in ("model", "dataset", "max_steps", "seed")
@@ -78,13 +81,14 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from harness.demo import DemoSettings, run_demo as demo
+    from harness.demo import DemoSettings
+    from harness.demo import run_demo as demo
 
     chosen = {key: getattr(args, key) for key in ("runs", "steps", "nc_share", "cf_share", "seed", "model", "backend")
               if getattr(args, key) is not None}
     settings = DemoSettings(out=args.output, quick=args.quick, threads=args.threads, **chosen)
     with quiet(engine_log(args.output), verbose=args.verbose):
-        result = demo(settings)
+        result = demo(settings, command=" ".join(["harness", *sys.argv[1:]]))
     say(result.summary)
     say("\nstage timings (s): " + ", ".join(f"{stage} {seconds}" for stage, seconds in result.seconds.items()))
     say(f"report: {result.report}")

@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -45,6 +47,7 @@ from harness.conjugates import ENGLISH
 from harness.console import aligned
 from harness.demo import corpus as C
 from harness.demo.recipe import RUNS, Base, DemoData, DemoResult, DemoRun, DemoSettings
+from harness.dtypes import cpu_description
 from harness.io import atomic_write_text, write_json
 from harness.results import RunDirectory
 from harness.scoring import GENERATE
@@ -63,7 +66,12 @@ def _stage(seconds: dict[str, float], name: str):
 
 def finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, output: Path):
     """The :class:`~harness.training.config.FinetuneConfig` of one demo run (its recipe's mitigation)."""
-    from harness.training.config import AugmentSettings, EvaluationSettings, FilterSettings, FinetuneConfig
+    from harness.training.config import (
+        AugmentSettings,
+        EvaluationSettings,
+        FilterSettings,
+        FinetuneConfig,
+    )
 
     recipe = settings.recipe
     return FinetuneConfig(
@@ -158,9 +166,11 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}".replace("0.", ".", 1)
 
 
-def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str, Path], base: Base) -> str:
-    """The demo's result as a table: a row a run, with its verdict on the conflict probe and
-    its closed-book and open-book accuracy at the last step; each run's setup below it."""
+def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str, Path],
+             base: Base) -> tuple[str, list[tuple[str, ...]]]:
+    """The demo's result as text and as the table's rows (a header, then a row a run, with its
+    verdict on the conflict probe and its closed-book and open-book accuracy at the last step);
+    the text lists each run's setup below the table."""
     from harness.reports.inversion import INVERSION_METHOD
     from harness.reports.recipes import detect_inversion
 
@@ -191,18 +201,32 @@ def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str
     return "\n".join([
         f"Context reliance on {recipe.conflict_task} (context_hit_rate: the context's answer is in the greedy "
         f"output; n={n} conflicts at every checkpoint), and accuracy at the last step:", "",
-        aligned(rows), "", f"Verdicts: {INVERSION_METHOD}.", "", *setups, "", base.description, recipe.caveats])
+        aligned(rows), "", f"Verdicts: {INVERSION_METHOD}.", "", *setups, "", base.description, recipe.caveats]), rows
 
 
-def run_demo(settings: DemoSettings) -> DemoResult:
+def run_demo(settings: DemoSettings, command: str = "harness.demo.run_demo") -> DemoResult:
     """Run (or resume) the whole demo; see the module docstring. One demo at a time writes a
-    folder (it holds the folder's writer lock)."""
+    folder (it holds the folder's writer lock). ``command`` is what ran it, for ``demo.json``:
+    the record of the measurement (command, date, CPU, load, stage timings, the summary table)
+    from which ``docs/readme_numbers.py`` writes the README's demo numbers."""
     import torch
 
     torch.set_num_threads(settings.threads)
     out = Path(settings.out)
+    fresh = not out.exists() or not any(out.iterdir())
+    record = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "cpu": cpu_description(), "fresh": fresh, "load_average_before": _load_average()}
     with RunDirectory(out).lock(), _one_line_a_run():
-        return _run_stages(settings, out)
+        result, rows = _run_stages(settings, out)
+    write_json(out / "demo.json", {**record, "load_average_after": _load_average(), "seconds": result.seconds,
+                                   "total_s": round(sum(result.seconds.values()), 1), "table": rows,
+                                   "summary": result.summary})
+    return result
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: a timing is only as good as the machine was idle."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
 @contextlib.contextmanager
@@ -220,7 +244,7 @@ def _one_line_a_run():
         checkpoint_log.setLevel(level)
 
 
-def _run_stages(settings: DemoSettings, out: Path) -> DemoResult:
+def _run_stages(settings: DemoSettings, out: Path) -> tuple[DemoResult, list[tuple[str, ...]]]:
     from harness.reports.compare import compare
     from harness.reports.report import write_report
 
@@ -242,7 +266,7 @@ def _run_stages(settings: DemoSettings, out: Path) -> DemoResult:
             write_report(path)
         report = compare([str(p) for p in results.values()], labels=list(results), x="step",
                          output=str(out / "compare"))
-        summary = _summary(settings, folders, results, base)
+        summary, rows = _summary(settings, folders, results, base)
     atomic_write_text(out / "summary.txt", summary + "\n")
     write_json(out / "timings.json", seconds)
-    return DemoResult(out=out, report=report, summary=summary, seconds=seconds)
+    return DemoResult(out=out, report=report, summary=summary, seconds=seconds), rows
