@@ -304,6 +304,12 @@ def replicate_max_test(matrices: Sequence[np.ndarray], reference: int, *, n_draw
                    False)
 
 
+def format_p(p_value: float) -> str:
+    """A p-value as a table shows it: ``p=0.123``, or ``p<0.001`` (three decimals cannot show
+    less, and a Monte Carlo p-value is never exactly 0)."""
+    return "p<0.001" if p_value < 0.001 else f"p={p_value:.3f}"
+
+
 def mcnemar_exact(lost: int, gained: int) -> float:
     """Two-sided p-value of McNemar's exact test for paired yes/no outcomes.
 

@@ -121,3 +121,10 @@ def test_mcnemar_keeps_its_false_positive_rate_by_simulation():
     lost = rng.binomial(changed, 0.5)
     rejected = np.mean([mcnemar_exact(int(a), int(n - a)) < 0.05 for a, n in zip(lost, changed)])
     assert 0.02 < rejected <= 0.05
+
+
+@pytest.mark.parametrize("p, text", [(0.0, "p<0.001"), (0.0004, "p<0.001"), (0.001, "p=0.001"), (0.8481, "p=0.848")])
+def test_a_p_value_below_what_three_decimals_show_is_not_printed_as_zero(p, text):
+    from harness.stats import format_p
+
+    assert format_p(p) == text

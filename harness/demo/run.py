@@ -51,6 +51,7 @@ from harness.dtypes import cpu_description
 from harness.io import atomic_write_text, write_json
 from harness.results import RunDirectory
 from harness.scoring import GENERATE
+from harness.stats import format_p
 
 log = logging.getLogger("harness")
 
@@ -195,7 +196,7 @@ def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str
         rows.append((name, _share(verdict.first),
                      f"{_share(verdict.peak)} [{_share(verdict.peak_ci[0])}, {_share(verdict.peak_ci[1])}] "
                      f"({verdict.peak_checkpoint.step})", _share(verdict.last),
-                     f"{drop.value:+.3f} (>= {drop.lower:+.3f}, p={drop.p_value:.3f})", verdict.verdict,
+                     f"{drop.value:+.3f} (>= {drop.lower:+.3f}, {format_p(drop.p_value)})", verdict.verdict,
                      _share(final(*recipe.closed_book)), _share(final(*recipe.open_book))))
         setups.append(f"- {name}: {runs[name].title}; {_run_setup(settings, folders[name])}")
     return "\n".join([
@@ -213,7 +214,8 @@ def run_demo(settings: DemoSettings, command: str = "harness.demo.run_demo") -> 
 
     torch.set_num_threads(settings.threads)
     out = Path(settings.out)
-    fresh = not out.exists() or not any(out.iterdir())
+    # The console's log file is opened before the demo starts: only the stages' outputs count.
+    fresh = not any((out / stage).exists() for stage in ("base", "data", "runs", "results"))
     record = {"command": command, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "cpu": cpu_description(), "fresh": fresh, "load_average_before": _load_average()}
     with RunDirectory(out).lock(), _one_line_a_run():

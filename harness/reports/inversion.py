@@ -20,7 +20,7 @@ import numpy as np
 from harness.errors import ReportError
 from harness.reports.runs import CheckpointPoint, RunResults
 from harness.scoring.metrics import ACCURACY, CONTEXT_RELIANCE, with_role
-from harness.stats import (MONTE_CARLO_FLIPS, ChangeTest, MetricValue, bootstrap_ci, max_change_test,
+from harness.stats import (MONTE_CARLO_FLIPS, ChangeTest, MetricValue, bootstrap_ci, format_p, max_change_test,
                            paired_bootstrap_diff, rate_interval)
 
 log = logging.getLogger("harness")
@@ -69,7 +69,7 @@ class Change:
         if not self.resolvable:
             return f"{self.value:+.3f} (only {self.changing} examples change: unresolvable)"
         where = f" at {self.at}" if self.at else ""
-        return f"{self.value:+.3f} (>= {self.lower:+.3f}{where}, p={self.p_value:.3f})"
+        return f"{self.value:+.3f} (>= {self.lower:+.3f}{where}, {format_p(self.p_value)})"
 
 
 @dataclass(frozen=True)
