@@ -24,7 +24,7 @@ def verdict_and_peak(run: list[dict[str, float]], indices: list[int]) -> tuple[t
     """The inversion tests' verdicts (rise, fall) and the peak's index over ``indices``."""
     ids = sorted(run[0])
     matrix = np.array([[run[i][key] for key in ids] for i in indices])
-    rise, fall = (max_change_test(matrix, ref, n_resamples=1000) for ref in (0, len(indices) - 1))
+    rise, fall = (max_change_test(matrix, ref) for ref in (0, len(indices) - 1))
     return (rise.significant, fall.significant), indices[int(np.argmax(matrix.mean(axis=1)))]
 
 

@@ -52,7 +52,7 @@ from harness.checkpoints import Checkpoint, split_loadable
 from harness.errors import RunError
 from harness.scoring import GENERATE
 from harness.scoring.metrics import sample_values
-from harness.stats import max_change_test
+from harness.stats import MONTE_CARLO_FLIPS, max_change_test
 from harness.sweep.jobs import has_mode
 from harness.sweep.plan import task_conjugates, task_modes
 
@@ -102,7 +102,7 @@ class Gaps:
 
 
 def open_gaps(values: SeriesValues, total: int, *, slope_factor: float = 2.0, alpha: float = ALPHA,
-              n_resamples: int = 1000, seed: int = 0) -> Gaps:
+              n_flips: int = MONTE_CARLO_FLIPS, seed: int = 0) -> Gaps:
     """The gaps of one series that are still open under the stopping rule (module docstring)."""
     indices = sorted(values)
     gaps = [(a, b) for a, b in zip(indices, indices[1:]) if b - a > 1]
@@ -132,7 +132,7 @@ def open_gaps(values: SeriesValues, total: int, *, slope_factor: float = 2.0, al
             result.open[(a, b)] = "could hold the peak"
     k = len(indices)
     for name, reference in (("rise", 0), ("fall", k - 1)):
-        test = max_change_test(matrix, reference, n_resamples=n_resamples, seed=seed, alpha=alpha)
+        test = max_change_test(matrix, reference, n_flips=n_flips, seed=seed, alpha=alpha)
         if test.significant and test.p_value * (total - 1) / (k - 1) >= alpha:
             for gap in gaps:
                 result.open.setdefault(gap, f"the {name} is significant, but not over every checkpoint")
@@ -155,9 +155,9 @@ class AdaptiveSchedule:
     """
 
     def __init__(self, total: int, max_checkpoints: int | None = None, *, slope_factor: float = 2.0,
-                 n_resamples: int = 1000, seed: int = 0):
+                 n_flips: int = MONTE_CARLO_FLIPS, seed: int = 0):
         self.total, self.budget = total, max_checkpoints
-        self.slope_factor, self.n_resamples, self.seed = slope_factor, n_resamples, seed
+        self.slope_factor, self.n_flips, self.seed = slope_factor, n_flips, seed
         self.tried: set[int] = set()
         self.stopped: str | None = None
         self.reasons: dict[int, str] = {}
@@ -180,7 +180,7 @@ class AdaptiveSchedule:
             return []
         wanted: dict[int, str] = {}
         for values in series:
-            gaps = open_gaps(values, self.total, slope_factor=self.slope_factor, n_resamples=self.n_resamples,
+            gaps = open_gaps(values, self.total, slope_factor=self.slope_factor, n_flips=self.n_flips,
                              seed=self.seed)
             for (a, b), why in gaps.open.items():
                 index = _pick(a, b, self.tried, self.total)
@@ -239,8 +239,7 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
         sweep.skip(checkpoint, reason)
     series = decision_series(sweep)
     config = sweep.config
-    schedule = AdaptiveSchedule(len(loadable), config.max_checkpoints, n_resamples=config.bootstrap_resamples,
-                                seed=config.seed)
+    schedule = AdaptiveSchedule(len(loadable), config.max_checkpoints, seed=config.seed)
     evaluated: dict[int, Checkpoint] = {}
 
     def evaluate(batch: list[int]) -> None:
