@@ -145,3 +145,10 @@ def test_mcnemar_after_a_data_picked_peak_is_descriptive(tmp_path):
     assert picked.descriptive and "descriptive" in picked.method and "descriptive" in str(picked)
     chosen = transitions(run, "capitals", before="first", after="last")
     assert not chosen.descriptive and "descriptive" not in chosen.method
+
+
+def test_a_recipe_file_without_an_integer_seed_is_named(tmp_path):
+    runs = [context_run(tmp_path / f"run-{s}", [20, 100, 20]) for s in range(2)]
+    (runs[0] / "recipe.json").write_text(json.dumps({"recipe": "abc", "seed": "zero"}))
+    (error,) = recipe_verdicts([RunResults(folder) for folder in runs])
+    assert "recipe.json" in str(error) and "'seed' must be an integer" in str(error)
