@@ -16,15 +16,20 @@ simulation: the coverage of :func:`rate_interval`, and the false-positive rate o
   having picked the highest — a one-sided max-t test with a paired bootstrap.
 - :func:`mcnemar_exact`: did a yes/no outcome change between two checkpoints, over the same
   examples — McNemar's test in its exact (binomial) form.
+- :func:`seed_difference`: one recipe's mean over its seeds minus another's, with a t
+  interval (paired by seed, else Welch's).
+- :func:`holm`: Holm's step-down adjustment of a table's p-values for the number of tests.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, ttest_ind, ttest_rel
 
 
 @dataclass(frozen=True)
@@ -323,3 +328,80 @@ def mcnemar_exact(lost: int, gained: int) -> float:
     if lost + gained == 0:
         return 1.0
     return float(binomtest(lost, lost + gained, 0.5).pvalue)
+
+
+@dataclass(frozen=True)
+class SeedDifference:
+    """A recipe's mean over its seeds minus a reference recipe's (``value``), with the
+    confidence interval ``[low, high]`` of :func:`seed_difference` (NaN where there are too
+    few seeds to estimate their spread). ``paired``: by seed (a t interval on the per-seed
+    differences, ``df`` = pairs - 1), else Welch's interval (Welch–Satterthwaite ``df``);
+    ``n`` and ``n_reference`` count the seeds."""
+
+    value: float
+    low: float
+    high: float
+    paired: bool
+    df: float
+    n: int
+    n_reference: int
+
+    def __str__(self) -> str:
+        if math.isnan(self.low):
+            return f"{self.value:+.3f} (no interval: one seed)"
+        return f"{self.value:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+
+
+def seed_difference(values: Sequence[float], reference: Sequence[float], *, paired: bool,
+                    confidence: float = 0.95) -> SeedDifference:
+    """mean(``values``) - mean(``reference``), one value a seed, with a t interval over seeds.
+
+    Paired (``values[i]`` and ``reference[i]`` come from the same seed): the one-sample t
+    interval of the per-seed differences, S - 1 degrees of freedom. Unpaired: Welch's
+    interval (unequal variances, Welch–Satterthwaite degrees of freedom). The seed is the unit
+    (each value already averages a seed's examples, so their noise is in the spread between
+    seeds). Why t and not a bootstrap: a percentile bootstrap over 3 seeds has only 10
+    distinct resamples and covers well below its nominal level, while the t interval is exact
+    for normal seed effects and pays for estimating the spread from few seeds. It is wide with
+    3 seeds: t(2) = 4.30, so the half-width is 2.5 times the sd of the seed differences
+    (docs/metrics.md; coverage by simulation in tests/test_calibration.py). Fewer than two
+    seeds (pairs; or in either recipe, unpaired) give a NaN interval: no spread to estimate.
+    """
+    ours, theirs = np.asarray(values, dtype=float), np.asarray(reference, dtype=float)
+    if paired and ours.shape != theirs.shape:
+        raise ValueError(f"paired by seed needs equally many pairs, got {ours.size} and {theirs.size} values")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    value = float(ours.mean() - theirs.mean())
+    differences = ours - theirs if paired else None
+    few = ours.size < 2 if paired else min(ours.size, theirs.size) < 2
+    if few:
+        return SeedDifference(value, float("nan"), float("nan"), paired, float("nan"), ours.size, theirs.size)
+    spread = np.ptp(differences) if paired else max(np.ptp(ours), np.ptp(theirs))
+    if spread == 0:  # every seed agrees: no spread, the interval is the point
+        return SeedDifference(value, value, value, paired, float(ours.size - 1), ours.size, theirs.size)
+    with warnings.catch_warnings():
+        # scipy warns of "catastrophic cancellation" for a recipe whose seeds agree exactly (its
+        # variance is then exactly 0, which Welch's interval handles); nothing is lost.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = ttest_rel(ours, theirs) if paired else ttest_ind(ours, theirs, equal_var=False)
+        interval = test.confidence_interval(confidence_level=confidence)
+    return SeedDifference(value, float(interval.low), float(interval.high), paired, float(test.df), ours.size,
+                          theirs.size)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of ``p_values`` for testing them all (NaN, no test, is
+    left out of the count and stays NaN).
+
+    With the m p-values sorted, p_(1) <= ... <= p_(m), the adjusted one is the running
+    maximum of (m - j + 1) p_(j), capped at 1: rejecting where it is at most alpha keeps the
+    chance of any false rejection in the whole table at most alpha, whatever the tests'
+    dependence.
+    """
+    adjusted = np.array(p_values, dtype=float)
+    tested = np.flatnonzero(~np.isnan(adjusted))
+    order = tested[np.argsort(adjusted[tested], kind="stable")]
+    factors = np.arange(order.size, 0, -1)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(factors * adjusted[order]))
+    return adjusted

@@ -10,6 +10,7 @@ from harness.console import say
 from harness.reports.compare import compare
 from harness.reports.exports import EXPORTS
 from harness.reports.items import flips
+from harness.reports.mitigations import MITIGATION_METHOD, mitigation_differences
 from harness.reports.recipes import recipe_verdicts
 from harness.reports.report import write_report
 from harness.reports.runs import X_AXES, RunResults
@@ -72,7 +73,9 @@ def add(parser: Parser, commands: Any) -> None:
                               help="name a run in the charts (repeatable; the folder is added if not listed)")
     compare_runs.add_argument("--recipe", action="append", type=_recipe, default=[], metavar="NAME=DIR,DIR,...",
                               help="the results folders of one recipe's seeds (repeatable): prints the recipe's "
-                                   "verdict over its seeds and each seed's own; the folders are compared too")
+                                   "verdict over its seeds and each seed's own, and each recipe's drop and peak "
+                                   "minus the first recipe's with a 95%% interval over seeds (paired by seed "
+                                   "where they share seeds); the folders are compared too")
     compare_runs.add_argument("--x", choices=X_AXES, default="step",
                               help="x axis: training step; epoch or tokens seen (trainer_state.json; the base "
                                    "checkpoint at 0); params (parameter count, less pruned weights)")
@@ -88,7 +91,7 @@ def add(parser: Parser, commands: Any) -> None:
                            "correct/wrong) between checkpoints A and B, McNemar's exact test of the change, and a "
                            "few of the items that flipped, with their prompt and both outputs. A and B are "
                            "checkpoint labels, steps, or first/peak/last (peak: where the task's metric is "
-                           "highest).",
+                           "highest; picked on the same items, so McNemar's p-value is then descriptive only).",
                            "harness flips results/demo/results/standard\n"
                            "harness flips results/demo/results/standard 100 250 --task world_conflict\n"
                            "harness flips results/my-sft first last --metric accuracy --condition closed_book")
@@ -117,6 +120,10 @@ def run_compare(args: argparse.Namespace) -> int:
         recipes[name] = recipe_verdicts([RunResults(folder) for folder in seeds])
         say(f"recipe {name} ({len(seeds)} seeds):")
         say("\n".join(str(verdict) for verdict in recipes[name]) or "  no task evaluated by every seed")
+    differences = mitigation_differences(recipes)
+    if differences:
+        say(f"against the reference recipe {args.recipe[0][0]} ({MITIGATION_METHOD}):")
+        say("\n".join(f"  {difference}" for difference in differences))
     run_dirs = [*args.run_dirs, *(folder for _, folders in args.recipe for folder in folders)]
     say(str(compare(run_dirs, labelled=dict(args.label), x=args.x, output=args.output, ylim=args.ylim,
                     tokens_per_step=dict(args.tokens_per_step), exports=args.export, recipes=recipes)))

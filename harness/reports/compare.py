@@ -23,6 +23,7 @@ from harness.reports.html import page as _page
 from harness.reports.html import table as _table
 from harness.reports.html import warnings as _warnings
 from harness.reports.inversion import ALARMING, Inversion
+from harness.reports.mitigations import MITIGATION_METHOD, mitigation_differences
 from harness.reports.plots import XAxis, style
 from harness.reports.recipes import RECIPE_METHOD, RecipeInversion
 from harness.reports.report import REPORT_HTML
@@ -70,25 +71,35 @@ def _report_link(run: RunResults, folder: Path) -> str:
 
 
 def _recipe_section(recipes: Mapping[str, Sequence[RecipeInversion | ReportError]]) -> str:
-    """The verdicts of recipes over their seeds, with the seeds' own verdicts beside them."""
+    """The verdicts of recipes over their seeds, with the seeds' own verdicts beside them, and
+    each recipe's drop and peak against the first recipe's (the reference)."""
     if not recipes:
         return ""
-    rows = []
+    reference = next(iter(recipes))
+    differences = {(d.recipe, d.task, d.metric, d.condition): d for d in mitigation_differences(recipes)}
+    rows, checks = [], []
     for name, results in recipes.items():
         for result in results:
+            checks.append(result)
             if isinstance(result, ReportError):
-                rows.append([_e(name), "", "", "", "", "", _e(result), ""])
+                rows.append([_e(name), "", "", "", "", "", _e(result), "", "", ""])
                 continue
             peak = result.checkpoints[result.peak_index].where
+            difference = differences.get((name, result.task, result.metric, result.condition))
+            against = ([_e(difference.drop), _e(difference.peak) + f'<br><span class="why">{_e(difference.pairing)}'
+                        '</span>'] if difference else ["reference" if name == reference else "", ""])
             rows.append([_e(name), _e(result.task), _e(f"{result.metric} ({result.condition})"),
                          f"{result.curve[0]:.3f} / {result.curve[result.peak_index]:.3f} ({_e(peak)}) / "
                          f"{result.curve[-1]:.3f}", _e(result.rise), _e(result.drop),
                          f'<span class="{"found" if result.verdict in ALARMING else "none"}">{_e(result.verdict)}'
-                         f'</span><br><span class="why">{_e(result.reason)}</span>', _e(result.seed_verdicts)])
-    return ("<section><h2>Recipes over seeds</h2>\n"
-            + _table(("recipe", "task", "metric", "mean first / peak / last", "rise (bound, p)", "drop (bound, p)",
-                      "recipe verdict", "per seed"), rows)
-            + f'<p class="why">{_e(RECIPE_METHOD)}.</p>\n</section>\n')
+                         f'</span><br><span class="why">{_e(result.reason)}</span>', _e(result.seed_verdicts),
+                         *against])
+    header = ("recipe", "task", "metric", "mean first / peak / last", "rise (bound, p)", "drop (bound, p)",
+              "recipe verdict", "per seed", f"drop − reference's ({reference}) [95% CI]",
+              "peak − reference's [95% CI]")
+    return ("<section><h2>Recipes over seeds</h2>\n" + verdicts.holm_table(header, rows, checks)
+            + f'<p class="why">{_e(RECIPE_METHOD)}. Against the reference: {_e(MITIGATION_METHOD)}; '
+              f"{len(differences)} such intervals, each at 95% on its own.</p>\n</section>\n")
 
 
 def compare(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None, x: str = "step",

@@ -6,9 +6,9 @@ two checkpoints.
   filters and groups with pandas);
 - :func:`transitions`: for one metric, how each item's state moved between two checkpoints
   (by default the peak and the last one): the transition matrix (context → parametric, ...),
-  McNemar's exact test of the change, and a seeded handful of the items that flipped, with
-  their prompt and both outputs. The report's transitions section and ``harness flips``
-  print it.
+  McNemar's exact test of the change (descriptive only after a data-picked peak), and a
+  seeded handful of the items that flipped, with their prompt and both outputs. The report's
+  transitions section and ``harness flips`` print it.
 
 An aggregate curve says *that* context reliance fell; the transitions say whether the same
 items moved from the context's answer to the remembered one (inversion) or to neither
@@ -139,7 +139,10 @@ class Transitions:
     ``metric`` (from the context's answer to anything else, for context reliance), ``gained``
     the other way; ``p_value`` is McNemar's exact test of lost against gained. ``flips`` are
     up to :data:`FLIPS_SHOWN` of the items that changed, the lost ones first, drawn with a
-    fixed seed.
+    fixed seed. ``descriptive``: one of the checkpoints is the peak, picked as the highest on
+    these same items, so McNemar's p-value is too small to be a test (on a plateau it calls a
+    fall more often than its level) and is shown as a description only; the inversion verdict's
+    max-t test is the one that pays for the pick.
     """
 
     run: str
@@ -156,11 +159,16 @@ class Transitions:
     gained: int
     p_value: float
     flips: tuple[Flip, ...]
+    descriptive: bool = False
 
     @property
     def method(self) -> str:
-        return (f"McNemar's exact test (two-sided) of the {self.lost + self.gained} items whose {self.metric} "
+        test = (f"McNemar's exact test (two-sided) of the {self.lost + self.gained} items whose {self.metric} "
                 f"changed between {self.before.where} and {self.after.where}")
+        if not self.descriptive:
+            return test
+        return (f"{test}; descriptive only, not a test: the peak was picked as the highest checkpoint on these same "
+                "items, which makes this p-value too small; the inversion verdict's max-t test allows for the pick")
 
     def __str__(self) -> str:
         width = max(len(state) for state in self.states) + 2
@@ -268,7 +276,8 @@ def transitions(run: RunResults | str | Path, task: str, before: str | int = "pe
     return Transitions(run=run.name, task=task, metric=metric, condition=condition, conjugate=conjugate,
                        before=first, after=second, states=state_names,
                        counts=tuple(tuple(row) for row in counts), n=len(common), lost=len(lost),
-                       gained=len(gained), p_value=mcnemar_exact(len(lost), len(gained)), flips=flips)
+                       gained=len(gained), p_value=mcnemar_exact(len(lost), len(gained)), flips=flips,
+                       descriptive="peak" in (str(before), str(after)))
 
 
 def _has_metric(metric: str, scores: Mapping[str, Any]) -> bool:

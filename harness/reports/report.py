@@ -180,7 +180,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, expor
     for message in messages:
         log.warning("%s", message)
 
-    headlines, verdict_rows, task_sections = [], [], []
+    headlines, verdict_rows, verdict_checks, task_sections = [], [], [], []
     for task in run.tasks:
         # Every headline metric is tabled too: its verdict row reuses the table's check.
         checks = {(metric, condition): verdicts.check(run, task, metric, condition)
@@ -189,6 +189,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, expor
         for (metric, condition), check in checks.items():
             if metric == headline:
                 verdict_rows.append([_e(task), _e(metric_label(metric, condition)), *verdicts.cells(check)])
+                verdict_checks.append(check)
                 headlines += [check] if isinstance(check, Inversion) else []
         rows = [[_e(metric_label(metric, condition)), *verdicts.cells(check)]
                 for (metric, condition), check in checks.items()]
@@ -209,7 +210,8 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, expor
     if run.is_downscaling:
         parts.append(downscaling_section(run, figures.folder))
     if verdict_rows:
-        parts.append("<section><h2>Inversion</h2>\n" + _table(("task", "metric", *verdicts.HEADER), verdict_rows)
+        parts.append("<section><h2>Inversion</h2>\n"
+                     + verdicts.holm_table(("task", "metric", *verdicts.HEADER), verdict_rows, verdict_checks)
                      + f'<p class="why">{_e(verdicts.caption([v.metric for v in headlines]))}</p>\n</section>\n')
     parts += _report_figures(run, xs, figures)
     parts.append(transitions_section(run))

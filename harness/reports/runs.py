@@ -31,7 +31,7 @@ from harness.checkpoints import Checkpoint, training_progress
 from harness.checkpoints.identity import model_config
 from harness.conjugates import CONJUGATES
 from harness.errors import ReportError
-from harness.results import SUMMARY, RunDirectory, RunRecord, run_folders
+from harness.results import RECIPE_JSON, SUMMARY, RunDirectory, RunRecord, run_folders
 from harness.scoring.metrics import HEADLINE_METRICS, sample_values
 
 log = logging.getLogger("harness")
@@ -208,6 +208,27 @@ class RunResults:
         except ValueError as error:  # a corrupt samples file, or a metric that is not a mean
             raise ReportError(f"{self.name}: {task} at {checkpoint}: {error}") from None
         return dict(zip((s.id for s in chosen), values))
+
+    # ------------------------------------------------------------------ the recipe's seed
+    @property
+    def seed(self) -> int | None:
+        """The finetuning seed of this run, from the recipe.json ``harness finetune`` wrote beside
+        its checkpoints (the folder holding the last evaluated checkpoint; or one copied into the
+        results folder, which wins); None where there is none. Raises :class:`ReportError`
+        naming a recipe.json without an integer ``seed``."""
+        entries = self.record.checkpoints
+        places = [self.folder.path] + ([Path(entries[-1].folder).parent] if entries and entries[-1].folder else [])
+        for path in (place / RECIPE_JSON for place in places):
+            if not path.is_file():
+                continue
+            try:
+                seed = json.loads(path.read_text(encoding="utf-8")).get("seed")
+            except (OSError, ValueError, AttributeError) as error:
+                raise ReportError(f"{path}: not a recipe record ({error})") from None
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise ReportError(f"{path}: 'seed' must be an integer, got {seed!r}")
+            return seed
+        return None
 
     # ------------------------------------------------------------------ x axis
     @property

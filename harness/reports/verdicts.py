@@ -1,5 +1,6 @@
 """The inversion verdicts as a report page shows them: table cells with the bounds that made
-each verdict, the caption that says which test made them, and how to read them."""
+each verdict, the caption that says which test made them, and how to read them; and the
+count of a table's tests with their Holm-adjusted p-values (:func:`holm_table`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Mapping, Sequence
 from harness.console import aligned
 from harness.errors import ReportError
 from harness.reports.html import escape as _e
+from harness.reports.html import table as _table
 from harness.reports.inversion import ALARMING, INVERSION_METHOD, SINGLE, Inversion, inversion_of
+from harness.reports.recipes import RecipeInversion
 from harness.reports.runs import RunResults
+from harness.stats import holm
 
 HOW_TO_READ = (
     "Context reliance (context_hit_rate, the inversion paper's counterfactual accuracy) is the rate at "
@@ -68,6 +72,28 @@ def caption(metrics: Sequence[str]) -> str:
     return (f"Verdicts on {', '.join(dict.fromkeys(metrics))} over the examples scored at every checkpoint: "
             f"{INVERSION_METHOD}. 'inversion' is said only of context reliance (a rise, then a fall); a "
             "significant fall of an accuracy is 'fall (forgetting)'.")
+
+
+#: The column of Holm-adjusted p-values (:func:`holm_table`).
+HOLM_HEADER = "Holm p: rise / drop"
+
+
+def holm_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+               checks: Sequence[Inversion | RecipeInversion | ReportError]) -> str:
+    """A verdict table (``rows``, one a check of ``checks``) with a column of each row's rise
+    and drop p-values adjusted by Holm's method for every test in the table, and a sentence
+    saying how many tests it holds. Each verdict is a test at the 5% level on its own; a table
+    of k of them calls some change by chance far more often, and the adjusted p-values keep the
+    chance of any false rise or fall in the whole table at 5%."""
+    tested = [check for check in checks if not isinstance(check, ReportError) and check.verdict != SINGLE]
+    adjusted = iter(holm([change.p_value for check in tested for change in (check.rise, check.drop)]))
+    cells = {id(check): f"{next(adjusted):.3f} / {next(adjusted):.3f}" for check in tested}
+    count = 2 * len(tested)
+    note = (f"This table holds {count} tests (a rise and a fall test for each of its {len(tested)} verdicts), each at "
+            f"the 5% level on its own; the last column adjusts their p-values for all {count} (Holm): where an "
+            "adjusted p is at most .05, the chance of any false rise or fall in the table is at most 5%.")
+    body = [[*row, cells.get(id(check), "")] for row, check in zip(rows, checks)]
+    return _table((*header, HOLM_HEADER), body) + f'<p class="why">{_e(note)}</p>\n'
 
 
 def checkpoint_summary(run: RunResults) -> str:

@@ -42,6 +42,9 @@ from harness.results.rows import SampleRecord, SummaryRow
 SAMPLES = "samples"
 RUN_JSON = "run.json"
 SUMMARY = "summary.jsonl"
+#: Which recipe a training run is a seed of, beside its checkpoints (``harness finetune``
+#: writes it): {"recipe": its settings' hash, "seed": N}.
+RECIPE_JSON = "recipe.json"
 LOCK = ".lock"
 
 

@@ -36,6 +36,7 @@ from harness.dtypes import torch_dtype
 from harness.console import progress
 from harness.errors import FinetuneError
 from harness.io import read_jsonl, write_json
+from harness.results import RECIPE_JSON
 from harness.training.callbacks import ContextRelianceCallback
 from harness.training.config import FinetuneConfig
 from harness.training.data import IGNORE_INDEX, encode_training_example, load_instruction_data
@@ -55,8 +56,6 @@ log = logging.getLogger("harness")
 MITIGATIONS_JSON = "mitigations.json"
 CONFIG_JSON = "finetune_config.json"
 EVALUATION_WAIT_JSON = "evaluation_wait.json"
-#: Which recipe a run is a seed of: {"recipe": its hash (:func:`recipe_hash`), "seed": N}.
-RECIPE_JSON = "recipe.json"
 
 
 @dataclass(frozen=True)
