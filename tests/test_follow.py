@@ -269,8 +269,8 @@ def offline_wandb(tmp_path, monkeypatch):
 def test_wandb_receives_every_value_against_the_training_step(llama_run, tmp_path, offline_wandb):
     evaluate(RunConfig(output=str(tmp_path / "out"), checkpoints=str(llama_run), tasks=[TASK], backend="hf",
                        conjugates=["en"], log_to=["wandb=follow-test"]), progress=False)
-    (path,) = offline_wandb.glob("offline-run-*-follow-test/run-follow-test.wandb")
-    history = [entry for entry in wandb_runs.history(path) if "train/global_step" in entry]
+    history = [entry for entry in wandb_runs.history(wandb_runs.written(offline_wandb, "follow-test"))
+               if "train/global_step" in entry]
     assert [float(entry["train/global_step"]) for entry in history] == [10, 20, 30]
     assert all("ctx/cf_world_facts/conflicting/context_hit_rate" in entry for entry in history)
 
@@ -290,7 +290,7 @@ def test_wandb_keeps_every_value_of_a_long_run(offline_wandb):
     for step in steps:
         tracker.log(Checkpoint(f"checkpoint-{step}", step, "unused"), _rows(step))
     tracker.close()
-    (path,) = offline_wandb.glob("offline-run-*-long-run/run-long-run.wandb")
+    path = wandb_runs.written(offline_wandb, "long-run")
     assert path.stat().st_size > 8 * wandb_runs.BLOCK
     history = [entry for entry in wandb_runs.history(path) if "train/global_step" in entry]
     assert [int(float(entry["train/global_step"])) for entry in history] == steps

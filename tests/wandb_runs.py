@@ -9,6 +9,11 @@ block 0 (wandb-core's ``leveldb.NewWriterExt`` prepends it to the first block). 
 counts blocks from after the header misreads the padding at some block ends as the end of the
 log and silently drops everything after it: this reader checks every chunk's CRC and the
 padding, and raises on anything it cannot account for instead of stopping early.
+
+``run.finish()`` returns before wandb-core has written the file's last bytes: the service
+closes the file when it closes the run's stream, just after, in its own process. Read at once,
+the file is now and then short, under load about once in 50 runs (the last record cut, or the
+last checkpoints' rows missing); :func:`written` waits for the service first.
 """
 
 from __future__ import annotations
@@ -20,6 +25,17 @@ from pathlib import Path
 BLOCK = 32768
 HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def written(folder: Path, run_id: str) -> Path:
+    """The run file of offline run ``run_id`` under ``folder`` (``WANDB_DIR/wandb``), once
+    wandb-core has written all of it: ``wandb.teardown()`` returns when the service has closed
+    every run's stream, and with it the file."""
+    import wandb
+
+    wandb.teardown()
+    (path,) = folder.glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+    return path
 
 
 def records(path: Path) -> list[bytes]:

@@ -11,7 +11,10 @@ same curves. ``harness evaluate --log-to`` takes:
   ``train/global_step`` (``define_metric("ctx/*", step_metric="train/global_step")``), so they
   land at the training step even after the training run's own steps have moved on. W&B's
   project, entity and mode come from its usual environment variables (``WANDB_PROJECT``,
-  ``WANDB_MODE=offline``...).
+  ``WANDB_MODE=offline``...). The run is finished when the sweep ends, but W&B's service
+  writes the last of an offline run file just after, in its own process: the file is complete
+  when the process exits (W&B's exit hook waits for it) or after ``wandb.teardown()``, so
+  ``wandb sync`` it then.
 
 Both packages are optional (the ``tracking`` extra); asking for one that is not installed
 is one clear error before anything is evaluated.
