@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.reports.inversion import Inversion
+from harness.reports.noise import CurveNoise
+from harness.reports.noise import csv_text as noise_csv
 from harness.errors import ReportError
 from harness.io import atomic_write_text
 
@@ -96,13 +98,17 @@ def latex_table(inversions: Sequence[Inversion], *, caption: str | None = None) 
 
 
 def write_tables(folder: Path, run: str, inversions: Sequence[Inversion], formats: Sequence[str], *,
-                 caption: str | None = None) -> list[Path]:
+                 caption: str | None = None, noise: Sequence[CurveNoise] = ()) -> list[Path]:
     """Write the verdict table in each of ``formats`` (of :data:`TABLE_FORMATS`) into
-    ``folder`` as ``inversion.csv`` / ``inversion.tex``; returns the files written."""
+    ``folder`` as ``inversion.csv`` / ``inversion.tex``, and with CSV the noise table of ``noise``
+    as ``noise.csv`` (:mod:`harness.reports.noise`); returns the files written."""
     written = []
     if "csv" in formats:
         written.append(folder / "inversion.csv")
         atomic_write_text(written[-1], csv_text(run, inversions))
+        if noise:
+            written.append(folder / "noise.csv")
+            atomic_write_text(written[-1], noise_csv(run, noise))
     if "latex" in formats:
         written.append(folder / "inversion.tex")
         atomic_write_text(written[-1], latex_table(inversions, caption=caption))
