@@ -86,8 +86,8 @@ def _margin_panel(run: RunResults, xs: Mapping[str, float], task: str) -> Panel 
                   MARGIN_LABEL if len(conditions) == 1 else f"{MARGIN_LABEL}: {condition}", style(5 + index))
              for index, condition in enumerate(conditions)]
     lines = [line for line in lines if line is not None]
-    return Panel(f"{task}: log-odds margin", lines, "log P(context) − log P(memorised)", zero_line=True) \
-        if lines else None
+    return Panel(f"{task}: log P(context answer) − log P(memorised answer)", lines, "log-odds margin",
+                 zero_line=True) if lines else None
 
 
 #: The continuous margin beside each conflict panel (harness.scoring.metrics).
