@@ -1,7 +1,8 @@
 """Tables of inversion verdicts for a paper: CSV (every number) and a LaTeX ``tabular``.
 
 ``harness report --export csv,latex`` writes ``tables/inversion.csv`` and
-``tables/inversion.tex`` beside the report; ``pdf`` and ``svg`` ask :mod:`harness.reports.plots` for
+``tables/inversion.tex`` beside the report (and with ``csv`` the noise table,
+``tables/noise.csv``: :mod:`harness.reports.noise`); ``pdf`` and ``svg`` ask :mod:`harness.reports.plots` for
 every figure in those formats too. The CSV has one row a (task, metric, condition) with
 each checkpoint named; the LaTeX table is the report's verdict table, with booktabs rules
 (``\\usepackage{booktabs}``) and nothing else to load.

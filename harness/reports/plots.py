@@ -97,6 +97,7 @@ class Panel:
 
     ``ylim`` fixes the y axis; None fits it to the data and their bands with 0 included (a
     0–0.14 effect is not flattened against a 0–1 axis), never above ``ymax`` (1 for rates).
+    ``zero_line`` draws a dashed reference line at 0; ``bands`` are drawn behind the lines.
     """
 
     title: str
@@ -203,7 +204,7 @@ def save_panels(path: Path, panels: Sequence[Panel | None], xaxis: XAxis, *, tit
             _draw_bands(ax, panel.bands)
             _draw(ax, panel.lines)
             if panel.zero_line:
-                ax.axhline(0, color="0.4", linewidth=0.8, zorder=0)
+                ax.axhline(0, color="0.4", linewidth=0.8, linestyle="--", zorder=0)
             _fit_y(ax, panel)
             # Long titles wrap rather than run into the neighbouring panel's.
             ax.set_title(textwrap.fill(panel.title, 45))

@@ -199,14 +199,16 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, expor
 
     The report holds: the inversion verdict of each task's headline metric; context
     reliance per task over training (with parametric answers, closed-book and open-book
-    accuracy, and log-likelihood context wins where measured); the gap between English and
+    accuracy, and log-likelihood context wins where measured), with the headline's noise band
+    and, where log-likelihood mode ran, the log-odds margin beside it; the noise floor of each
+    headline curve (:mod:`harness.reports.noise`); the gap between English and
     conjugate prompts; ICL-vs-instruction rates; the items that changed between the peak and
     the last checkpoint (:func:`harness.reports.items.transitions`); per task a table of the first,
     peak and last values of every rate with its verdict (:func:`detect_inversion`); one
     prompt and a few outputs per task; the run's settings.
 
     ``output`` is where the report and ``plots/`` go (default: the results folder);
-    ``exports`` adds ``tables/inversion.csv`` / ``.tex`` and every figure as PDF/SVG
+    ``exports`` adds ``tables/inversion.csv`` / ``.tex``, ``tables/noise.csv`` and every figure as PDF/SVG
     (:data:`EXPORTS`); ``ylim`` fixes the y axis of rate charts (default: fitted, 0
     included). Returns the path of ``report.html``.
 
