@@ -196,9 +196,14 @@ HOW_TO_READ = (
     "checkpoints, so that a trend is not counted), also relative to the curve's mean; signal: the "
     "curve's range relative to its mean; SNR = signal / noise = range / noise sd. A curve of pure "
     "noise has on average an SNR equal to the expected range of that many normal draws (1.69 for 3 "
-    "checkpoints, 3.08 for 10): below it, the curve moves no more than its noise. The grey band on "
-    "the per-task chart is ± the noise sd around the curve."
+    "checkpoints, 3.08 for 10): below it, the curve moves no more than its noise. The grey hatched band "
+    "on the per-task chart of a knowledge-conflict task is ± the noise sd around its headline curve."
 )
+
+
+#: The columns of ``tables/noise.csv``: a row a curve.
+CSV_COLUMNS = ("run", "task", "metric", "condition", "conjugate", "checkpoints", "mean", "noise_sd", "noise",
+               "signal", "snr", "reading")
 
 
 def csv_text(run: str, curves: Sequence[CurveNoise]) -> str:
@@ -213,7 +218,3 @@ def csv_text(run: str, curves: Sequence[CurveNoise]) -> str:
                                                                       floor.signal, floor.snr)),
                          reading(floor)])
     return buffer.getvalue()
-
-
-CSV_COLUMNS = ("run", "task", "metric", "condition", "conjugate", "checkpoints", "mean", "noise_sd", "noise",
-               "signal", "snr", "reading")
