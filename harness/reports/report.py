@@ -29,7 +29,7 @@ from harness.reports.html import page as _page
 from harness.reports.html import table as _table
 from harness.reports.html import warnings as _warnings
 from harness.reports.inversion import Inversion
-from harness.reports.plots import Band, Panel, Style, style
+from harness.reports.plots import Band, Line, Panel, Style, style
 from harness.reports.runs import RunResults
 from harness.scoring.metrics import OVERVIEW_METRICS, TABLED_METRICS, label
 
@@ -50,12 +50,20 @@ CONFLICT_LINES: tuple[tuple[str, tuple[str, ...] | None, str, Style], ...] = (
 )
 
 
-def _noise_band(run: RunResults, xs: Mapping[str, float], task: str, metric: str, condition: str) -> Band | None:
-    """The headline curve ± its checkpoint-to-checkpoint noise sd; None where it has too few
-    checkpoints for one."""
-    sd = noise.series_noise(run, xs, task, metric, condition).floor.sd
-    series = line(run, xs, task, metric, condition, run.base_conjugate(task), "", style(0))
-    if sd is None or series is None:
+#: The continuous margin beside each conflict panel (harness.scoring.metrics).
+MARGIN = "ll_mean_logodds"
+MARGIN_LABEL = "log-odds margin (95% CI)"
+MARGIN_CAPTION = (" Beside each task, where log-likelihood mode ran: the mean over examples of log P(context "
+                  "answer) − log P(memorised answer), summed over answer tokens, with its 95% bootstrap "
+                  "interval; above 0 the context answer is the likelier on average. It moves less by chance "
+                  "than a rate.")
+NOISE_BAND = "headline ± noise sd between neighbouring checkpoints"
+
+
+def _noise_band(series: Line, sd: float | None) -> Band | None:
+    """``series`` ± its checkpoint-to-checkpoint noise sd; None where it has too few checkpoints
+    for one."""
+    if sd is None:
         return None
     return Band(NOISE_BAND, series.x, [y - sd for y in series.y], [y + sd for y in series.y])
 
@@ -70,9 +78,10 @@ def _conflict_panel(run: RunResults, xs: Mapping[str, float], task: str,
         for condition in conditions:
             # A task with the same quantity at two conditions names the condition.
             name = words if len(conditions) == 1 else f"{words}: {condition}"
-            lines.append(line(run, xs, task, metric, condition, conjugate, name, line_style))
-            if metric == headline:
-                bands.append(_noise_band(run, xs, task, metric, condition))
+            series = line(run, xs, task, metric, condition, conjugate, name, line_style)
+            lines.append(series)
+            if metric == headline and series is not None:
+                bands.append(_noise_band(series, noise.series_noise(run, xs, task, metric, condition).floor.sd))
     lines = [line for line in lines if line is not None]
     bands = [band for band in bands if band is not None]
     return Panel(task, lines, "share of examples", ylim=ylim, ymax=1.0, bands=bands) if lines else None
@@ -88,16 +97,6 @@ def _margin_panel(run: RunResults, xs: Mapping[str, float], task: str) -> Panel 
     lines = [line for line in lines if line is not None]
     return Panel(f"{task}: log P(context answer) − log P(memorised answer)", lines, "log-odds margin",
                  zero_line=True) if lines else None
-
-
-#: The continuous margin beside each conflict panel (harness.scoring.metrics).
-MARGIN = "ll_mean_logodds"
-MARGIN_LABEL = "log-odds margin (95% CI)"
-MARGIN_CAPTION = (" Beside each task, where log-likelihood mode ran: the mean over examples of log P(context "
-                  "answer) − log P(memorised answer), summed over answer tokens, with its 95% bootstrap "
-                  "interval; above 0 the context answer is the likelier on average. It moves less by chance "
-                  "than a rate.")
-NOISE_BAND = "headline ± noise sd between neighbouring checkpoints"
 
 
 def _report_figures(run: RunResults, xs: Mapping[str, float], figures: Figures) -> list[str]:
