@@ -1,7 +1,8 @@
 """Tables of inversion verdicts for a paper: CSV (every number) and a LaTeX ``tabular``.
 
 ``harness report --export csv,latex`` writes ``tables/inversion.csv`` and
-``tables/inversion.tex`` beside the report; ``pdf`` and ``svg`` ask :mod:`harness.reports.plots` for
+``tables/inversion.tex`` beside the report (and with ``csv`` the noise table,
+``tables/noise.csv``: :mod:`harness.reports.noise`); ``pdf`` and ``svg`` ask :mod:`harness.reports.plots` for
 every figure in those formats too. The CSV has one row a (task, metric, condition) with
 each checkpoint named; the LaTeX table is the report's verdict table, with booktabs rules
 (``\\usepackage{booktabs}``) and nothing else to load.
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from harness.reports.inversion import Inversion
+from harness.reports.noise import CurveNoise
+from harness.reports.noise import csv_text as noise_csv
 from harness.errors import ReportError
 from harness.io import atomic_write_text
 
@@ -96,13 +99,17 @@ def latex_table(inversions: Sequence[Inversion], *, caption: str | None = None) 
 
 
 def write_tables(folder: Path, run: str, inversions: Sequence[Inversion], formats: Sequence[str], *,
-                 caption: str | None = None) -> list[Path]:
+                 caption: str | None = None, noise: Sequence[CurveNoise] = ()) -> list[Path]:
     """Write the verdict table in each of ``formats`` (of :data:`TABLE_FORMATS`) into
-    ``folder`` as ``inversion.csv`` / ``inversion.tex``; returns the files written."""
+    ``folder`` as ``inversion.csv`` / ``inversion.tex``, and with CSV the noise table of ``noise``
+    as ``noise.csv`` (:mod:`harness.reports.noise`); returns the files written."""
     written = []
     if "csv" in formats:
         written.append(folder / "inversion.csv")
         atomic_write_text(written[-1], csv_text(run, inversions))
+        if noise:
+            written.append(folder / "noise.csv")
+            atomic_write_text(written[-1], noise_csv(run, noise))
     if "latex" in formats:
         written.append(folder / "inversion.tex")
         atomic_write_text(written[-1], latex_table(inversions, caption=caption))

@@ -82,11 +82,22 @@ class Line:
 
 
 @dataclass(frozen=True)
+class Band:
+    """A shaded range drawn in grey behind a panel's lines, e.g. a curve ± its noise."""
+
+    label: str
+    x: Sequence[float]
+    low: Sequence[float]
+    high: Sequence[float]
+
+
+@dataclass(frozen=True)
 class Panel:
     """One set of axes: a title, its lines and the y axis's label (name the quantity).
 
     ``ylim`` fixes the y axis; None fits it to the data and their bands with 0 included (a
     0–0.14 effect is not flattened against a 0–1 axis), never above ``ymax`` (1 for rates).
+    ``zero_line`` draws a dashed reference line at 0; ``bands`` are drawn behind the lines.
     """
 
     title: str
@@ -95,6 +106,7 @@ class Panel:
     ylim: tuple[float, float] | None = None
     zero_line: bool = False
     ymax: float | None = None
+    bands: Sequence[Band] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,14 @@ def _error_bar(line: Line) -> np.ndarray | None:
     if not _has_band(line):
         return None
     return np.abs(np.array([[line.low[0]], [line.high[0]]], dtype=float) - float(line.y[0]))
+
+
+def _draw_bands(ax, bands: Sequence[Band]) -> None:
+    # Hatched as well as grey: it must not read as one more line's confidence band.
+    for band in bands:
+        ax.fill_between(np.asarray(band.x, dtype=float), np.asarray(band.low, dtype=float),
+                        np.asarray(band.high, dtype=float), facecolor="0.6", alpha=0.25, hatch="//",
+                        edgecolor="0.45", linewidth=0, zorder=0, label=band.label)
 
 
 def _draw(ax, lines: Sequence[Line]) -> None:
@@ -156,7 +176,7 @@ def _fit_y(ax, panel: Panel) -> None:
     ax.set_ylim(min(low, 0.0), high)
 
 
-def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str | None = None,
+def save_panels(path: Path, panels: Sequence[Panel | None], xaxis: XAxis, *, title: str | None = None,
                 ncols: int = 3, formats: Sequence[str] = ()) -> Path:
     """Draw ``panels`` as a grid of small multiples sharing one legend, and save a PNG at
     ``path`` (and the same figure beside it in each of ``formats``: ``pdf``, ``svg``).
@@ -164,6 +184,7 @@ def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str
     A panel whose lines are all one point at the same x (a run of one checkpoint) is drawn
     as side-by-side bars with their error bars. Lines with the same label in several panels
     share one legend entry, so give a quantity the same label and style wherever it appears.
+    A None in ``panels`` leaves its place in the grid empty (to keep pairs of panels in rows).
     """
     # matplotlib is imported here, not at the top: it takes over a second to import, and the
     # command line imports this module on every start.
@@ -177,9 +198,13 @@ def save_panels(path: Path, panels: Sequence[Panel], xaxis: XAxis, *, title: str
         axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
         handles: dict[str, object] = {}
         for ax, panel in zip(axes, panels):
+            if panel is None:
+                ax.set_visible(False)
+                continue
+            _draw_bands(ax, panel.bands)
             _draw(ax, panel.lines)
             if panel.zero_line:
-                ax.axhline(0, color="0.4", linewidth=0.8, zorder=0)
+                ax.axhline(0, color="0.4", linewidth=0.8, linestyle="--", zorder=0)
             _fit_y(ax, panel)
             # Long titles wrap rather than run into the neighbouring panel's.
             ax.set_title(textwrap.fill(panel.title, 45))

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 from harness.conjugates import CONJUGATES
 from harness.io import atomic_write_text
-from harness.reports import verdicts
+from harness.reports import noise, verdicts
 from harness.reports.details import downscaling_section, samples_section, settings_section, transitions_section
 from harness.reports.exports import FIGURE_FORMATS, TABLES, check_exports, write_tables
 from harness.reports.figures import PLOTS, Figures, gap_line, line, metric_label, run_xaxis
@@ -29,7 +29,7 @@ from harness.reports.html import page as _page
 from harness.reports.html import table as _table
 from harness.reports.html import warnings as _warnings
 from harness.reports.inversion import Inversion
-from harness.reports.plots import Panel, Style, style
+from harness.reports.plots import Band, Line, Panel, Style, style
 from harness.reports.runs import RunResults
 from harness.scoring.metrics import OVERVIEW_METRICS, TABLED_METRICS, label
 
@@ -50,18 +50,53 @@ CONFLICT_LINES: tuple[tuple[str, tuple[str, ...] | None, str, Style], ...] = (
 )
 
 
+#: The continuous margin beside each conflict panel (harness.scoring.metrics).
+MARGIN = "ll_mean_logodds"
+MARGIN_LABEL = "log-odds margin (95% CI)"
+MARGIN_CAPTION = (" Beside each task, where log-likelihood mode ran: the mean over examples of log P(context "
+                  "answer) − log P(memorised answer), summed over answer tokens, with its 95% bootstrap "
+                  "interval; above 0 the context answer is the likelier on average. It moves less by chance "
+                  "than a rate.")
+NOISE_BAND = "headline ± noise sd between neighbouring checkpoints"
+
+
+def _noise_band(series: Line, sd: float | None) -> Band | None:
+    """``series`` ± its checkpoint-to-checkpoint noise sd; None where it has too few checkpoints
+    for one."""
+    if sd is None:
+        return None
+    return Band(NOISE_BAND, series.x, [y - sd for y in series.y], [y + sd for y in series.y])
+
+
 def _conflict_panel(run: RunResults, xs: Mapping[str, float], task: str,
                     ylim: tuple[float, float] | None) -> Panel | None:
     conjugate = run.base_conjugate(task)
-    lines = []
+    headline = run.headline(task)
+    lines, bands = [], []
     for metric, wanted, words, line_style in CONFLICT_LINES:
         conditions = [c for c in run.conditions(task, metric) if wanted is None or c in wanted]
         for condition in conditions:
             # A task with the same quantity at two conditions names the condition.
             name = words if len(conditions) == 1 else f"{words}: {condition}"
-            lines.append(line(run, xs, task, metric, condition, conjugate, name, line_style))
+            series = line(run, xs, task, metric, condition, conjugate, name, line_style)
+            lines.append(series)
+            if metric == headline and series is not None:
+                bands.append(_noise_band(series, noise.series_noise(run, xs, task, metric, condition).floor.sd))
     lines = [line for line in lines if line is not None]
-    return Panel(task, lines, "share of examples", ylim=ylim, ymax=1.0) if lines else None
+    bands = [band for band in bands if band is not None]
+    return Panel(task, lines, "share of examples", ylim=ylim, ymax=1.0, bands=bands) if lines else None
+
+
+def _margin_panel(run: RunResults, xs: Mapping[str, float], task: str) -> Panel | None:
+    """The log-odds margin of a knowledge-conflict task with its interval and 0 marked; None
+    where log-likelihood mode did not run."""
+    conditions = run.conditions(task, MARGIN)
+    lines = [line(run, xs, task, MARGIN, condition, run.base_conjugate(task),
+                  MARGIN_LABEL if len(conditions) == 1 else f"{MARGIN_LABEL}: {condition}", style(5 + index))
+             for index, condition in enumerate(conditions)]
+    lines = [line for line in lines if line is not None]
+    return Panel(f"{task}: log P(context answer) − log P(memorised answer)", lines, "log-odds margin",
+                 zero_line=True) if lines else None
 
 
 def _report_figures(run: RunResults, xs: Mapping[str, float], figures: Figures) -> list[str]:
@@ -82,8 +117,11 @@ def _report_figures(run: RunResults, xs: Mapping[str, float], figures: Figures) 
         if lines:
             name = label(metric)
             overview.append(figures.rates(f"{name[:1].upper()}{name[1:]} on conflicting contexts", lines, name))
-    by_task = [panel for panel in (_conflict_panel(run, xs, task, figures.ylim) for task in run.tasks)
-               if panel is not None]
+    pairs = [(_conflict_panel(run, xs, task, figures.ylim), _margin_panel(run, xs, task)) for task in run.tasks]
+    pairs = [(panel, margin) for panel, margin in pairs if panel is not None]
+    # With margins, each conflict panel has its margin beside it: two columns, a task a row.
+    with_margins = any(margin is not None for _, margin in pairs)
+    by_task = [panel for pair in pairs for panel in (pair if with_margins else pair[:1])]
     if overview or by_task:
         parts = ["<section><h2>Context reliance</h2>\n"]
         if overview:
@@ -93,11 +131,13 @@ def _report_figures(run: RunResults, xs: Mapping[str, float], figures: Figures) 
                                        "scored, the rate at which the context answer is the likelier "
                                        "continuation, per task, with 95% bootstrap intervals."))
         if by_task:
-            path = figures.save("context_reliance_by_task.png", by_task, xaxis)
+            path = figures.save("context_reliance_by_task.png", by_task, xaxis, ncols=2 if with_margins else 3)
             parts.append(_figure(path, "Per task: context reliance and parametric answers on conflicting "
                                        "contexts, with closed-book (fact recall) and open-book accuracy on the "
-                                       "same axes. Context reliance falling while open-book accuracy holds is "
-                                       "inversion; both falling is forgetting."))
+                                       "same axes; grey hatching: the headline curve ± its noise between "
+                                       "neighbouring checkpoints (Noise floor). Context reliance falling while "
+                                       "open-book accuracy holds is inversion; both falling is forgetting."
+                                 + (MARGIN_CAPTION if with_margins else "")))
         sections.append("".join(parts) + "</section>\n")
 
     # One colour a conjugate across panels (tasks declare different conjugates): the legend is shared.
@@ -158,14 +198,16 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, expor
 
     The report holds: the inversion verdict of each task's headline metric; context
     reliance per task over training (with parametric answers, closed-book and open-book
-    accuracy, and log-likelihood context wins where measured); the gap between English and
+    accuracy, and log-likelihood context wins where measured), with the headline's noise band
+    and, where log-likelihood mode ran, the log-odds margin beside it; the noise floor of each
+    headline curve (:mod:`harness.reports.noise`); the gap between English and
     conjugate prompts; ICL-vs-instruction rates; the items that changed between the peak and
     the last checkpoint (:func:`harness.reports.items.transitions`); per task a table of the first,
     peak and last values of every rate with its verdict (:func:`detect_inversion`); one
     prompt and a few outputs per task; the run's settings.
 
     ``output`` is where the report and ``plots/`` go (default: the results folder);
-    ``exports`` adds ``tables/inversion.csv`` / ``.tex`` and every figure as PDF/SVG
+    ``exports`` adds ``tables/inversion.csv`` / ``.tex``, ``tables/noise.csv`` and every figure as PDF/SVG
     (:data:`EXPORTS`); ``ylim`` fixes the y axis of rate charts (default: fitted, 0
     included). Returns the path of ``report.html``.
 
@@ -214,11 +256,14 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, expor
                      + verdicts.holm_table(("task", "metric", *verdicts.HEADER), verdict_rows, verdict_checks)
                      + f'<p class="why">{_e(verdicts.caption([v.metric for v in headlines]))}</p>\n</section>\n')
     parts += _report_figures(run, xs, figures)
+    curves = noise.run_noise(run, xs)
+    parts.append(noise.section(curves))
     parts.append(transitions_section(run))
     if task_sections:
         parts.append("<section><h2>Per task</h2>\n" + "".join(task_sections) + "</section>\n")
     parts += [samples_section(run), settings_section(run)]
-    write_tables(folder / TABLES, run.name, headlines, exports, caption=verdicts.caption([v.metric for v in headlines]))
+    write_tables(folder / TABLES, run.name, headlines, exports, caption=verdicts.caption([v.metric for v in headlines]),
+                 noise=curves)
     path = folder / REPORT_HTML
     atomic_write_text(path, _page(f"Report: {run.name}", parts))
     return path
