@@ -6,26 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from harness.errors import RunError
 from harness.results import RunDirectory
-from harness.stats import max_change_test
 from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
 from harness.sweep.schedule import AdaptiveSchedule, coarse, open_gaps, run_schedule
-from harness.testing import simulated_curve
+from harness.testing import simulated_curve, verdict_and_peak
 
 DATA = Path(__file__).parent / "data"
-
-
-def verdict_and_peak(run: list[dict[str, float]], indices: list[int]) -> tuple[tuple[bool, bool], int]:
-    """The inversion tests' verdicts (rise, fall) and the peak's index over ``indices``."""
-    ids = sorted(run[0])
-    matrix = np.array([[run[i][key] for key in ids] for i in indices])
-    rise, fall = (max_change_test(matrix, ref) for ref in (0, len(indices) - 1))
-    return (rise.significant, fall.significant), indices[int(np.argmax(matrix.mean(axis=1)))]
 
 
 def adaptive(run: list[dict[str, float]], budget: int | None = None) -> AdaptiveSchedule:
