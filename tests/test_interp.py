@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from handmade import conflict, write_run
 from safetensors.torch import load_file
 
 from harness.checkpoints import interp
 from harness.errors import CheckpointError, RunError
+from harness.reports.figures import run_xaxis
+from harness.reports.runs import RunResults
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
@@ -127,3 +130,17 @@ def test_an_interp_sweep_on_vllm_has_the_base_at_lambda_0(llama_run, tmp_path, v
     assert swept.keys() == alone.keys() and swept
     for key, (output, _) in swept.items():
         assert output == alone[key][0], key
+
+
+def test_a_report_of_levels_has_lambda_on_its_x_axis(tmp_path):
+    """A run of interpolated checkpoints is charted against λ, not against their steps (100 λ)."""
+    levels = [0, 0.25, 0.5, 1]
+    path = write_run(tmp_path / "run", [(interp.label(level), round(100 * level),
+                                         {("capitals", "conflicting", "en"): conflict(10 + 20 * i)})
+                                        for i, level in enumerate(levels)])
+    run = RunResults(path)
+    xs, _ = run.x_values("step")
+    axis = run_xaxis(run, xs)
+    assert axis.label.startswith("λ")
+    assert axis.ticks == ([0.0, 25.0, 50.0, 100.0], ["0", "0.25", "0.5", "1"])
+    assert interp.level_of("checkpoint-10") is None and interp.level_of("lambda-0.25") == 0.25

@@ -213,9 +213,22 @@ def _build(spec: InterpSpec, level: float, models: _Models, key: str, folder: Pa
         shutil.rmtree(staging, ignore_errors=True)
 
 
+LEVEL_LABEL = "lambda-"
+
+
 def label(level: float) -> str:
     """The checkpoint label of level λ (``lambda-0.25``)."""
-    return f"lambda-{level:g}"
+    return f"{LEVEL_LABEL}{level:g}"
+
+
+def level_of(checkpoint_label: str) -> float | None:
+    """The level λ of an interpolated checkpoint's label (:func:`label`); None for any other."""
+    if not checkpoint_label.startswith(LEVEL_LABEL):
+        return None
+    try:
+        return float(checkpoint_label[len(LEVEL_LABEL):])
+    except ValueError:
+        return None
 
 
 def build_levels(spec: InterpSpec) -> list[Checkpoint]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from harness.checkpoints.interp import level_of
 from harness.reports.inversion import conjugate_gap
 from harness.reports.plots import Line, Panel, Style, XAxis, save_panels
 from harness.reports.runs import RunResults
@@ -52,7 +53,12 @@ def gap_line(run: RunResults, xs: Mapping[str, float], task: str, metric: str, c
 
 
 def run_xaxis(run: RunResults, xs: Mapping[str, float]) -> XAxis:
-    """The x axis of a single run: steps, or checkpoint names at their index."""
+    """The x axis of a single run: λ for interpolated checkpoints (each at its step, 100 λ),
+    steps, or checkpoint names at their index."""
+    levels = {point.label: level_of(point.label) for point in run.checkpoints}
+    if levels and None not in levels.values():
+        return XAxis("λ: weights base + λ × (finetuned − base)",
+                     ([xs[name] for name in levels], [f"{level:g}" for level in levels.values()]))
     if run.steps_known:
         return XAxis(X_LABELS["step"])
     return XAxis("checkpoint", ([xs[p.label] for p in run.checkpoints], [p.label for p in run.checkpoints]))
