@@ -133,7 +133,7 @@ def test_an_interp_sweep_on_vllm_has_the_base_at_lambda_0(llama_run, tmp_path, v
 
 
 def test_a_report_of_levels_has_lambda_on_its_x_axis(tmp_path):
-    """A run of interpolated checkpoints is charted against λ, not against their steps (100 λ)."""
+    """A run of interpolated checkpoints is charted and named by λ, not by their steps (100 λ)."""
     levels = [0, 0.25, 0.5, 1]
     path = write_run(tmp_path / "run", [(interp.label(level), round(100 * level),
                                          {("capitals", "conflicting", "en"): conflict(10 + 20 * i)})
@@ -144,3 +144,4 @@ def test_a_report_of_levels_has_lambda_on_its_x_axis(tmp_path):
     assert axis.label.startswith("λ")
     assert axis.ticks == ([0.0, 25.0, 50.0, 100.0], ["0", "0.25", "0.5", "1"])
     assert interp.level_of("checkpoint-10") is None and interp.level_of("lambda-0.25") == 0.25
+    assert [point.where for point in run.checkpoints] == ["λ = 0", "λ = 0.25", "λ = 0.5", "λ = 1"]

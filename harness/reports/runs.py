@@ -29,6 +29,7 @@ import numpy as np
 
 from harness.checkpoints import Checkpoint, training_progress
 from harness.checkpoints.identity import model_config
+from harness.checkpoints.interp import level_of
 from harness.conjugates import CONJUGATES
 from harness.errors import ReportError
 from harness.results import RECIPE_JSON, SUMMARY, RunDirectory, RunRecord, run_folders
@@ -105,7 +106,11 @@ class CheckpointPoint:
 
     @property
     def where(self) -> str:
-        """How the checkpoint is named in text: its step when known, else its label."""
+        """How the checkpoint is named in text: its level λ for an interpolated checkpoint
+        (:mod:`harness.checkpoints.interp`), else its step when known, else its label."""
+        level = level_of(self.label)
+        if level is not None:
+            return f"λ = {level:g}"
         return f"step {self.step}" if self.step is not None else self.label
 
 
