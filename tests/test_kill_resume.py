@@ -105,7 +105,7 @@ def test_killed_at_any_moment_and_resumed_equals_an_uninterrupted_run(llama_run,
         return output, killed, _evaluate(args(output))
 
     # Each moment is its own folder and its own processes, which spend most of their time
-    # importing torch and transformers on one core: two at a time halve the test's wall time.
+    # importing torch and transformers on one core: two at a time keep both cores busy.
     with ThreadPoolExecutor(max_workers=min(2, len(os.sched_getaffinity(0)))) as pool:
         outcomes = dict(zip(KILLS, pool.map(kill_then_resume, KILLS)))
     for kill_at, (output, killed, resumed) in outcomes.items():

@@ -68,8 +68,10 @@ def _noise_band(series: Line, sd: float | None) -> Band | None:
     return Band(NOISE_BAND, series.x, [y - sd for y in series.y], [y + sd for y in series.y])
 
 
-def _conflict_panel(run: RunResults, xs: Mapping[str, float], task: str,
-                    ylim: tuple[float, float] | None) -> Panel | None:
+def _conflict_panel(run: RunResults, xs: Mapping[str, float], task: str, ylim: tuple[float, float] | None,
+                    noise_sd: Mapping[tuple[str, str, str], float | None]) -> Panel | None:
+    """A knowledge-conflict task's lines; its headline with a band of ``noise_sd`` (by task,
+    metric, condition: :func:`harness.reports.noise.run_noise`)."""
     conjugate = run.base_conjugate(task)
     headline = run.headline(task)
     lines, bands = [], []
@@ -81,7 +83,7 @@ def _conflict_panel(run: RunResults, xs: Mapping[str, float], task: str,
             series = line(run, xs, task, metric, condition, conjugate, name, line_style)
             lines.append(series)
             if metric == headline and series is not None:
-                bands.append(_noise_band(series, noise.series_noise(run, xs, task, metric, condition).floor.sd))
+                bands.append(_noise_band(series, noise_sd.get((task, metric, condition))))
     lines = [line for line in lines if line is not None]
     bands = [band for band in bands if band is not None]
     return Panel(task, lines, "share of examples", ylim=ylim, ymax=1.0, bands=bands) if lines else None
@@ -99,8 +101,9 @@ def _margin_panel(run: RunResults, xs: Mapping[str, float], task: str) -> Panel 
                  zero_line=True) if lines else None
 
 
-def _report_figures(run: RunResults, xs: Mapping[str, float], figures: Figures) -> list[str]:
-    """Draw the run's charts and return their HTML sections."""
+def _report_figures(run: RunResults, xs: Mapping[str, float], figures: Figures,
+                    curves: Sequence[noise.CurveNoise]) -> list[str]:
+    """Draw the run's charts and return their HTML sections; ``curves`` give the noise bands."""
     xaxis = run_xaxis(run, xs)
     sections = []
 
@@ -117,7 +120,9 @@ def _report_figures(run: RunResults, xs: Mapping[str, float], figures: Figures) 
         if lines:
             name = label(metric)
             overview.append(figures.rates(f"{name[:1].upper()}{name[1:]} on conflicting contexts", lines, name))
-    pairs = [(_conflict_panel(run, xs, task, figures.ylim), _margin_panel(run, xs, task)) for task in run.tasks]
+    noise_sd = {(curve.task, curve.metric, curve.condition): curve.floor.sd for curve in curves}
+    pairs = [(_conflict_panel(run, xs, task, figures.ylim, noise_sd), _margin_panel(run, xs, task))
+             for task in run.tasks]
     pairs = [(panel, margin) for panel, margin in pairs if panel is not None]
     # With margins, each conflict panel has its margin beside it: two columns, a task a row.
     with_margins = any(margin is not None for _, margin in pairs)
@@ -255,8 +260,8 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, expor
         parts.append("<section><h2>Inversion</h2>\n"
                      + verdicts.holm_table(("task", "metric", *verdicts.HEADER), verdict_rows, verdict_checks)
                      + f'<p class="why">{_e(verdicts.caption([v.metric for v in headlines]))}</p>\n</section>\n')
-    parts += _report_figures(run, xs, figures)
     curves = noise.run_noise(run, xs)
+    parts += _report_figures(run, xs, figures, curves)
     parts.append(noise.section(curves))
     parts.append(transitions_section(run))
     if task_sections:
