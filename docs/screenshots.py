@@ -44,7 +44,7 @@ def main() -> None:
         raise SystemExit("no Chromium: sudo apt-get install chromium (or make browser)")
     shutil.copy(options.demo / "compare" / "plots" / "world_conflict.png", IMAGES / "demo-context-reliance.png")
     _top_of(options.demo / "compare" / "compare.html", IMAGES / "demo-compare.png", browser, options.height)
-    _top_of(options.demo / "results" / "standard" / "report.html", IMAGES / "demo-report.png", browser, options.height)
+    _top_of(options.demo / "results" / "standard" / "seed-0" / "report.html", IMAGES / "demo-report.png", browser, options.height)
     if options.first_look.is_dir():
         shutil.copy(options.first_look / "plots" / "context_reliance_by_task.png", IMAGES / "smollm2-context-reliance.png")
 

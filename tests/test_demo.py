@@ -13,8 +13,10 @@ import sys
 
 import pytest
 
+from harness.cli import main
+from harness.demo.recipe import QUICK, RECIPES, RUNS, DemoSettings
+from harness.errors import DemoError
 from harness.reports.recipes import detect_inversion
-from harness.demo.recipe import RECIPES, RUNS
 from harness.results import RunDirectory
 
 
@@ -35,63 +37,103 @@ def harness(*argv: str) -> list[str]:
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    console = harness("demo", "--quick", "-o", str(out))
+    console = harness("demo", "--quick", "--runs", "all", "-o", str(out))
     lines = [line for line in console if not PROGRESS.match(line)]
-    assert len(lines) < 60, "\n".join(lines)
+    assert len(lines) < 80, "\n".join(lines)
     assert not any(VLLM_LINE.match(line) for line in console)
     assert any(VLLM_LINE.match(line) for line in (out / "logs" / "engine.log").read_text().splitlines())
     timings = json.loads((out / "timings.json").read_text())
     summary = (out / "summary.txt").read_text()
     assert summary.strip() in "\n".join(console)
+    seeds = QUICK["seeds"]
+    assert len(seeds) >= 2
 
     assert json.loads((out / "base" / "pretrain.json").read_text())["finished"]
     assert len(list((out / "data").glob("train-*.jsonl"))) == 1
     assert len(list((out / "data").glob("counterfactual-*.jsonl"))) == 1
+    recipes = {}
     for run in RUNS:
-        folder = out / "runs" / run.name
-        assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-10", "checkpoint-20"]
-        assert (folder / "mitigations.json").is_file()
-        results = RunDirectory(out / "results" / run.name)
-        rows = results.read_summary()
-        assert {r.task for r in rows} == set(RECIPES["world"].probes)
-        assert {r.step for r in rows} == {0, 10, 20}
-        assert (results.path / "report.html").is_file()
-        # The summary's numbers are the results files' numbers.
-        verdict = detect_inversion(results.path, "world_conflict")
-        context = {r.step: r.value for r in rows if r.task == "world_conflict"
-                   and r.metric == "context_hit_rate" and r.mode == "generate"}
-        assert verdict.first == pytest.approx(context[0])
-        assert verdict.last == pytest.approx(context[20])
-        assert verdict.peak == pytest.approx(max(context.values()))
+        results = []
+        for seed in seeds:
+            folder = out / "runs" / run.name / f"seed-{seed}"
+            assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-0", "checkpoint-10",
+                                                                          "checkpoint-20"]
+            assert (folder / "mitigations.json").is_file()
+            recipes.setdefault(run.name, set()).add(json.loads((folder / "recipe.json").read_text())["recipe"])
+            assert json.loads((folder / "recipe.json").read_text())["seed"] == seed
+            result = RunDirectory(out / "results" / run.name / f"seed-{seed}")
+            rows = result.read_summary()
+            assert {r.task for r in rows} == set(RECIPES["world"].probes)
+            assert {r.step for r in rows} == {0, 10, 20}
+            assert (result.path / "report.html").is_file()
+            results.append(result.path)
+        # The summary's numbers are the results files' numbers: the recipe's verdict over its
+        # seeds, and each seed's own.
+        verdict = detect_inversion(results, "world_conflict")
+        assert verdict.seeds == tuple(seeds)
         row = next(line for line in summary.splitlines() if line.startswith(run.name + " "))
-        assert verdict.verdict in row and f"{verdict.drop.value:+.3f}" in row
-    qk = json.loads((out / "runs" / "qk_only" / "mitigations.json").read_text())
+        assert verdict.verdict in row and verdict.seed_verdicts in row
+        assert f"{verdict.curve[0]:.3f}".replace("0.", ".", 1) in row
+        for seed, path in zip(seeds, results):
+            one = detect_inversion(path, "world_conflict")
+            line = next(line for line in summary.splitlines() if line.startswith(f"- {run.name}/seed-{seed}: "))
+            assert line.startswith(f"- {run.name}/seed-{seed}: {one.verdict};")
+            assert f"first {one.first:.3f}".replace("0.", ".", 1) in line
+    # A recipe's seeds are replicates of one recipe (one hash); the four recipes differ.
+    assert all(len(hashes) == 1 for hashes in recipes.values())
+    assert len(set().union(*recipes.values())) == len(RUNS)
+    assert "over 2 finetuning seeds per recipe" in summary and "drop − standard's [95% CI]" in summary
+    qk = json.loads((out / "runs" / "qk_only" / "seed-0" / "mitigations.json").read_text())
     assert qk["qk_only"]["trained"]
     # The mitigations went through harness finetune's options, on the standard run's data.
-    standard = json.loads((out / "runs" / "standard" / "finetune_config.json").read_text())
-    filtered = json.loads((out / "runs" / "cc_filter" / "finetune_config.json").read_text())
+    standard = json.loads((out / "runs" / "standard" / "seed-0" / "finetune_config.json").read_text())
+    filtered = json.loads((out / "runs" / "cc_filter" / "seed-0" / "finetune_config.json").read_text())
     assert filtered["dataset"] == standard["dataset"] and standard["filter_non_context_critical"] is None
-    dropped = json.loads((out / "runs" / "cc_filter" / "mitigations.json").read_text())["filter_non_context_critical"]
+    assert [json.loads((out / "runs" / "standard" / f"seed-{seed}" / "finetune_config.json").read_text())["seed"]
+            for seed in seeds] == seeds
+    dropped = json.loads((out / "runs" / "cc_filter" / "seed-0" / "mitigations.json").read_text())
+    dropped = dropped["filter_non_context_critical"]
     assert dropped["dropped"] == dropped["candidates"] // 2
     assert f"the filter dropped {dropped['dropped']} of {dropped['candidates']} examples" in summary
-    augmented = json.loads((out / "runs" / "cf_augment" / "mitigations.json").read_text())
+    augmented = json.loads((out / "runs" / "cf_augment" / "seed-0" / "mitigations.json").read_text())
     assert augmented["counterfactual_augmentation"]["added"] > 0
     assert f"report: {out / 'compare' / 'compare.html'}" in console
+    assert "Recipes over seeds" in (out / "compare" / "compare.html").read_text()
     assert "GPT2LMHeadModel" in summary and "Caveats" in summary
     # The measurement's record, from which docs/readme_numbers.py writes the README's numbers.
     record = json.loads((out / "demo.json").read_text())
-    assert record["fresh"] and record["command"] == f"harness demo --quick -o {out}"
+    assert record["fresh"] and record["command"] == f"harness demo --quick --runs all -o {out}"
     assert record["seconds"] == timings and record["summary"] == summary.strip()
-    assert [row[0] for row in record["table"]] == ["run", *(run.name for run in RUNS)]
+    assert [row[0] for row in record["table"]] == ["recipe", *(run.name for run in RUNS)]
     assert "cores" in record["cpu"] and record["load_average_before"] is not None
 
-    samples = {p: p.read_text() for p in out.glob("results/*/samples/*/*.jsonl")}
+    samples = {p: p.read_text() for p in out.glob("results/*/*/samples/*/*.jsonl")}
+    assert len({p.parent.parent.parent for p in samples}) == len(RUNS) * len(seeds)
     # Resumed with -v: every stage cached but one run's results, which an engine computes again
     # (the same samples), its own lines on the console this time.
-    shutil.rmtree(out / "results" / "qk_only")
-    verbose = harness("demo", "--quick", "-o", str(out), "-v")
+    shutil.rmtree(out / "results" / "qk_only" / f"seed-{seeds[-1]}")
+    verbose = harness("demo", "--quick", "--runs", "all", "-o", str(out), "-v")
     assert any(VLLM_LINE.match(line) for line in verbose)
     again = json.loads((out / "timings.json").read_text())
     assert not json.loads((out / "demo.json").read_text())["fresh"]  # resumed: not a whole run's timings
     assert again["instruction tuning"] < timings["instruction tuning"] / 2
-    assert {p: p.read_text() for p in out.glob("results/*/samples/*/*.jsonl")} == samples
+    assert {p: p.read_text() for p in out.glob("results/*/*/samples/*/*.jsonl")} == samples
+
+
+def test_demo_seeds_and_recipes_are_checked():
+    assert DemoSettings().seeds == [0, 1, 2] and DemoSettings().runs == ["standard", "cf_augment"]
+    assert DemoSettings(runs=["all"]).runs == [run.name for run in RUNS]
+    assert DemoSettings(model="smollm2").seeds == [0]
+    for seeds in ([], [1, 1], [-1]):
+        with pytest.raises(DemoError, match="--seeds"):
+            DemoSettings(seeds=seeds)
+    with pytest.raises(DemoError, match="--runs: unknown run"):
+        DemoSettings(runs=["standard", "everything"])
+
+
+@pytest.mark.parametrize("text", ["1,a", "1,1", "-1", ","])
+def test_demo_seeds_flag_names_itself(text, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--seeds", text])
+    assert exit_.value.code == 2
+    assert "argument --seeds:" in capsys.readouterr().err

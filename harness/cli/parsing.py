@@ -87,6 +87,17 @@ def comma_list(text: str) -> list[str]:
     return [part for part in text.split(",") if part]
 
 
+def seed_list(text: str) -> list[int]:
+    """``0,1,2``: distinct non-negative integers."""
+    try:
+        seeds = [int(part) for part in comma_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative integers, got {text!r}")
+    return seeds
+
+
 def ylim(text: str) -> tuple[float, float]:
     try:
         low, high = (float(part) for part in text.split(","))

@@ -92,8 +92,8 @@ def add(parser: Parser, commands: Any) -> None:
                            "few of the items that flipped, with their prompt and both outputs. A and B are "
                            "checkpoint labels, steps, or first/peak/last (peak: where the task's metric is "
                            "highest; picked on the same items, so McNemar's p-value is then descriptive only).",
-                           "harness flips results/demo/results/standard\n"
-                           "harness flips results/demo/results/standard 100 250 --task world_conflict\n"
+                           "harness flips results/demo/results/standard/seed-0\n"
+                           "harness flips results/demo/results/standard/seed-0 100 250 --task world_conflict\n"
                            "harness flips results/my-sft first last --metric accuracy --condition closed_book")
     flip_command.add_argument("run_dir", metavar="RUN_DIR", help="a results folder")
     flip_command.add_argument("before", nargs="?", default="peak", metavar="A",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from harness.cli.parsing import Parser, add_setting, comma_list, command, engine_log
+from harness.cli.parsing import Parser, add_setting, comma_list, command, engine_log, seed_list
 from harness.console import aligned, quiet, say
 
 
@@ -26,33 +26,40 @@ def add(parser: Parser, commands: Any) -> None:
                           help="where the checkpoint-N folders go (must hold none yet; default: the recipe's)")
     finetune.add_argument("--max-steps", type=int)
     finetune.add_argument("--seed", type=int)
-    finetune.add_argument("--seeds", type=comma_list, metavar="S1,S2,...",
+    finetune.add_argument("--seeds", type=seed_list, metavar="S1,S2,...",
                           help="run the recipe once per seed (replicates), each in OUTPUT/seed-N; overrides --seed")
     finetune.set_defaults(run=run_finetune)
 
     demo = command(parser, commands, "demo", "reproduce context-parametric inversion end to end on a CPU, offline",
-                   "Pretrain a tiny GPT-2 on a synthetic world, instruction-tune it four ways (standard and "
-                   "three mitigations) with dense checkpoints, evaluate every checkpoint and chart context "
-                   "reliance. Every stage is cached in --output: rerun to resume.",
-                   "harness demo\nharness demo --quick -o /tmp/demo\nharness demo --model smollm2 --runs standard")
+                   "Pretrain a tiny GPT-2 on a synthetic world, instruction-tune it with the standard recipe "
+                   "and a mitigation (--runs all: three mitigations), each over several finetuning seeds, with "
+                   "dense checkpoints; evaluate every checkpoint, chart context reliance and give each recipe's "
+                   "verdict over its seeds. Every stage is cached in --output: rerun to resume.",
+                   "harness demo\nharness demo --quick -o /tmp/demo\nharness demo --runs all --seeds 0,1,2,3\n"
+                   "harness demo --model smollm2 --runs standard")
     demo.add_argument("--output", "-o", "--out", dest="output", default="results/demo", metavar="DIR",
                       help="output folder (rerun to resume)")
     demo.add_argument("--quick", action="store_true", help="a few steps of everything: tests the plumbing only")
-    demo.add_argument("--runs", type=comma_list, help="a subset of: standard, cc_filter, cf_augment, qk_only")
+    demo.add_argument("--runs", type=comma_list, metavar="RECIPE,...",
+                      help="the recipes: some of standard, cc_filter, cf_augment, qk_only, or all "
+                           "(default: standard,cf_augment)")
+    demo.add_argument("--seeds", type=seed_list, metavar="S1,S2,...",
+                      help="finetuning seeds, each recipe once per seed (default: 0,1,2 world, 0 smollm2; "
+                           "one seed gives verdicts about single trajectories)")
     demo.add_argument("--model", choices=["world", "smollm2"],
                       help="world (default): pretrain a tiny GPT-2 on a synthetic world; smollm2: LoRA runs on "
                            "the bundled SmolLM2-135M-Instruct, probed on real capitals")
     demo.add_argument("--steps", type=int, help="instruction-tuning steps per run (default: 250 world, 40 smollm2)")
     demo.add_argument("--nc-share", type=float, help="share of non-context-critical examples (default: 0.5)")
     demo.add_argument("--cf-share", type=float, help="share of counterfactual examples added (default: 0.1)")
-    demo.add_argument("--seed", type=int, help="pretraining and finetuning seed (default: 0)")
+    demo.add_argument("--seed", type=int, help="the seed of the base model and the training data, which every run "
+                                               "shares (default: 0)")
     add_setting(demo, "backend")
     demo.add_argument("--threads", type=int, default=2, help="torch threads for training")
     demo.set_defaults(run=run_demo)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from harness.errors import FinetuneError
     from harness.training.config import (
         FinetuneConfig,  # torch and transformers: only when used
     )
@@ -63,10 +70,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     if args.output is not None:
         overrides["output_dir"] = args.output
     if args.seeds is not None:
-        try:
-            overrides["seeds"] = [int(seed) for seed in args.seeds]
-        except ValueError:
-            raise FinetuneError(f"--seeds: expected comma-separated integers, got {','.join(args.seeds)}") from None
+        overrides["seeds"] = args.seeds
     config = FinetuneConfig.from_yaml(args.config, **overrides)
     with quiet(engine_log(config.output_dir), verbose=args.verbose):
         output_dirs = run_recipe(config)
@@ -84,7 +88,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from harness.demo import DemoSettings
     from harness.demo import run_demo as demo
 
-    chosen = {key: getattr(args, key) for key in ("runs", "steps", "nc_share", "cf_share", "seed", "model", "backend")
+    chosen = {key: getattr(args, key) for key in ("runs", "seeds", "steps", "nc_share", "cf_share", "seed", "model",
+                                                  "backend")
               if getattr(args, key) is not None}
     settings = DemoSettings(out=args.output, quick=args.quick, threads=args.threads, **chosen)
     with quiet(engine_log(args.output), verbose=args.verbose):

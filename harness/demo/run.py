@@ -7,18 +7,24 @@ Five stages, each cached in the output folder so a rerun skips what is finished:
 2. **data** — one instruction-tuning file (:mod:`harness.demo.corpus`, ``split`` layout): a mix
    of non-context-critical (NC) and context-critical (CC) examples; plus a file of
    counterfactual examples for the augmentation.
-3. **finetune** — four runs of :func:`harness.training.run.run_finetune` on that file, with
-   checkpoints every ``save_every`` steps and the in-training callback: *standard*; *context-
-   critical filtering* (``filter_non_context_critical``: the starting model drops the examples
-   it answers best without their context); *counterfactual augmentation*
-   (``counterfactual_augmentation``); *query/key only* (``qk_only``: only the q and k thirds of
-   GPT-2's fused ``c_attn`` train).
+3. **finetune** — each recipe (:data:`~harness.demo.recipe.RUNS`; by default *standard* and
+   *counterfactual augmentation*, ``runs="all"`` for the four) once per finetuning seed (by
+   default 0, 1, 2), each a run of :func:`harness.training.run.run_finetune` on that file in
+   ``runs/RECIPE/seed-N``, with checkpoints every ``save_every`` steps and the in-training
+   callback. The recipes: *standard*; *context-critical filtering* (``filter_non_context_critical``:
+   the starting model drops the examples it answers best without their context);
+   *counterfactual augmentation* (``counterfactual_augmentation``); *query/key only*
+   (``qk_only``: only the q and k thirds of GPT-2's fused ``c_attn`` train). The seeds share the
+   base and the data: they differ in the order the examples are trained in.
 4. **evaluate** — every checkpoint of every run (and the base as step 0) on the conflict,
    closed-book and open-book probes, with one engine for all of them (vLLM when installed).
-5. **report** — a report per run, a comparison of the four, and a text summary with the
-   peak, the drop and its paired-bootstrap CI for each run.
+5. **report** — a report per run, a comparison of all of them with each recipe's verdict over
+   its seeds, and a text summary: per recipe the mean curve's first, peak and last value, the
+   verdict over seeds (:func:`harness.reports.recipes.detect_inversion` on the seeds' folders)
+   with the seeds' own verdicts, and the drop's difference from the standard recipe's with an
+   interval over seeds. With one seed the verdicts are about that trajectory.
 
-``--model smollm2`` skips pretraining: the same four runs as LoRA on the bundled
+``--model smollm2`` skips pretraining: the same recipes as LoRA on the bundled
 SmolLM2-135M-Instruct (chat format), on real facts (:mod:`harness.demo.fact_instructions`:
 NC examples about real countries, CC examples about invented ones), evaluated on the
 ``capitals`` knowledge-conflict probe, whose facts are never trained on.
@@ -42,6 +48,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from harness.conjugates import ENGLISH
 from harness.console import aligned
@@ -52,6 +59,9 @@ from harness.io import atomic_write_text, write_json
 from harness.results import RunDirectory
 from harness.scoring import GENERATE
 from harness.stats import format_p
+
+if TYPE_CHECKING:
+    from harness.reports.inversion import Change
 
 log = logging.getLogger("harness")
 
@@ -65,8 +75,10 @@ def _stage(seconds: dict[str, float], name: str):
     seconds[name] = round(time.perf_counter() - start, 1)
 
 
-def finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, output: Path):
-    """The :class:`~harness.training.config.FinetuneConfig` of one demo run (its recipe's mitigation)."""
+def finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, output: Path, seed: int):
+    """The :class:`~harness.training.config.FinetuneConfig` of one demo run: its recipe's
+    mitigation, finetuned with ``seed``. The counterfactual sample is drawn with the data's
+    seed, so that a recipe's seeds differ only in the finetuning itself."""
     from harness.training.config import (
         AugmentSettings,
         EvaluationSettings,
@@ -80,7 +92,7 @@ def finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: Demo
         method=recipe.method, prompt_template=recipe.templates[0], closed_book_template=recipe.templates[1],
         learning_rate=settings.learning_rate, lr_scheduler="constant_with_warmup",
         warmup_steps=settings.warmup_steps, weight_decay=0.0, max_steps=settings.steps,
-        batch_size=settings.batch_size, max_length=recipe.max_length, add_eos=False, seed=settings.seed,
+        batch_size=settings.batch_size, max_length=recipe.max_length, add_eos=False, seed=seed,
         save_steps=settings.save_every, logging_steps=settings.save_every,
         # The world's filter asks the base in its pretraining format (the ``cue`` field): it has
         # never seen the instruction format, so closed-book questions in it say nothing.
@@ -96,20 +108,27 @@ def finetune_config(settings: DemoSettings, run: DemoRun, base: Path, data: Demo
     )
 
 
-def _finetune(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, out: Path) -> Path:
+def run_label(name: str, seed: int) -> str:
+    """How a demo run (a recipe's seed) is named in folders and charts: ``standard/seed-1``."""
+    return f"{name}/seed-{seed}"
+
+
+def _finetune(settings: DemoSettings, run: DemoRun, seed: int, base: Path, data: DemoData, out: Path) -> Path:
     from harness.training.run import run_finetune
 
-    output = out / "runs" / run.name
-    config = finetune_config(settings, run, base, data, output)
+    output = out / "runs" / run_label(run.name, seed)
+    # Each seed's recipe.json holds the recipe's hash (every setting but the seed): the seeds
+    # of one recipe are its replicates for `harness compare --recipe` and detect_inversion.
+    config = finetune_config(settings, run, base, data, output, seed)
     record = output / "finetune_config.json"
     finished = output / f"checkpoint-{settings.steps}"
     if finished.is_dir() and record.is_file() and json.loads(record.read_text()) == json.loads(
             json.dumps(dataclasses.asdict(config))):
-        log.info("finetune %s: cached", run.name)
+        log.info("finetune %s: cached", run_label(run.name, seed))
     else:
         # An interrupted or differently configured run is redone from the start.
         shutil.rmtree(output, ignore_errors=True)
-        log.info("finetune %s: %s, %d steps", run.name, run.title, settings.steps)
+        log.info("finetune %s: %s, %d steps", run_label(run.name, seed), run.title, settings.steps)
         run_finetune(config)
     # The base model is the run's step 0: a link, so a sweep over the run folder includes it.
     step0 = output / "checkpoint-0"
@@ -119,6 +138,7 @@ def _finetune(settings: DemoSettings, run: DemoRun, base: Path, data: DemoData, 
 
 
 def _evaluate(settings: DemoSettings, run_folders: dict[str, Path], out: Path) -> dict[str, Path]:
+    """Every checkpoint of each run (label -> its folder) with one engine; label -> results folder."""
     from harness.backends import make_backend
     from harness.sweep.config import RunConfig
     from harness.sweep.evaluate import evaluate
@@ -167,42 +187,96 @@ def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}".replace("0.", ".", 1)
 
 
-def _summary(settings: DemoSettings, folders: dict[str, Path], results: dict[str, Path],
+def _spread(values: Sequence[float]) -> str:
+    """The seeds' range: ``.196–.262``."""
+    return f"{_share(min(values))}–{_share(max(values))}"
+
+
+def _drop(change: Change) -> str:
+    """A drop with the bound and p-value that made its verdict (or why none could)."""
+    if not change.resolvable:
+        return str(change)
+    return f"{change.value:+.3f} (>= {change.lower:+.3f}, {format_p(change.p_value)})"
+
+
+def _final_accuracy(path: Path, task: str, condition: str) -> float | None:
+    """Accuracy on ``task``'s ``condition`` (greedy, English prompt) at the run's last step."""
+    summary = RunDirectory(path).read_summary()
+    last_step = max((r.step for r in summary if r.step is not None), default=None)
+    values = [r.value for r in summary if r.task == task and r.condition == condition and r.metric == "accuracy"
+              and r.mode == GENERATE and r.step == last_step and r.conjugate == ENGLISH]
+    return values[0] if values else None
+
+
+def _over_seeds(values: Sequence[float | None]) -> str:
+    """One value, or the mean over seeds with their range."""
+    known = [value for value in values if value is not None]
+    if not known:
+        return "n/a"
+    if len(values) == 1:
+        return _share(known[0])
+    return f"{_share(sum(known) / len(known))} [{_spread(known)}]"
+
+
+def _summary(settings: DemoSettings, folders: dict[str, list[Path]], results: dict[str, list[Path]],
              base: Base) -> tuple[str, list[tuple[str, ...]]]:
-    """The demo's result as text and as the table's rows (a header, then a row a run, with its
+    """The demo's result as text and as the table's rows (a header, then a row a recipe, with its
     verdict on the conflict probe and its closed-book and open-book accuracy at the last step);
-    the text lists each run's setup below the table."""
+    with several seeds the verdicts are about each recipe over its seeds
+    (:func:`~harness.reports.recipes.detect_inversion` given the seeds' folders), with the
+    seeds' own verdicts and each recipe's drop against the first recipe's; with one seed they
+    are about each run's trajectory. The text lists each recipe's setup below the table."""
     from harness.reports.inversion import INVERSION_METHOD
-    from harness.reports.recipes import detect_inversion
+    from harness.reports.mitigations import MITIGATION_METHOD, recipe_difference
+    from harness.reports.recipes import RECIPE_METHOD, detect_inversion
 
     recipe = settings.recipe
-    runs = {r.name: r for r in RUNS}
-    rows = [("run", "first", "peak [95% CI] (step)", "last", "drop (lower bound, p)", "verdict", "closed-book",
-             recipe.open_book[1].replace("_", "-"))]
-    setups, n = [], None
-    for name, path in results.items():
-        verdict = detect_inversion(path, recipe.conflict_task)
-        n = verdict.n
-        summary = RunDirectory(path).read_summary()
-        last_step = max((r.step for r in summary if r.step is not None), default=None)
-
-        def final(task: str, condition: str) -> float | None:
-            values = [r.value for r in summary if r.task == task and r.condition == condition
-                      and r.metric == "accuracy" and r.mode == GENERATE and r.step == last_step
-                      and r.conjugate == ENGLISH]
-            return values[0] if values else None
-
-        drop = verdict.drop
-        rows.append((name, _share(verdict.first),
-                     f"{_share(verdict.peak)} [{_share(verdict.peak_ci[0])}, {_share(verdict.peak_ci[1])}] "
-                     f"({verdict.peak_checkpoint.step})", _share(verdict.last),
-                     f"{drop.value:+.3f} (>= {drop.lower:+.3f}, {format_p(drop.p_value)})", verdict.verdict,
-                     _share(final(*recipe.closed_book)), _share(final(*recipe.open_book))))
-        setups.append(f"- {name}: {runs[name].title}; {_run_setup(settings, folders[name])}")
+    seeds = settings.seeds
+    titles = {r.name: r.title for r in RUNS}
+    several = len(seeds) > 1
+    verdicts = {name: detect_inversion(paths if several else paths[0], recipe.conflict_task)
+                for name, paths in results.items()}
+    accuracy = {name: tuple(_over_seeds([_final_accuracy(path, *book) for path in paths])
+                            for book in (recipe.closed_book, recipe.open_book)) for name, paths in results.items()}
+    books = ("closed-book", recipe.open_book[1].replace("_", "-"))
+    reference = next(iter(verdicts))
+    if several:
+        rows = [("recipe", "first", "peak (step) [seeds' range]", "last [seeds' range]", "drop (lower bound, p)",
+                 "verdict", "per seed", f"drop − {reference}'s [95% CI]", *books)]
+        for name, verdict in verdicts.items():
+            peak = verdict.peak_index
+            against = ("reference" if name == reference else
+                       str(recipe_difference(verdict, verdicts[reference], name, reference).drop))
+            rows.append((name, _share(verdict.curve[0]),
+                         f"{_share(verdict.curve[peak])} ({verdict.checkpoints[peak].step}) "
+                         f"[{_spread([s.peak for s in verdict.per_seed])}]",
+                         f"{_share(verdict.curve[-1])} [{_spread([s.last for s in verdict.per_seed])}]",
+                         _drop(verdict.drop), verdict.verdict, verdict.seed_verdicts, against, *accuracy[name]))
+        n = next(iter(verdicts.values())).per_seed[0].n
+        what = (f"over {len(seeds)} finetuning seeds per recipe ({', '.join(map(str, seeds))}; the mean over seeds, "
+                "the seeds' range in brackets)")
+        method = f"Verdicts about each recipe, {RECIPE_METHOD}. Against {reference}: {MITIGATION_METHOD}."
+        per_seed = ["Per seed:", *(f"- {run_label(name, seed)}: {one.verdict}; first {_share(one.first)}, peak "
+                                   f"{_share(one.peak)} ({one.peak_checkpoint.step}), last {_share(one.last)}; "
+                                   f"drop {_drop(one.drop)}"
+                                   for name, verdict in verdicts.items()
+                                   for seed, one in zip(seeds, verdict.per_seed)), ""]
+    else:
+        rows = [("run", "first", "peak [95% CI] (step)", "last", "drop (lower bound, p)", "verdict", *books)]
+        for name, verdict in verdicts.items():
+            rows.append((name, _share(verdict.first),
+                         f"{_share(verdict.peak)} [{_share(verdict.peak_ci[0])}, {_share(verdict.peak_ci[1])}] "
+                         f"({verdict.peak_checkpoint.step})", _share(verdict.last), _drop(verdict.drop),
+                         verdict.verdict, *accuracy[name]))
+        n = next(iter(verdicts.values())).n
+        what = f"one finetuning seed ({seeds[0]}): each verdict is about that one trajectory"
+        method = f"Verdicts: {INVERSION_METHOD}."
+        per_seed = []
+    setups = [f"- {name}: {titles[name]}; {_run_setup(settings, paths[0])}" for name, paths in folders.items()]
     return "\n".join([
         f"Context reliance on {recipe.conflict_task} (context_hit_rate: the context's answer is in the greedy "
-        f"output; n={n} conflicts at every checkpoint), and accuracy at the last step:", "",
-        aligned(rows), "", f"Verdicts: {INVERSION_METHOD}.", "", *setups, "", base.description, recipe.caveats]), rows
+        f"output; n={n} conflicts at every checkpoint), {what}, and accuracy at the last step:", "",
+        aligned(rows), "", method, "", *per_seed, *setups, "", base.description, recipe.caveats]), rows
 
 
 def run_demo(settings: DemoSettings, command: str = "harness.demo.run_demo") -> DemoResult:
@@ -248,7 +322,9 @@ def _one_line_a_run():
 
 def _run_stages(settings: DemoSettings, out: Path) -> tuple[DemoResult, list[tuple[str, ...]]]:
     from harness.reports.compare import compare
+    from harness.reports.recipes import recipe_verdicts
     from harness.reports.report import write_report
+    from harness.reports.runs import RunResults
 
     seconds: dict[str, float] = {}
     recipe = settings.recipe
@@ -256,18 +332,22 @@ def _run_stages(settings: DemoSettings, out: Path) -> tuple[DemoResult, list[tup
         base = recipe.make_base(settings, out)
     with _stage(seconds, "writing the instruction-tuning data"):
         data = recipe.write_data(settings, out)
-    runs = {r.name: r for r in RUNS if r.name in settings.runs}
-    folders = {}
+    seeds = settings.seeds
+    folders: dict[str, list[Path]] = {}
     with _stage(seconds, "instruction tuning"):
-        for name, run in runs.items():
-            folders[name] = _finetune(settings, run, base.path, data, out)
+        for run in [r for r in RUNS if r.name in settings.runs]:
+            folders[run.name] = [_finetune(settings, run, seed, base.path, data, out) for seed in seeds]
     with _stage(seconds, "evaluating every checkpoint"):
-        results = _evaluate(settings, folders, out)
+        evaluated = _evaluate(settings, {run_label(name, seed): folder for name, paths in folders.items()
+                                         for seed, folder in zip(seeds, paths)}, out)
+    results = {name: [evaluated[run_label(name, seed)] for seed in seeds] for name in folders}
     with _stage(seconds, "reports"):
-        for path in results.values():
+        for path in evaluated.values():
             write_report(path)
-        report = compare([str(p) for p in results.values()], labels=list(results), x="step",
-                         output=str(out / "compare"))
+        recipes = ({name: recipe_verdicts([RunResults(path) for path in paths]) for name, paths in results.items()}
+                   if len(seeds) > 1 else None)
+        report = compare([str(p) for p in evaluated.values()], labels=list(evaluated), x="step",
+                         output=str(out / "compare"), recipes=recipes)
         summary, rows = _summary(settings, folders, results, base)
     atomic_write_text(out / "summary.txt", summary + "\n")
     write_json(out / "timings.json", seconds)
