@@ -127,6 +127,7 @@ def build_tiny_model(
     tied: bool = False,
     seed: int = 0,
     init_range: float = 0.2,
+    positions: int = POSITIONS,
 ) -> Path:
     """Write a tiny random causal LM (float32 safetensors) plus the tokenizer into ``path``.
 
@@ -136,6 +137,7 @@ def build_tiny_model(
         seed: torch seed of the random weights; different seeds give different checkpoints.
         init_range: std of the weight init. Larger than the usual 0.02 so greedy choices have
             clear margins (no near-ties that float noise could flip between engines).
+        positions: the context window (``max_position_embeddings`` / ``n_positions``).
     """
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -151,14 +153,14 @@ def build_tiny_model(
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=2 * HIDDEN,
             num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
-            max_position_embeddings=POSITIONS, tie_word_embeddings=tied,
+            max_position_embeddings=positions, tie_word_embeddings=tied,
             initializer_range=init_range, **ids,
         )
         model = LlamaForCausalLM(config)
     elif arch == "gpt2":
         config = GPT2Config(
             vocab_size=len(tokenizer), n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
-            n_positions=POSITIONS, tie_word_embeddings=tied, initializer_range=init_range,
+            n_positions=positions, tie_word_embeddings=tied, initializer_range=init_range,
             **ids,
         )
         model = GPT2LMHeadModel(config)

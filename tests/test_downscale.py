@@ -27,6 +27,7 @@ from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate, resolve_checkpoints
 from harness.reports.scaling import Retention, crossing, downscaling_curve, non_increasing
 from harness.scoring import GENERATE, aggregate, metric_names
+from harness.testing import POSITIONS, build_tiny_model
 
 CALIBRATION = "calibration=task:icl_vs_if&samples=4&seq_len=64"
 TASKS = ["closed_book", "overriding"]
@@ -169,6 +170,8 @@ def test_an_interrupted_build_is_not_taken_for_a_variant(tiny_llama_dir, monkeyp
     ("prune:{model}@0,0.5?targets=no_such_layer", ["model", "match targets"]),
     ("prune:{model}", ["levels", "expected prune:MODEL@"]),
     ("prune:/no/such/model@0,0.5", ["model", "folder does not exist"]),
+    (f"prune:{{model}}@0,0.5?method=wanda&calibration=task:icl_vs_if&seq_len={POSITIONS + 1}",
+     ["seq_len", f"longer than the model's context window of {POSITIONS} tokens"]),
 ])
 def test_a_bad_spec_ends_in_one_message_before_any_engine_starts(spec, words, tiny_llama_dir, tmp_path, monkeypatch):
     import harness.backends
@@ -183,6 +186,19 @@ def test_a_bad_spec_ends_in_one_message_before_any_engine_starts(spec, words, ti
     message = str(caught.value)
     assert text.split("?")[0] in message and all(word in message for word in words), message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_calibration_sequences_fit_the_models_window_when_seq_len_is_not_given(arch, tiny_tokenizer_dir, tmp_path):
+    """The default calibration length (256 tokens) is cut to a model whose context is shorter
+    (the demo's GPT-2 has 128 positions): a longer sequence indexes past its position table."""
+    folder = build_tiny_model(tmp_path / "short", tiny_tokenizer_dir, arch=arch, positions=128)
+    checkpoints = downscale.resolve([f"prune:{folder}@0,0.5?method=wanda&calibration=task:icl_vs_if&samples=4"])
+    calibration = record(checkpoints[1])["calibration"]
+    assert calibration["seq_len"] == 128 and calibration["sequences"] == 4
+    with pytest.raises(CheckpointError, match="seq_len: 129 tokens is longer than the model's context window of "
+                                              "128 tokens"):
+        downscale.resolve([f"prune:{folder}@0,0.5?method=wanda&calibration=task:icl_vs_if&seq_len=129"])
 
 
 def test_sparsegpt_without_llmcompressor_says_why(tiny_llama_dir):

@@ -20,7 +20,8 @@ is downloaded. ``LEVELS`` are sparsities in [0, 1), whole percents, comma-separa
 ``calibration``  wanda and sparsegpt only, and required by them: ``task:NAME`` (the task's
                  English prompts, plain format) or ``file:PATH`` (a UTF-8 text file)
 ``samples``, ``seq_len``, ``seed``  how many calibration sequences of how many tokens (32,
-                 256), cut from the shuffled (seed 0) and concatenated text
+                 256 or the model's context window when that is shorter), cut from the
+                 shuffled (seed 0) and concatenated text
 
 Each variant is the checkpoint ``sparsity-<percent>`` at step ``<percent>``; sparsity 0 is the
 dense model folder itself. Variants are written once under ``cache_dir()/variants/<key>/``,
@@ -45,11 +46,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.checkpoints import ADAPTER_CONFIG, inspect_checkpoint
+from harness.checkpoints import ADAPTER_CONFIG, Checkpoint, inspect_checkpoint
+from harness.checkpoints.identity import model_window
 from harness.downscaling import pruning
 from harness.errors import CheckpointError, HarnessError
 
 PREFIX = "prune:"
+DEFAULT_SEQ_LEN = 256
 _KEYS = ("method", "structure", "targets", "calibration", "samples", "seq_len", "seed")
 LLMCOMPRESSOR_MISSING = (
     "sparsegpt runs through llmcompressor, which is not installed. It cannot be installed beside "
@@ -71,8 +74,17 @@ class PruneSpec:
     targets: str | None = None
     calibration: str | None = None
     samples: int = 32
-    seq_len: int = 256
+    seq_len: int | None = None  # None: DEFAULT_SEQ_LEN, or the model's window when shorter
     seed: int = 0
+
+    @property
+    def calibration_length(self) -> int:
+        """Tokens per calibration sequence: ``seq_len``, else :data:`DEFAULT_SEQ_LEN` cut to the
+        model's context window (a longer sequence would index past its position table)."""
+        if self.seq_len is not None:
+            return self.seq_len
+        window = model_window(Checkpoint("dense", None, str(self.model_dir)))
+        return min(DEFAULT_SEQ_LEN, window or DEFAULT_SEQ_LEN)
 
     @property
     def structure_name(self) -> str:
@@ -190,6 +202,10 @@ def check(spec: PruneSpec) -> None:
             raise spec.error("calibration", f"{spec.calibration!r}: expected task:NAME or file:PATH")
         if kind == "file" and not Path(name).expanduser().is_file():
             raise spec.error("calibration", f"{name}: no such file")
+        window = model_window(Checkpoint("dense", None, str(spec.model_dir)))
+        if spec.seq_len is not None and window is not None and spec.seq_len > window:
+            raise spec.error("seq_len", f"{spec.seq_len} tokens is longer than the model's context window of "
+                                        f"{window} tokens (its config.json); use seq_len={window} or less")
     try:
         layers = pruning.prunable_layers(_meta_model(spec), spec.targets)
         pruning.check_structure(layers, spec.structure)
@@ -221,14 +237,14 @@ def calibration_tokens(spec: PruneSpec, tokenizer: Any, include_path: Sequence[s
     random.Random(spec.seed).shuffle(texts)
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
-    needed = spec.samples * spec.seq_len
+    length = spec.calibration_length
+    needed = spec.samples * length
     for text in texts:
         if len(stream) >= needed:
             break
         stream += tokenizer(text, add_special_tokens=False)["input_ids"] + separator
-    sequences = [stream[i: i + spec.seq_len] for i in range(0, needed, spec.seq_len)
-                 if len(stream[i: i + spec.seq_len]) == spec.seq_len]
+    sequences = [stream[i: i + length] for i in range(0, needed, length) if len(stream[i: i + length]) == length]
     if not sequences:
         raise spec.error("calibration", f"{spec.calibration} gives {len(stream)} tokens, fewer than one "
-                                        f"sequence of seq_len={spec.seq_len}")
+                                        f"sequence of seq_len={length}")
     return sequences

@@ -165,7 +165,7 @@ class _Builder:
         calibration = None
         if spec.method in pruning.CALIBRATED:
             calibration = {"source": spec.calibration, "sequences": len(self.calibration or []),
-                           "seq_len": spec.seq_len, "seed": spec.seed, "digest": self.calibration_digest()}
+                           "seq_len": spec.calibration_length, "seed": spec.seed, "digest": self.calibration_digest()}
         return {
             "format": FORMAT, "key": key, "spec": spec.text, "model": str(spec.model_dir),
             "model_weights": model_weights, "method": spec.method, "structure": spec.structure_name,
