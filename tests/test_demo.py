@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from harness.cli import main
+from harness.demo import run_demo
 from harness.demo.recipe import QUICK, RECIPES, RUNS, DemoSettings
 from harness.errors import DemoError
 from harness.reports.recipes import detect_inversion
@@ -137,3 +138,15 @@ def test_demo_seeds_flag_names_itself(text, capsys):
         main(["demo", "--seeds", text])
     assert exit_.value.code == 2
     assert "argument --seeds:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_one_seed_demo_says_its_verdicts_are_about_one_trajectory(tmp_path):
+    out = tmp_path / "demo"
+    result = run_demo(DemoSettings(out=str(out), quick=True, runs=["standard"], seeds=[0], backend="hf"))
+    assert "one finetuning seed (0): each verdict is about that one trajectory" in result.summary
+    assert "Per seed:" not in result.summary
+    verdict = detect_inversion(out / "results" / "standard" / "seed-0", "world_conflict")
+    row = next(line for line in result.summary.splitlines() if line.startswith("standard "))
+    assert verdict.verdict in row and f"({verdict.peak_checkpoint.step})" in row
+    assert "Recipes over seeds" not in (out / "compare" / "compare.html").read_text()
