@@ -8,9 +8,10 @@ from handmade import conflict, context_run, write_run
 
 from harness import cli
 from harness.errors import ReportError
-from harness.reports.compare import COMPARE_HTML
+from harness.reports.compare import COMPARE_HTML, run_styles
 from harness.reports.inversion import Inversion
-from harness.reports.recipes import RecipeInversion, detect_inversion
+from harness.reports.recipes import RecipeInversion, detect_inversion, recipe_verdicts
+from harness.reports.runs import RunResults
 
 
 def test_three_seeds_that_all_invert_are_a_recipe_that_inverts(tmp_path):
@@ -68,3 +69,23 @@ def test_cli_compare_prints_the_recipe_and_its_seeds(tmp_path, capsys):
     assert "per seed: inversion in 3 of 3 seeds" in printed
     page = (out / COMPARE_HTML).read_text(encoding="utf-8")
     assert "Recipes over seeds" in page and "inversion in 3 of 3 seeds" in page and "seed-1" in page
+
+
+def test_a_recipes_seeds_share_a_colour_in_the_comparison(tmp_path):
+    # Two recipes of two seeds whose folders are all called seed-N (as harness demo writes
+    # them): the verdicts list them by folder, the chart by label.
+    folders = {(recipe, s): context_run(tmp_path / recipe / f"seed-{s}", [20, 120, 20 + s])
+               for recipe in ("standard", "augmented") for s in range(2)}
+    other = context_run(tmp_path / "other", [20, 40, 60])
+    runs = {f"{recipe}/seed-{s}": RunResults(path, f"{recipe}/seed-{s}") for (recipe, s), path in folders.items()}
+    runs["other"] = RunResults(other, "other")
+    recipes = {recipe: recipe_verdicts([RunResults(folders[recipe, s]) for s in range(2)])
+               for recipe in ("standard", "augmented")}
+    styles = run_styles(list(runs.values()), recipes)
+    assert styles["standard/seed-0"].color == styles["standard/seed-1"].color
+    assert styles["augmented/seed-0"].color == styles["augmented/seed-1"].color
+    assert len({styles[name].color for name in ("standard/seed-0", "augmented/seed-0", "other")}) == 3
+    assert styles["standard/seed-0"].marker != styles["standard/seed-1"].marker
+    assert styles["standard/seed-0"].linestyle != styles["standard/seed-1"].linestyle
+    # Without recipes every run has a colour of its own.
+    assert len({style.color for style in run_styles(list(runs.values()), {}).values()}) == len(runs)

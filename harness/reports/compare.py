@@ -1,7 +1,7 @@
 """Several runs side by side: model families, sizes, data mixtures, mitigations overlaid task
 by task against training step, epoch or tokens seen, in ``compare.html`` (which links each
-run's own report). A run keeps its colour in every figure of a comparison (runs are coloured
-in the order of their names, not of the arguments).
+run's own report). A run keeps its style in every figure of a comparison (runs are coloured
+in the order of their names, not of the arguments; the seeds of a recipe share its colour).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from harness.reports.html import table as _table
 from harness.reports.html import warnings as _warnings
 from harness.reports.inversion import ALARMING, Inversion
 from harness.reports.mitigations import MITIGATION_METHOD, mitigation_differences
-from harness.reports.plots import XAxis, style
+from harness.reports.plots import DASHES, MARKERS, PALETTE, Style, XAxis, style
 from harness.reports.recipes import RECIPE_METHOD, RecipeInversion
 from harness.reports.report import REPORT_HTML
 from harness.reports.runs import X_AXES, RunResults
@@ -68,6 +68,26 @@ def _report_link(run: RunResults, folder: Path) -> str:
     href = os.path.relpath(target if target.is_file() else run.folder.path, folder.resolve())
     text = "report" if target.is_file() else "folder (no report.html yet: harness report)"
     return f'<a href="{_e(Path(href).as_posix())}">{_e(text)}</a>'
+
+
+def run_styles(runs: Sequence[RunResults],
+               recipes: Mapping[str, Sequence[RecipeInversion | ReportError]]) -> dict[str, Style]:
+    """Each run's line style, by run name: the seeds of one recipe share its colour and differ
+    in marker and dash, so a chart reads by recipe; every other run gets a colour of its own
+    (in name order). A recipe's seeds are the runs whose folders its verdicts list."""
+    by_folder = {str(run.folder.path.resolve()): run.name for run in runs}
+    members: dict[str, list[str]] = {}
+    for recipe, results in recipes.items():
+        listed = next((result.folders for result in results if isinstance(result, RecipeInversion)), ())
+        members[recipe] = [by_folder[folder] for folder in listed if folder in by_folder]
+    styles = {}
+    for index, names in enumerate(members.values()):
+        for seed, name in enumerate(names):
+            styles[name] = Style(PALETTE[index % len(PALETTE)], MARKERS[seed % len(MARKERS)],
+                                 DASHES[seed % len(DASHES)])
+    others = sorted(run.name for run in runs if run.name not in styles)
+    styles.update({name: style(index) for index, name in enumerate(others, start=len(members))})
+    return styles
 
 
 def _recipe_section(recipes: Mapping[str, Sequence[RecipeInversion | ReportError]]) -> str:
@@ -147,7 +167,7 @@ def compare(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
     if unknown:
         raise ReportError(f"--tokens-per-step: no run is called {', '.join(unknown)} (runs: {', '.join(names)})")
     runs = [RunResults(path, name) for path, name in zip(paths, names)]
-    colour = {name: index for index, name in enumerate(sorted(names))}
+    styles = run_styles(runs, recipes or {})
     folder = Path(output) if output is not None else (
         Path(os.path.commonpath([p.resolve().parent for p in paths])) / "compare")
     figures = Figures(folder / PLOTS, ylim, [kind for kind in exports if kind in FIGURE_FORMATS])
@@ -177,7 +197,7 @@ def compare(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
         panels, rows = [], []
         for condition in conditions:
             lines = [line(run, xs, task, metric, condition, run.base_conjugate(task), run.name,
-                           style(colour[run.name])) for run, xs in sorted(having, key=lambda pair: pair[0].name)]
+                           styles[run.name]) for run, xs in sorted(having, key=lambda pair: pair[0].name)]
             panels.append(figures.rates(metric_label(metric, condition), [line for line in lines if line],
                                         label(metric)))
             for run, xs in having:

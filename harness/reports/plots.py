@@ -29,6 +29,8 @@ PANEL_SIZE = (4.3, 3.1)
 # Okabe & Ito (2008). Yellow comes last: it is the hardest to see on white.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+#: Line dashes that tell apart lines of one colour (a recipe's seeds).
+DASHES = ("-", "--", ":", "-.")
 
 _RC = {
     "font.size": 10,

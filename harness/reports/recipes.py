@@ -42,7 +42,8 @@ class RecipeInversion:
     ``curve`` is the mean over seeds at each of ``checkpoints`` (those every seed evaluated);
     ``rise`` and ``drop`` are peak minus first and peak minus last of that curve, with the
     bound that made each test's verdict. ``per_seed`` holds each run's own verdict and
-    ``seeds`` each run's seed number (None where no recipe.json says it: :attr:`RunResults.seed`).
+    ``seeds`` each run's seed number (None where no recipe.json says it: :attr:`RunResults.seed`)
+    and ``folders`` each run's results folder.
     """
 
     task: str
@@ -58,6 +59,7 @@ class RecipeInversion:
     reason: str
     per_seed: tuple[Inversion, ...]
     seeds: tuple[int | None, ...] = ()
+    folders: tuple[str, ...] = ()
     method: str = RECIPE_METHOD
 
     @property
@@ -139,7 +141,8 @@ def recipe_inversion(runs: Sequence[RunResults], task: str, metric: str, conditi
     return RecipeInversion(task=task, metric=metric, condition=condition, conjugate=conjugate, runs=tuple(names),
                            checkpoints=checkpoints, curve=tuple(float(v) for v in curve), peak_index=peak,
                            rise=rise, drop=drop, reason=reason_for(rise, drop, peak, checkpoints),
-                           per_seed=per_seed, seeds=tuple(run.seed for run in runs))
+                           per_seed=per_seed, seeds=tuple(run.seed for run in runs),
+                           folders=tuple(str(run.folder.path.resolve()) for run in runs))
 
 
 def _key(point: CheckpointPoint) -> str:
