@@ -29,3 +29,8 @@ def take(items: Sequence[T], seed: int, limit: int | None) -> list[T]:
         raise ValueError(f"limit must be >= 0, got {limit}")
     chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[index] for index in chosen]
+
+
+def replicate_seeds(seeds: Sequence[int]) -> bool:
+    """Whether ``seeds`` can be a recipe's replicate seeds: at least one, distinct, none negative."""
+    return bool(seeds) and len(set(seeds)) == len(seeds) and min(seeds) >= 0

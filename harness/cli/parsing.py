@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.console import ENGINE_LOG
+from harness.seeding import replicate_seeds
 from harness.sweep.config import RunConfig
 
 LOGS = "logs"
@@ -93,7 +94,7 @@ def seed_list(text: str) -> list[int]:
         seeds = [int(part) for part in comma_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    if not replicate_seeds(seeds):
         raise argparse.ArgumentTypeError(f"expected distinct non-negative integers, got {text!r}")
     return seeds
 

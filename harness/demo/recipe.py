@@ -15,6 +15,7 @@ from harness.data import world as W
 from harness.demo import corpus as C
 from harness.demo import fact_instructions as FI
 from harness.errors import DemoError
+from harness.seeding import replicate_seeds
 
 log = logging.getLogger("harness")
 
@@ -159,7 +160,7 @@ class DemoSettings:
         if unknown:
             raise DemoError(f"--runs: unknown run(s) {', '.join(sorted(unknown))} "
                            f"(known: {', '.join(r.name for r in RUNS)})")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+        if not replicate_seeds(self.seeds):
             raise DemoError(f"--seeds: expected distinct non-negative seeds, at least one, got {self.seeds}")
         if not 0 < self.nc_share < 1:
             raise DemoError(f"nc_share: must be between 0 and 1 (exclusive), got {self.nc_share}")
