@@ -78,13 +78,17 @@ class PruneSpec:
     seed: int = 0
 
     @property
+    def window(self) -> int | None:
+        """The model's context window (tokens) as its config declares it; None if it declares none."""
+        return model_window(Checkpoint("dense", None, str(self.model_dir)))
+
+    @property
     def calibration_length(self) -> int:
         """Tokens per calibration sequence: ``seq_len``, else :data:`DEFAULT_SEQ_LEN` cut to the
         model's context window (a longer sequence would index past its position table)."""
         if self.seq_len is not None:
             return self.seq_len
-        window = model_window(Checkpoint("dense", None, str(self.model_dir)))
-        return min(DEFAULT_SEQ_LEN, window or DEFAULT_SEQ_LEN)
+        return min(DEFAULT_SEQ_LEN, self.window or DEFAULT_SEQ_LEN)
 
     @property
     def structure_name(self) -> str:
@@ -202,7 +206,7 @@ def check(spec: PruneSpec) -> None:
             raise spec.error("calibration", f"{spec.calibration!r}: expected task:NAME or file:PATH")
         if kind == "file" and not Path(name).expanduser().is_file():
             raise spec.error("calibration", f"{name}: no such file")
-        window = model_window(Checkpoint("dense", None, str(spec.model_dir)))
+        window = spec.window
         if spec.seq_len is not None and window is not None and spec.seq_len > window:
             raise spec.error("seq_len", f"{spec.seq_len} tokens is longer than the model's context window of "
                                         f"{window} tokens (its config.json); use seq_len={window} or less")
