@@ -223,9 +223,8 @@ def test_run_json_lists_each_checkpoint_as_soon_as_it_is_started(llama_run, tmp_
     with pytest.raises(KeyboardInterrupt):
         evaluate(config(output, checkpoints=str(llama_run)), backend=Crashing(), progress=False)
     record = run_json(output)
-    entries = record["checkpoints"]  # every checkpoint is identified before any is evaluated
-    assert [(e["label"], e["step"]) for e in entries] == [("checkpoint-10", 10), ("checkpoint-20", 20),
-                                                          ("checkpoint-30", 30)]
+    entries = record["checkpoints"]  # each is recorded when its turn comes, before it is loaded
+    assert [(e["label"], e["step"]) for e in entries] == [("checkpoint-10", 10), ("checkpoint-20", 20)]
     assert "finished" not in record
 
 

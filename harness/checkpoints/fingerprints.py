@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -51,7 +52,7 @@ def weights_fingerprint(folder: str | os.PathLike[str], *, kind: str = FULL) -> 
     if kind not in KINDS:
         raise ValueError(f"fingerprint: {kind!r} is not one of {', '.join(KINDS)}")
     folder = Path(folder)
-    files = _fingerprinted_files(folder) if folder.is_dir() else []
+    files = weight_files(folder) if folder.is_dir() else []
     if not files:
         return None
     digest = hashlib.sha256()
@@ -122,7 +123,9 @@ def fingerprint_kind(fingerprint: str | None) -> str | None:
 # --------------------------------------------------------------------------- reading files
 
 
-def _fingerprinted_files(folder: Path) -> list[Path]:
+def weight_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The files of ``folder`` a fingerprint reads: weights (safetensors, .bin, .pt) and configs."""
+    folder = Path(folder)
     return sorted(path for path in folder.iterdir()
                   if path.is_file() and (path.suffix in _WEIGHT_SUFFIXES or path.name in _CONFIG_FILES))
 
@@ -198,7 +201,8 @@ def _write_cache(target: Path, hashes: dict[str, str]) -> None:
     """Best effort: a read-only cache costs a re-read next time, never a wrong answer."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        # a process and thread of its own: a sweep's prefetch thread writes beside its main thread
+        partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         partial.write_text(json.dumps(hashes), encoding="utf-8")
         os.replace(partial, target)
     except OSError:

@@ -159,6 +159,9 @@ def add_setting(parser: Any, name: str) -> None:
     if default is False:  # a switch: given means True
         parser.add_argument(*flags, action="store_true", default=None, **options)
         return
+    if default is True:  # on unless --no-NAME
+        parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None, **options)
+        return
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]
     if meta["choices"]:

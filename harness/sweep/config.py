@@ -86,7 +86,9 @@ class RunConfig:
 
     Engine calls: ``batch_size`` examples at a time when set; otherwise sized so that each
     takes a few seconds (:class:`harness.sweep.jobs.Chunking`), up to ``flush_every``.
-    Results reach disk after every call, so a kill loses at most one call's work.
+    Results reach disk after every call, so a kill loses at most one call's work. ``prefetch``:
+    on one engine, the next checkpoint's weights are read (and hashed) while the current one is
+    scored (:mod:`harness.checkpoints.prefetch`).
 
     ``workers``: spread the checkpoints over that many Ray actors, each owning one engine for
     its whole life (None: one engine in this process); ``ray_address`` joins an existing Ray
@@ -164,6 +166,9 @@ class RunConfig:
     flush_every: int = setting(ENGINE, "at most N examples per engine call, so results reach disk at least that "
                                        "often", default=1024, metavar="N")
     trust_remote_code: bool = setting(ENGINE, "allow model code from the checkpoint", default=False)
+    prefetch: bool = setting(ENGINE, "read and hash the next checkpoint's weights while this one is scored, where "
+                                     "they take at most half the memory available (--no-prefetch: read each "
+                                     "when its turn comes)", default=True)
     # many engines
     workers: int | None = setting(WORKERS, "spread the checkpoints over N Ray actors, each with its own engine",
                                   default=None, metavar="N")

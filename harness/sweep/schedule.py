@@ -49,6 +49,7 @@ import numpy as np
 
 from harness.backends.api import Backend
 from harness.checkpoints import Checkpoint, split_loadable
+from harness.checkpoints.prefetch import Prefetcher
 from harness.errors import RunError
 from harness.scoring import GENERATE
 from harness.scoring.metrics import sample_values
@@ -241,13 +242,18 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
     config = sweep.config
     schedule = AdaptiveSchedule(len(loadable), config.max_checkpoints, seed=config.seed)
     evaluated: dict[int, Checkpoint] = {}
+    prefetcher = Prefetcher(config.fingerprint) if config.prefetch else None
 
     def evaluate(batch: list[int]) -> None:
         if not evaluated:
             backend.expect_job(checkpoints=len(batch), requests=sum(len(item.modes) for item in sweep.items))
-        for index in batch:
+        for index, following in zip(batch, batch[1:] + [None]):
             checkpoint = loadable[index]
+            if prefetcher is not None:
+                prefetcher.wait(checkpoint)
             sweep.identify(checkpoint, backend)
+            if prefetcher is not None and following is not None:
+                prefetcher.ahead(loadable[following])
             rows = sweep.run_checkpoint(checkpoint, backend, position=f"checkpoint {index + 1}/{len(loadable)} ",
                                         progress=progress)
             if checkpoint.label not in sweep.record.skipped_checkpoints:
@@ -259,7 +265,11 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
         return [{index: series_values(sweep, checkpoint, one) for index, checkpoint in evaluated.items()}
                 for one in series]
 
-    run_schedule(schedule, evaluate, values)
+    try:
+        run_schedule(schedule, evaluate, values)
+    finally:
+        if prefetcher is not None:
+            prefetcher.close()
     left_out = [c.label for i, c in enumerate(loadable) if i not in schedule.tried]
     log.info("adaptive schedule: evaluated %d of %d checkpoints; stopped: %s", len(schedule.tried), len(loadable),
              schedule.stopped)

@@ -27,6 +27,7 @@ from harness.backends.api import Backend
 from harness.backends.tokens import load_tokenizer
 from harness.checkpoints import Checkpoint, split_loadable, training_progress
 from harness.checkpoints.identity import CheckpointIdentity
+from harness.checkpoints.prefetch import Prefetcher
 from harness.checkpoints.sources import DELETED, CheckpointSource
 from harness.console import progress as show_progress
 from harness.errors import RunError
@@ -140,6 +141,11 @@ class Sweep:
             "epoch": progress.get("epoch"), "tokens": progress.get("num_input_tokens_seen")}))
         self.run.write_record(self.record)
         return checkpoint
+
+    def known(self, checkpoint: Checkpoint) -> bool:
+        """Whether run.json has an entry for ``checkpoint`` (under its stable label): a resume,
+        where :meth:`identify` compares its weights with the entry's."""
+        return self.record.entry(stable_label(self.record, checkpoint).label) is not None
 
     # ------------------------------------------------------------------ the work left
 
@@ -270,35 +276,57 @@ class Sweep:
         self._lock.close()
 
 
-def take_ready(sweep: Sweep, source: CheckpointSource, backend: Backend) -> list[Checkpoint]:
-    """The checkpoints ``source`` has ready, identified by ``sweep`` before any of them is
-    evaluated; broken and vanished ones are recorded as skipped."""
+def ready_checkpoints(sweep: Sweep, source: CheckpointSource) -> list[Checkpoint]:
+    """The loadable checkpoints ``source`` has ready; broken and vanished ones are recorded as
+    skipped."""
     ready, gone = source.poll()
     for checkpoint, reason in gone:
         sweep.skip(checkpoint, reason)
     loadable, broken = split_loadable(ready)
     for checkpoint, reason in broken:
         sweep.skip(checkpoint, reason)
-    return [sweep.identify(checkpoint, backend) for checkpoint in loadable]
+    return loadable
+
+
+def take_ready(sweep: Sweep, source: CheckpointSource, backend: Backend) -> list[Checkpoint]:
+    """The checkpoints ``source`` has ready, identified by ``sweep`` before any of them is
+    evaluated (:func:`ready_checkpoints`)."""
+    return [sweep.identify(checkpoint, backend) for checkpoint in ready_checkpoints(sweep, source)]
 
 
 def sweep_here(sweep: Sweep, source: CheckpointSource, backend: Backend, observers: Sequence[Observer], *,
                progress: bool) -> None:
-    """Every checkpoint of ``source`` on the one engine of this process, in step order."""
+    """Every checkpoint of ``source`` on the one engine of this process, in step order.
+
+    A checkpoint the folder has samples of is identified before any is evaluated (a resume
+    with other weights is refused before any work); the others just before their turn, each
+    read ahead while the one before it is scored (``config.prefetch``,
+    :mod:`harness.checkpoints.prefetch`)."""
     done = 0
-    while True:
-        ready = take_ready(sweep, source, backend)
-        if not done and ready:  # the engine sizes its start to the job
-            backend.expect_job(checkpoints=len(ready), requests=sum(len(item.modes) for item in sweep.items))
-        for checkpoint in ready:
-            done += 1
-            of = f"/{len(ready)}" if source.total is not None else ""  # a followed run: no end known
-            rows = sweep.run_checkpoint(checkpoint, backend, position=f"checkpoint {done}{of} ", progress=progress)
-            for observe in observers:
-                observe(checkpoint, rows)
-        if source.finished:
-            return
-        time.sleep(source.poll_seconds)
+    with contextlib.ExitStack() as stack:
+        prefetcher = stack.enter_context(Prefetcher(sweep.config.fingerprint)) if sweep.config.prefetch else None
+        while True:
+            # (checkpoint, identified yet)
+            ready = [(sweep.identify(c, backend), True) if sweep.known(c) else (c, False)
+                     for c in ready_checkpoints(sweep, source)]
+            if not done and ready:  # the engine sizes its start to the job
+                backend.expect_job(checkpoints=len(ready), requests=sum(len(item.modes) for item in sweep.items))
+            for (checkpoint, identified), (following, following_identified) in zip(ready, ready[1:] + [(None, True)]):
+                done += 1
+                if not identified:
+                    if prefetcher is not None:
+                        prefetcher.wait(checkpoint)
+                    checkpoint = sweep.identify(checkpoint, backend)
+                if prefetcher is not None and not following_identified:
+                    prefetcher.ahead(following)
+                of = f"/{len(ready)}" if source.total is not None else ""  # a followed run: no end known
+                rows = sweep.run_checkpoint(checkpoint, backend, position=f"checkpoint {done}{of} ",
+                                            progress=progress)
+                for observe in observers:
+                    observe(checkpoint, rows)
+            if source.finished:
+                return
+            time.sleep(source.poll_seconds)
 
 
 def summary_rows(run: RunDirectory, tasks: Sequence[Task], items: Sequence[WorkItem], checkpoint: Checkpoint,
