@@ -440,3 +440,11 @@ def test_finetune_seeds_write_one_run_per_seed_of_one_recipe(tmp_path, alpaca_fi
 def test_finetune_seeds_must_differ(tmp_path, alpaca_file, tiny_llama_dir):
     with pytest.raises(FinetuneError, match="seeds"):
         config(tmp_path, tiny_llama_dir, alpaca_file, seeds=[1, 1]).validate()
+
+
+@pytest.mark.parametrize("settings", [{"seeds": [0, -1]}, {"seed": -1}])
+def test_a_negative_seed_is_refused_naming_its_key(tmp_path, alpaca_file, tiny_llama_dir, settings):
+    # numpy's seeding would refuse it later, deep inside the Trainer, with a traceback
+    key = next(iter(settings))
+    with pytest.raises(FinetuneError, match=f"finetune config: {key}: .*negative"):
+        config(tmp_path, tiny_llama_dir, alpaca_file, **settings).validate()

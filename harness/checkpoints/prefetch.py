@@ -5,8 +5,9 @@ weights: identifying it (the full fingerprint hashes each tensor,
 :mod:`harness.checkpoints.fingerprints`) and loading it (vLLM reads the file again). Both wait on
 the disk when the file is not in the page cache: a run copied from elsewhere, a checkpoint
 written long ago, a network filesystem, a sweep larger than memory. A :class:`Prefetcher` does
-that reading for the next checkpoint on a background thread while the current one is scored:
-it computes the weights' per-tensor hashes (cached on disk, so identifying the checkpoint then
+that reading for the next checkpoint on a background thread while the current one is scored
+(it starts once the current one is loaded, so as not to slow that load): it computes the
+weights' per-tensor hashes (cached on disk, so identifying the checkpoint then
 reads only that cache), which leaves the bytes in the page cache for the load. With
 ``--fingerprint sampled`` (which reads a few blocks) it asks the kernel to read the weight
 files ahead instead.

@@ -40,6 +40,7 @@ schedule stopped; the report lists them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -252,10 +253,11 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
             if prefetcher is not None:
                 prefetcher.wait(checkpoint)
             sweep.identify(checkpoint, backend)
+            read_ahead = None
             if prefetcher is not None and following is not None:
-                prefetcher.ahead(loadable[following])
+                read_ahead = functools.partial(prefetcher.ahead, loadable[following])
             rows = sweep.run_checkpoint(checkpoint, backend, position=f"checkpoint {index + 1}/{len(loadable)} ",
-                                        progress=progress)
+                                        progress=progress, on_loaded=read_ahead)
             if checkpoint.label not in sweep.record.skipped_checkpoints:
                 evaluated[index] = checkpoint
             for observe in observers:

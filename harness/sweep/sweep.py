@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import logging
 import os
@@ -227,10 +228,13 @@ class Sweep:
         return self.run_checkpoint(checkpoint, backend, load=load, position=position, progress=progress)
 
     def run_checkpoint(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True,
-                       position: str = "", progress: bool = True) -> list[SummaryRow]:
+                       position: str = "", progress: bool = True,
+                       on_loaded: Callable[[], None] | None = None) -> list[SummaryRow]:
         """Score every not-yet-scored work item of an identified ``checkpoint`` on ``backend``
         and update the summary; its summary rows. ``load=False`` uses the backend's current
-        model as it is (a live model in training). A load failure is recorded and skipped."""
+        model as it is (a live model in training). A load failure is recorded and skipped.
+        ``on_loaded`` is called once the model is loaded, before scoring starts (a sweep starts
+        reading the next checkpoint there, so that reading does not slow this load)."""
         job = self.prepare(checkpoint, backend, load=load)
         if job is None:
             checkpoint_log.info("%s: nothing left to evaluate", checkpoint.label)
@@ -243,6 +247,8 @@ class Sweep:
                 self.skip(checkpoint, f"load failed: {error}")
                 return []
         loaded = time.perf_counter()
+        if on_loaded is not None:
+            on_loaded()
         with show_progress(len(job.pending), f"{position}{checkpoint.label}", enabled=progress) as bar:
             for indices, samples in score_job(backend, job.items, job.prompts, chunk_size(self.config)):
                 self.write_samples(job, indices, samples)
@@ -317,11 +323,12 @@ def sweep_here(sweep: Sweep, source: CheckpointSource, backend: Backend, observe
                     if prefetcher is not None:
                         prefetcher.wait(checkpoint)
                     checkpoint = sweep.identify(checkpoint, backend)
+                read_ahead = None
                 if prefetcher is not None and not following_identified:
-                    prefetcher.ahead(following)
+                    read_ahead = functools.partial(prefetcher.ahead, following)
                 of = f"/{len(ready)}" if source.total is not None else ""  # a followed run: no end known
                 rows = sweep.run_checkpoint(checkpoint, backend, position=f"checkpoint {done}{of} ",
-                                            progress=progress)
+                                            progress=progress, on_loaded=read_ahead)
                 for observe in observers:
                     observe(checkpoint, rows)
             if source.finished:

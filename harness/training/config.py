@@ -9,6 +9,7 @@ from typing import Any
 from harness.errors import FinetuneError
 from harness.tasks.prompts import FORMATS
 from harness.schema import load_config
+from harness.seeding import replicate_seeds
 from harness.tasks import placeholders
 
 METHODS = ("full", "lora")
@@ -138,8 +139,10 @@ class FinetuneConfig:
                 fail(key, "must be at least 1")
         if self.dense_save_steps is not None and self.dense_save_steps < 1:
             fail("dense_save_steps", "must be at least 1")
-        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
-            fail("seeds", f"expected distinct seeds, at least one, got {self.seeds}")
+        if self.seed < 0:
+            fail("seed", f"must not be negative, got {self.seed}")
+        if self.seeds is not None and not replicate_seeds(self.seeds):
+            fail("seeds", f"expected distinct seeds, at least one, none negative, got {self.seeds}")
         if self.warmup_steps < 0:
             fail("warmup_steps", "must not be negative")
         for key, settings in (("filter_non_context_critical", self.filter_non_context_critical),
