@@ -150,3 +150,32 @@ def test_a_one_seed_demo_says_its_verdicts_are_about_one_trajectory(tmp_path):
     row = next(line for line in result.summary.splitlines() if line.startswith("standard "))
     assert verdict.verdict in row and f"({verdict.peak_checkpoint.step})" in row
     assert "Recipes over seeds" not in (out / "compare" / "compare.html").read_text()
+
+
+@pytest.mark.slow
+def test_vary_base_gives_each_seed_a_base_of_its_own(tmp_path):
+    from harness.checkpoints.fingerprints import weights_fingerprint
+
+    out = tmp_path / "demo"
+    result = run_demo(DemoSettings(out=str(out), quick=True, runs=["standard"], seeds=[0, 1], vary_base=True,
+                                   backend="hf"))
+    bases = [out / "bases" / f"seed-{seed}" for seed in (0, 1)]
+    assert [json.loads((base / "pretrain.json").read_text())["config"]["seed"] for base in bases] == [0, 1]
+    assert weights_fingerprint(bases[0]) != weights_fingerprint(bases[1])
+    assert not (out / "base").exists()
+    for seed, base in zip((0, 1), bases):
+        run = out / "runs" / "standard" / f"seed-{seed}"
+        assert (run / "checkpoint-0").resolve() == base.resolve()
+        assert json.loads((run / "finetune_config.json").read_text())["model"] == str(base)
+    assert "Base model of seed 0:" in result.summary and "Base model of seed 1:" in result.summary
+    assert "each seed pretrains a base of its own" in result.summary
+    assert "this one pretrained base" not in result.summary
+    # The same folder with one shared base: the runs and their results are redone, not refused.
+    shared = run_demo(DemoSettings(out=str(out), quick=True, runs=["standard"], seeds=[0, 1], backend="hf"))
+    assert (out / "runs" / "standard" / "seed-1" / "checkpoint-0").resolve() == (out / "base").resolve()
+    assert "this one pretrained base" in shared.summary
+
+
+def test_vary_base_is_for_the_world_model_only():
+    with pytest.raises(DemoError, match="--vary-base: only the world model"):
+        DemoSettings(model="smollm2", vary_base=True)

