@@ -65,8 +65,8 @@ def test_an_interrupted_checkpoint_keeps_its_finished_chunks(tiny_llama_dir, tmp
     settings = config(output, model=str(tiny_llama_dir))
     engine = SlowEngine(0.4, interrupt_after=8.0)
     # Python's own Ctrl-C handler, installed again at the C level: once in a whole-suite run
-    # (2026-12-04) the SIGINT never reached Python although signal.getsignal still showed the
-    # default handler; a native library loaded by an earlier test may replace it unseen.
+    # (2026-12-04) the SIGINT raised nothing, cause not established (no code of this project
+    # sets a handler; a native library loaded by an earlier test could replace it unseen).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with caplog.at_level(logging.INFO, logger="harness"), pytest.raises(KeyboardInterrupt):
