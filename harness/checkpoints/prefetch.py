@@ -59,20 +59,22 @@ class Prefetcher:
 
     :meth:`ahead` starts reading a checkpoint; :meth:`wait` blocks until that reading is done
     (call it before identifying the checkpoint, so the two never hash one file at once);
-    :meth:`close` stops. ``fingerprint`` is the run's kind (:data:`FULL` or sampled).
+    :meth:`close` stops. ``fingerprint`` is the run's kind (:data:`FULL` or sampled). A
+    prefetcher made with ``enabled=False`` (``--no-prefetch``) reads nothing ahead: each
+    checkpoint is read when its turn comes.
     """
 
-    def __init__(self, fingerprint: str = FULL):
+    def __init__(self, fingerprint: str = FULL, *, enabled: bool = True):
         self.fingerprint = fingerprint
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-prefetch")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-prefetch") if enabled else None
         self._reading: dict[tuple, Future] = {}
 
     def ahead(self, checkpoint: Checkpoint) -> bool:
-        """Start reading ``checkpoint``'s weights; False when it is not read ahead (nothing on
-        disk, already asked, or too large for the memory available)."""
+        """Start reading ``checkpoint``'s weights; False when it is not read ahead (disabled,
+        nothing on disk, already asked, or too large for the memory available)."""
         key = _key(checkpoint)
         folders = local_folders(checkpoint)
-        if key in self._reading or not folders:
+        if self._pool is None or key in self._reading or not folders:
             return False
         size = sum(path.stat().st_size for folder in folders for path in weight_files(folder))
         memory = available_memory()
@@ -94,7 +96,8 @@ class Prefetcher:
 
     def close(self) -> None:
         """Stop: readings not started are dropped, the one under way is waited for."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self._reading.clear()
 
     def __enter__(self) -> Prefetcher:

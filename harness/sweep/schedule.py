@@ -243,19 +243,16 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
     config = sweep.config
     schedule = AdaptiveSchedule(len(loadable), config.max_checkpoints, seed=config.seed)
     evaluated: dict[int, Checkpoint] = {}
-    prefetcher = Prefetcher(config.fingerprint) if config.prefetch else None
+    prefetcher = Prefetcher(config.fingerprint, enabled=config.prefetch)
 
     def evaluate(batch: list[int]) -> None:
         if not evaluated:
             backend.expect_job(checkpoints=len(batch), requests=sum(len(item.modes) for item in sweep.items))
         for index, following in zip(batch, batch[1:] + [None]):
             checkpoint = loadable[index]
-            if prefetcher is not None:
-                prefetcher.wait(checkpoint)
+            prefetcher.wait(checkpoint)
             sweep.identify(checkpoint, backend)
-            read_ahead = None
-            if prefetcher is not None and following is not None:
-                read_ahead = functools.partial(prefetcher.ahead, loadable[following])
+            read_ahead = None if following is None else functools.partial(prefetcher.ahead, loadable[following])
             rows = sweep.run_checkpoint(checkpoint, backend, position=f"checkpoint {index + 1}/{len(loadable)} ",
                                         progress=progress, on_loaded=read_ahead)
             if checkpoint.label not in sweep.record.skipped_checkpoints:
@@ -267,11 +264,8 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
         return [{index: series_values(sweep, checkpoint, one) for index, checkpoint in evaluated.items()}
                 for one in series]
 
-    try:
+    with prefetcher:
         run_schedule(schedule, evaluate, values)
-    finally:
-        if prefetcher is not None:
-            prefetcher.close()
     left_out = [c.label for i, c in enumerate(loadable) if i not in schedule.tried]
     log.info("adaptive schedule: evaluated %d of %d checkpoints; stopped: %s", len(schedule.tried), len(loadable),
              schedule.stopped)

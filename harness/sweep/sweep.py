@@ -309,8 +309,7 @@ def sweep_here(sweep: Sweep, source: CheckpointSource, backend: Backend, observe
     read ahead while the one before it is scored (``config.prefetch``,
     :mod:`harness.checkpoints.prefetch`)."""
     done = 0
-    with contextlib.ExitStack() as stack:
-        prefetcher = stack.enter_context(Prefetcher(sweep.config.fingerprint)) if sweep.config.prefetch else None
+    with Prefetcher(sweep.config.fingerprint, enabled=sweep.config.prefetch) as prefetcher:
         while True:
             # (checkpoint, identified yet)
             ready = [(sweep.identify(c, backend), True) if sweep.known(c) else (c, False)
@@ -320,12 +319,9 @@ def sweep_here(sweep: Sweep, source: CheckpointSource, backend: Backend, observe
             for (checkpoint, identified), (following, following_identified) in zip(ready, ready[1:] + [(None, True)]):
                 done += 1
                 if not identified:
-                    if prefetcher is not None:
-                        prefetcher.wait(checkpoint)
+                    prefetcher.wait(checkpoint)
                     checkpoint = sweep.identify(checkpoint, backend)
-                read_ahead = None
-                if prefetcher is not None and not following_identified:
-                    read_ahead = functools.partial(prefetcher.ahead, following)
+                read_ahead = None if following_identified else functools.partial(prefetcher.ahead, following)
                 of = f"/{len(ready)}" if source.total is not None else ""  # a followed run: no end known
                 rows = sweep.run_checkpoint(checkpoint, backend, position=f"checkpoint {done}{of} ",
                                             progress=progress, on_loaded=read_ahead)
