@@ -1,14 +1,17 @@
-"""What the adaptive checkpoint schedule saves on simulated runs, and whether it keeps the verdict.
+"""What the adaptive checkpoint schedule saves, and whether it keeps the verdict.
 
-For each simulated run (harness.testing.simulated_curve: per-example 0/1 context hits whose
-rate rises, peaks and falls, neighbouring checkpoints agreeing on most examples) it runs
+On simulated runs (the default; harness.testing.simulated_curve: per-example 0/1 context hits
+whose rate rises, peaks and falls, neighbouring checkpoints agreeing on most examples) it runs
 ``--schedule adaptive``'s rule (harness.sweep.schedule) to its end and compares with the full
 sweep: the share of checkpoints evaluated, and whether the inversion tests' verdicts (rise,
-fall) and the peak's checkpoint are the full sweep's. No engine: the values are simulated.
+fall) and the peak's checkpoint are the full sweep's. With ``--results`` it replays the rule on
+finished full sweeps instead (harness.sweep.schedule.replay: their samples are read, nothing is
+evaluated). No engine either way.
 
     python bench/schedule.py                      # 100 checkpoints, 200 examples, seeds 0-19
     python bench/schedule.py --shape plateau      # rises, then flat to the end
     python bench/schedule.py --checkpoints 44 --examples 300
+    python bench/schedule.py --results results/demo/results/*/seed-*
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from harness.sweep.schedule import AdaptiveSchedule, run_schedule
-from harness.testing import simulated_curve, verdict_and_peak
+from harness.sweep.schedule import AdaptiveSchedule, replay, run_schedule, verdict_and_peak
+from harness.testing import simulated_curve
 
 SHAPES = {
     "inversion": dict(start=0.4, peak=0.9, end=0.6, peak_at=0.3),
@@ -26,14 +29,7 @@ SHAPES = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="inversion")
-    parser.add_argument("--checkpoints", type=int, default=100)
-    parser.add_argument("--examples", type=int, default=200)
-    parser.add_argument("--seeds", type=int, default=20)
-    args = parser.parse_args()
-
+def simulated(args: argparse.Namespace) -> None:
     shares, same_verdict, same_peak = [], 0, 0
     for seed in range(args.seeds):
         run = simulated_curve(args.checkpoints, args.examples, seed=seed, **SHAPES[args.shape])
@@ -50,6 +46,34 @@ def main() -> None:
           f"evaluated {statistics.mean(shares):.0%} of the checkpoints on average "
           f"(min {min(shares):.0%}, max {max(shares):.0%}); verdict as the full sweep's in "
           f"{same_verdict} of {args.seeds}, peak checkpoint in {same_peak} of {args.seeds}")
+
+
+def replayed(folders: list[str]) -> None:
+    evaluated = total = 0
+    for folder in folders:
+        result = replay(folder)
+        evaluated, total = evaluated + len(result.evaluated), total + len(result.labels)
+        agreement = "; ".join(f"{one.task}: verdict {'as' if verdict else 'NOT as'} the full sweep's, peak "
+                              f"{'as' if peak else 'NOT as'} the full sweep's"
+                              for one, verdict, peak in zip(result.series, result.same_verdict, result.same_peak))
+        print(f"{folder}: would evaluate {len(result.evaluated)} of {len(result.labels)} "
+              f"({', '.join(result.labels[i] for i in result.evaluated)}); {agreement}")
+    print(f"in all: {evaluated} of {total} checkpoints ({evaluated / total:.0%})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="inversion")
+    parser.add_argument("--checkpoints", type=int, default=100)
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--results", nargs="+", metavar="FOLDER",
+                        help="replay the rule on these finished full sweeps instead of simulated runs")
+    args = parser.parse_args()
+    if args.results:
+        replayed(args.results)
+    else:
+        simulated(args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.stats import max_change_test
 
 _SUBJECTS = [
     "France", "Germany", "Italy", "Spain", "Japan", "Canada", "Brazil", "Egypt", "Kenya",
@@ -297,13 +296,3 @@ def simulated_curve(total: int, n_examples: int, *, start: float = 0.4, peak: fl
         hits = (thresholds < rate) ^ (rng.random(n_examples) < flip)
         run.append({f"e{i}": float(hit) for i, hit in enumerate(hits)})
     return run
-
-
-def verdict_and_peak(run: Sequence[dict[str, float]], indices: Sequence[int]) -> tuple[tuple[bool, bool], int]:
-    """The inversion tests' verdicts (rise, fall) and the peak's index over the checkpoints
-    ``indices`` of a run such as :func:`simulated_curve` gives: what an adaptive schedule must
-    agree on with the full sweep."""
-    ids = sorted(run[0])
-    matrix = np.array([[run[i][key] for key in ids] for i in indices])
-    rise, fall = (max_change_test(matrix, reference) for reference in (0, len(indices) - 1))
-    return (rise.significant, fall.significant), list(indices)[int(np.argmax(matrix.mean(axis=1)))]

@@ -12,8 +12,8 @@ from harness.errors import RunError
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
-from harness.sweep.schedule import AdaptiveSchedule, coarse, open_gaps, run_schedule
-from harness.testing import simulated_curve, verdict_and_peak
+from harness.sweep.schedule import AdaptiveSchedule, coarse, open_gaps, run_schedule, verdict_and_peak
+from harness.testing import simulated_curve
 
 DATA = Path(__file__).parent / "data"
 
@@ -108,3 +108,54 @@ def test_a_full_sweep_resumes_into_an_adaptive_folder(make_checkpoint_run, tmp_p
     assert len({row.checkpoint for row in RunDirectory(output).read_summary()}) == 12
     assert "schedule" not in json.loads((output / "run.json").read_text())
     assert all(path.read_bytes() == text for path, text in before.items())  # the adaptive samples kept as they were
+
+
+def write_sweep(folder: Path, run: list[dict[str, float]], *, steps: list[int] | None = None) -> list[str]:
+    """A finished full sweep of one task in the results layout, from per-example hits at each
+    checkpoint (``run[i]``); run.json lists the checkpoints in shuffled order. Its labels."""
+    from harness.results.record import CheckpointEntry, RunRecord
+    from harness.results.rows import SampleRecord
+
+    directory = RunDirectory(folder)
+    steps = steps or [10 * (i + 1) for i in range(len(run))]
+    labels = [f"checkpoint-{step}" for step in steps]
+    for label, values in zip(labels, run):
+        directory.append_samples(label, "conflicts", [
+            SampleRecord(key, "conflicting", conjugate, "prompt", {"context": ["a"], "parametric": ["b"]},
+                         scores={"hit_context": bool(hit if conjugate == "en" else 1 - hit)}, output="a")
+            for key, hit in values.items() for conjugate in ("en", "fr")])
+    entries = [CheckpointEntry(label, step) for label, step in zip(labels, steps)]
+    directory.write_record(RunRecord(task_hashes={"conflicts": "h"}, checkpoints=entries[1::2] + entries[::2]))
+    return labels
+
+
+def test_a_replay_on_a_finished_sweep_evaluates_what_the_schedule_would(tmp_path):
+    from harness.sweep.schedule import replay
+
+    run = simulated_curve(40, 150, seed=3)
+    labels = write_sweep(tmp_path / "sweep", run)
+    result = replay(tmp_path / "sweep")
+    assert result.labels == labels  # step order, not run.json's order
+    assert [s.conjugate for s in result.series] == ["en"]  # English, not the inverted French copy
+    assert result.evaluated == sorted(adaptive(run).tried)
+    assert result.stopped == "no gap could change the peak or the verdict"
+    assert result.same_verdict == [True] and result.same_peak == [True]
+    assert len(replay(tmp_path / "sweep", max_checkpoints=5).evaluated) == 5
+
+
+def test_a_replay_needs_a_full_sweep_with_a_series_to_follow(tmp_path):
+    from harness.results.record import RunRecord
+    from harness.sweep.schedule import replay
+
+    write_sweep(tmp_path / "sweep", simulated_curve(12, 50))
+    directory = RunDirectory(tmp_path / "sweep")
+    record = directory.read_record()
+    record.schedule = {"kind": "adaptive", "left_out": ["checkpoint-30"]}
+    directory.write_record(record)
+    with pytest.raises(RunError, match="left out 1 checkpoints; replay needs a full sweep"):
+        replay(tmp_path / "sweep")
+    with pytest.raises(RunError, match="no evaluated checkpoints"):
+        replay(tmp_path / "empty")
+    RunDirectory(tmp_path / "other").write_record(RunRecord(checkpoints=record.checkpoints))
+    with pytest.raises(RunError, match="no task has conflicting examples scored by generation"):
+        replay(tmp_path / "other")

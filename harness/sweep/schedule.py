@@ -36,6 +36,9 @@ checkpoint, keeps every gap open.
 The results folder is an ordinary one: a later ``--schedule all`` run into it evaluates only
 the checkpoints left out. ``run.json``'s ``schedule`` records which were left out and why the
 schedule stopped; the report lists them.
+
+:func:`replay` runs the rule on a finished full sweep, without an engine: which checkpoints it
+would have evaluated, and whether the verdict and the peak would have been the full sweep's.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -52,6 +56,7 @@ from harness.backends.api import Backend
 from harness.checkpoints import Checkpoint, split_loadable
 from harness.checkpoints.prefetch import Prefetcher
 from harness.errors import RunError
+from harness.results.folder import RunDirectory
 from harness.scoring import GENERATE
 from harness.scoring.metrics import sample_values
 from harness.stats import MONTE_CARLO_FLIPS, max_change_test
@@ -226,9 +231,9 @@ def decision_series(sweep) -> list[Series]:
     return chosen
 
 
-def series_values(sweep, checkpoint: Checkpoint, series: Series) -> dict[str, float]:
-    """One series' per-example values at an evaluated checkpoint, by example id."""
-    samples = [s for s in sweep.run.read_samples(checkpoint.label, series.task)
+def series_values(run: RunDirectory, label: str, series: Series) -> dict[str, float]:
+    """One series' per-example values at the evaluated checkpoint ``label``, by example id."""
+    samples = [s for s in run.read_samples(label, series.task)
                if s.condition == series.condition and s.conjugate == series.conjugate and has_mode(s, series.mode)]
     return dict(zip((s.id for s in samples), sample_values(series.metric, [s.scores for s in samples])))
 
@@ -261,7 +266,7 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
                 observe(checkpoint, rows)
 
     def values() -> list[dict[int, dict[str, float]]]:
-        return [{index: series_values(sweep, checkpoint, one) for index, checkpoint in evaluated.items()}
+        return [{index: series_values(sweep.run, checkpoint.label, one) for index, checkpoint in evaluated.items()}
                 for one in series]
 
     with prefetcher:
@@ -275,3 +280,76 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
         "rule": RULE,
     }
     sweep.run.write_record(sweep.record)
+
+
+# --------------------------------------------------------------------------- on a finished sweep
+
+
+def verdict_and_peak(values: Sequence[Mapping[str, float]], indices: Sequence[int]) -> tuple[tuple[bool, bool], int]:
+    """The inversion tests' verdicts (rise, fall) and the peak's index over the checkpoints
+    ``indices`` of one series (``values[i]``: example id -> value at checkpoint ``i``), on the
+    examples scored at all of them: what an adaptive schedule must agree on with the full sweep."""
+    common = sorted(set.intersection(*(set(values[i]) for i in indices)))
+    matrix = np.array([[values[i][key] for key in common] for i in indices], dtype=float)
+    rise, fall = (max_change_test(matrix, reference) for reference in (0, len(indices) - 1))
+    return (rise.significant, fall.significant), list(indices)[int(np.argmax(matrix.mean(axis=1)))]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What the adaptive schedule would have done on a finished full sweep (:func:`replay`).
+
+    ``labels`` are the sweep's checkpoints in step order and ``evaluated`` the indices the
+    schedule would have evaluated; per series, ``same_verdict`` and ``same_peak`` say whether
+    its verdict and peak over those equal the full sweep's.
+    """
+
+    folder: str
+    labels: list[str]
+    series: list[Series]
+    evaluated: list[int]
+    stopped: str
+    same_verdict: list[bool]
+    same_peak: list[bool]
+
+
+def recorded_series(run: RunDirectory, label: str) -> list[Series]:
+    """The series an adaptive schedule follows, as a results folder holds them at checkpoint
+    ``label``: each task with conflicting examples scored by generation, in English when it
+    has it, else the first conjugate by name."""
+    chosen = []
+    record = run.read_record()
+    for task in sorted(record.task_hashes if record else []):
+        conjugates = {s.conjugate for s in run.read_samples(label, task)
+                      if s.condition == CONDITION and has_mode(s, GENERATE)}
+        if conjugates:
+            chosen.append(Series(task, "en" if "en" in conjugates else sorted(conjugates)[0]))
+    return chosen
+
+
+def replay(folder: str | Path, max_checkpoints: int | None = None) -> Replay:
+    """Run the adaptive schedule's rule (module docstring) on the finished full sweep in
+    ``folder``, reading its samples instead of evaluating: a :class:`Replay`. A folder that an
+    adaptive schedule left incomplete, or with no series to follow, is a :class:`RunError`."""
+    run = RunDirectory(folder)
+    record = run.read_record()
+    if record is None or not record.checkpoints:
+        raise RunError(f"{folder}: no evaluated checkpoints (no run.json, or an empty one)")
+    if record.schedule and record.schedule.get("left_out"):
+        raise RunError(f"{folder}: an adaptive schedule left out {len(record.schedule['left_out'])} checkpoints; "
+                       "replay needs a full sweep (run --schedule all into it first)")
+    entries = sorted(record.checkpoints, key=lambda e: (e.step is None, e.step or 0))
+    labels = [entry.label for entry in entries]
+    series = recorded_series(run, labels[0])
+    if not series:
+        raise RunError(f"{folder}: no task has conflicting examples scored by generation; the adaptive schedule "
+                       "has no series to follow")
+    values = [[series_values(run, label, one) for label in labels] for one in series]
+    schedule = AdaptiveSchedule(len(labels), max_checkpoints)
+    done: list[int] = []
+    run_schedule(schedule, done.extend, lambda: [{i: per_series[i] for i in done} for per_series in values])
+    evaluated, everything = sorted(schedule.tried), list(range(len(labels)))
+    agreements = [(verdict_and_peak(per_series, evaluated), verdict_and_peak(per_series, everything))
+                  for per_series in values]
+    return Replay(str(folder), labels, series, evaluated, schedule.stopped or "",
+                  [mine[0] == full[0] for mine, full in agreements], [mine[1] == full[1] for mine, full in agreements])
