@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from harness.checkpoints.fingerprints import weights_fingerprint
 from harness.conjugates import ENGLISH
 from harness.console import aligned
 from harness.demo import corpus as C
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
     from harness.reports.inversion import Change
 
 log = logging.getLogger("harness")
+#: A run folder's record of the base weights it was finetuned from (their fingerprint).
+BASE_WEIGHTS = "base_weights.txt"
 
 
 @contextlib.contextmanager
@@ -122,9 +125,12 @@ def _finetune(settings: DemoSettings, run: DemoRun, seed: int, base: Path, data:
     # of one recipe are its replicates for `harness compare --recipe` and detect_inversion.
     config = finetune_config(settings, run, base, data, output, seed)
     record = output / "finetune_config.json"
+    # The base's weights as well as its path: `--pretrain` replaces a shipped base in place.
+    base_record, base_weights = output / BASE_WEIGHTS, weights_fingerprint(base)
     finished = output / f"checkpoint-{settings.steps}"
-    if finished.is_dir() and record.is_file() and json.loads(record.read_text()) == json.loads(
-            json.dumps(dataclasses.asdict(config))):
+    if (finished.is_dir() and record.is_file() and json.loads(record.read_text()) == json.loads(
+            json.dumps(dataclasses.asdict(config)))
+            and base_record.is_file() and base_record.read_text() == base_weights):
         log.info("finetune %s: cached", run_label(run.name, seed))
     else:
         # An interrupted or differently configured run is redone from the start, and its old
@@ -133,6 +139,7 @@ def _finetune(settings: DemoSettings, run: DemoRun, seed: int, base: Path, data:
         shutil.rmtree(out / "results" / run_label(run.name, seed), ignore_errors=True)
         log.info("finetune %s: %s, %d steps", run_label(run.name, seed), run.title, settings.steps)
         run_finetune(config)
+        atomic_write_text(base_record, base_weights)
     # The base model is the run's step 0: a link, so a sweep over the run folder includes it.
     step0 = output / "checkpoint-0"
     if not step0.exists():
