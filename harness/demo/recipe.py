@@ -222,15 +222,15 @@ def _pretrained_base(settings: DemoSettings, out: Path, seed: int | None = None)
                       # the progress bar shows the latest check; every check is in pretrain.json (-v: here)
                       log=lambda line: log.debug("pretrain: %s", line))
     name = "base model" if seed is None else f"base model of seed {seed}"
-    origin = (f"shipped with the harness, pretrained on {result.made_on}; --pretrain trains it here"
-              if result.shipped else "cached" if result.cached else "")
+    shipped = f"pretrained on {result.made_on}; --pretrain trains it here" if result.shipped else ""
+    origin = f"shipped with the harness: {shipped}" if shipped else "cached" if result.cached else ""
     log.info("%s: %d steps, closed-book recall %.3f, open-book (pretraining format) %.3f%s", name,
              result.steps, result.recall, result.open_book, f" ({origin})" if origin else "")
     return Base(result.path, (
         f"{name.capitalize()}: {result.steps} pretraining steps, closed-book recall {result.recall:.2f}, "
         f"open-book (pretraining format) {result.open_book:.2f}"
         f"{'' if result.reached else ' (thresholds not reached)'}"
-        f"{f'; shipped with the harness (pretrained on {result.made_on}; --pretrain trains it here)' if result.shipped else ''}."))
+        f"{f'; shipped with the harness ({shipped})' if shipped else ''}."))
 
 
 def _bundled_base(settings: DemoSettings, out: Path, seed: int | None = None) -> Base:
