@@ -157,5 +157,13 @@ def test_a_replay_needs_a_full_sweep_with_a_series_to_follow(tmp_path):
     with pytest.raises(RunError, match="no evaluated checkpoints"):
         replay(tmp_path / "empty")
     RunDirectory(tmp_path / "other").write_record(RunRecord(checkpoints=record.checkpoints))
-    with pytest.raises(RunError, match="no task has conflicting examples scored by generation"):
+    with pytest.raises(RunError, match=r"no task \(none listed in run.json\) has conflicting examples"):
         replay(tmp_path / "other")
+    RunDirectory(tmp_path / "one").write_record(RunRecord(checkpoints=record.checkpoints[:1]))
+    with pytest.raises(RunError, match="one evaluated checkpoint"):
+        replay(tmp_path / "one")
+    labels = write_sweep(tmp_path / "gap", simulated_curve(12, 50))
+    RunDirectory(tmp_path / "gap").samples_file(labels[5], "conflicts").unlink()
+    with pytest.raises(RunError, match=f"conflicts \\(en\\) has no conflicting example scored by generation at "
+                                       f"every checkpoint \\(none at {labels[5]}\\)"):
+        replay(tmp_path / "gap")

@@ -62,7 +62,11 @@ def test_pretraining_with_default_settings_copies_the_shipped_base(tmp_path, no_
     assert result.made_on == f"{recorded['cpu']}, {recorded['date']}"
     assert (tmp_path / "base" / "model.safetensors").read_bytes() == (shipped / "model.safetensors").read_bytes()
     assert P.read_info(tmp_path / "base")["shipped"] is True
-    assert P.pretrain(tmp_path / "base").shipped  # reused as it is
+    copied = (tmp_path / "base" / "model.safetensors").stat().st_ino
+    assert P.pretrain(tmp_path / "base").shipped  # reused as it is, not copied again
+    assert (tmp_path / "base" / "model.safetensors").stat().st_ino == copied
+    with pytest.raises(Trained):
+        P.pretrain(tmp_path / "base", force=True)
     with pytest.raises(Trained):  # a copy of the shipped base is not what --pretrain asks for
         P.pretrain(tmp_path / "base", shipped=False)
 
@@ -75,10 +79,22 @@ def test_a_base_pretrained_here_is_kept_and_other_data_trains_a_new_one(tmp_path
     (here / P.INFO_FILE).write_text(json.dumps(info))
     result = P.pretrain(here)  # a demo folder resumes on the weights it began with
     assert not result.shipped and result.made_on == "this machine, today"
+    assert not P.pretrain(here, shipped=False).shipped  # --pretrain: a base trained here is what it asks for
     monkeypatch.setattr(P, "data_fingerprint", lambda config: "other data")
     assert P.shipped_base(P.PretrainConfig()) is None
     with pytest.raises(Trained):
         P.pretrain(tmp_path / "elsewhere")
+
+
+def test_a_copy_of_a_read_only_install_is_writable(tmp_path, monkeypatch, no_training):
+    source = tmp_path / "installed" / P.PretrainConfig().settings_hash()
+    shutil.copytree(P.shipped_base(P.PretrainConfig()), source)
+    for path in [*source.iterdir(), source]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    monkeypatch.setattr(P, "SHIPPED_BASES", source.parent)
+    assert P.pretrain(tmp_path / "base").shipped
+    assert all(path.stat().st_mode & 0o200 for path in [tmp_path / "base", *(tmp_path / "base").iterdir()])
+    source.chmod(0o755)
 
 
 def test_the_demo_says_its_base_was_shipped_and_pretrain_is_for_the_world_model_only(tmp_path, no_training):

@@ -248,7 +248,9 @@ def _install(source: Path, out_dir: Path, info: dict[str, Any]) -> None:
     if source != tmp:
         if tmp.exists():
             shutil.rmtree(tmp)
-        shutil.copytree(source, tmp)
+        tmp.mkdir(parents=True)
+        for file in source.iterdir():  # contents only: an installed package's read-only modes stay behind
+            shutil.copyfile(file, tmp / file.name)
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -128,13 +128,18 @@ def _finetune(settings: DemoSettings, run: DemoRun, seed: int, base: Path, data:
     # The base's weights as well as its path: `--pretrain` replaces a shipped base in place.
     base_record, base_weights = output / BASE_WEIGHTS, weights_fingerprint(base)
     finished = output / f"checkpoint-{settings.steps}"
-    if (finished.is_dir() and record.is_file() and json.loads(record.read_text()) == json.loads(
-            json.dumps(dataclasses.asdict(config)))
-            and base_record.is_file() and base_record.read_text() == base_weights):
+    same_config = record.is_file() and json.loads(record.read_text()) == json.loads(
+        json.dumps(dataclasses.asdict(config)))
+    same_base = base_record.is_file() and base_record.read_text() == base_weights
+    if finished.is_dir() and same_config and same_base:
         log.info("finetune %s: cached", run_label(run.name, seed))
     else:
         # An interrupted or differently configured run is redone from the start, and its old
         # results go with it (their samples are another model's).
+        if finished.is_dir():
+            log.info("finetune %s: redone (%s)", run_label(run.name, seed),
+                     "other settings" if not same_config else "its base has other weights now"
+                     if base_record.is_file() else f"made before runs recorded their base weights ({BASE_WEIGHTS})")
         shutil.rmtree(output, ignore_errors=True)
         shutil.rmtree(out / "results" / run_label(run.name, seed), ignore_errors=True)
         log.info("finetune %s: %s, %d steps", run_label(run.name, seed), run.title, settings.steps)

@@ -329,8 +329,9 @@ def recorded_series(run: RunDirectory, label: str) -> list[Series]:
 
 def replay(folder: str | Path, max_checkpoints: int | None = None) -> Replay:
     """Run the adaptive schedule's rule (module docstring) on the finished full sweep in
-    ``folder``, reading its samples instead of evaluating: a :class:`Replay`. A folder that an
-    adaptive schedule left incomplete, or with no series to follow, is a :class:`RunError`."""
+    ``folder``, reading its samples instead of evaluating: a :class:`Replay`, with the run's
+    own seed. A folder that an adaptive schedule left incomplete, with fewer than two
+    checkpoints, or with no series scored at every checkpoint is a :class:`RunError`."""
     run = RunDirectory(folder)
     record = run.read_record()
     if record is None or not record.checkpoints:
@@ -338,14 +339,23 @@ def replay(folder: str | Path, max_checkpoints: int | None = None) -> Replay:
     if record.schedule and record.schedule.get("left_out"):
         raise RunError(f"{folder}: an adaptive schedule left out {len(record.schedule['left_out'])} checkpoints; "
                        "replay needs a full sweep (run --schedule all into it first)")
-    entries = sorted(record.checkpoints, key=lambda e: (e.step is None, e.step or 0))
+    entries = sorted(record.checkpoints, key=lambda e: (e.step is None, e.step or 0, e.label))  # discovery's order
     labels = [entry.label for entry in entries]
+    if len(labels) < 2:
+        raise RunError(f"{folder}: one evaluated checkpoint; a schedule chooses among two or more")
     series = recorded_series(run, labels[0])
     if not series:
-        raise RunError(f"{folder}: no task has conflicting examples scored by generation; the adaptive schedule "
-                       "has no series to follow")
+        tasks = ", ".join(sorted(record.task_hashes)) or "none listed in run.json"
+        raise RunError(f"{folder}: no task ({tasks}) has conflicting examples scored by generation at {labels[0]}; "
+                       "the adaptive schedule has no series to follow")
     values = [[series_values(run, label, one) for label in labels] for one in series]
-    schedule = AdaptiveSchedule(len(labels), max_checkpoints)
+    for one, per_series in zip(series, values):
+        if not set.intersection(*(set(at) for at in per_series)):
+            missing = [label for label, at in zip(labels, per_series) if not at]
+            raise RunError(f"{folder}: {one.task} ({one.conjugate}) has no conflicting example scored by generation at "
+                           f"every checkpoint{' (none at ' + ', '.join(missing) + ')' if missing else ''}; replay needs "
+                           "a full sweep on the same examples")
+    schedule = AdaptiveSchedule(len(labels), max_checkpoints, seed=int(record.config.get("seed") or 0))
     done: list[int] = []
     run_schedule(schedule, done.extend, lambda: [{i: per_series[i] for i in done} for per_series in values])
     evaluated, everything = sorted(schedule.tried), list(range(len(labels)))
