@@ -143,3 +143,12 @@ def test_a_finetuned_run_is_redone_when_its_base_weights_change(tmp_path, monkey
     save_file({"weight": torch.ones(4, 4)}, str(base / "model.safetensors"))
     run_it()
     assert finetuned == [0, 0] and not results.exists()  # redone, its old results dropped
+
+
+def test_a_base_finished_but_not_yet_put_in_place_is_kept(tmp_path, no_training):
+    local = {**P.read_info(P.shipped_base(P.PretrainConfig())), "cpu": "this machine", "date": "today"}
+    partial = tmp_path / "base.partial"
+    shutil.copytree(P.shipped_base(P.PretrainConfig()), partial)
+    (partial / P.INFO_FILE).write_text(json.dumps(local))
+    result = P.pretrain(tmp_path / "base")  # stopped after writing pretrain.json, before the rename
+    assert result.made_on == "this machine, today" and not partial.exists()

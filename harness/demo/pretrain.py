@@ -249,8 +249,11 @@ def _install(source: Path, out_dir: Path, info: dict[str, Any]) -> None:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        for file in source.iterdir():  # contents only: an installed package's read-only modes stay behind
-            shutil.copyfile(file, tmp / file.name)
+        # contents only: an installed package's read-only modes stay behind; pretrain.json is
+        # written last, so a folder holding one holds the whole base
+        for file in source.iterdir():
+            if file.name != INFO_FILE:
+                shutil.copyfile(file, tmp / file.name)
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -282,6 +285,9 @@ def pretrain(
     """
     out_dir = Path(out_dir)
     digest = config.settings_hash()
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if not out_dir.exists() and (read_info(partial) or {}).get("finished"):
+        partial.rename(out_dir)  # a run stopped between finishing its base and putting it in place
     info = read_info(out_dir)
     # A finished base already here is kept (a demo folder resumes on the weights it began with),
     # unless it is a shipped copy and the caller wants one trained here.
