@@ -31,8 +31,8 @@ def test_a_base_ships_for_the_default_settings_and_matches_the_data_this_code_ge
     folder = P.shipped_base(P.PretrainConfig())
     assert folder is not None, (
         "the shipped base no longer matches the data the demo trains on (the world or the corpus code changed): "
-        "pretrain it again with `python -m harness.demo.pretrain harness/demo/bases/<settings hash>`, add `cpu` "
-        "and `date`, and regenerate the README's demo numbers")
+        "pretrain it again with `python -m harness.demo.pretrain harness/demo/bases/<settings hash> --force` "
+        "(remove the old folder if the hash changed) and regenerate the README's demo numbers")
     info = P.read_info(folder)
     assert info["settings_hash"] == P.PretrainConfig().settings_hash() == folder.name
     assert info["cpu"] and info["date"]
