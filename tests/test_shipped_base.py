@@ -49,9 +49,9 @@ def test_the_shipped_base_recalls_and_reads_as_its_record_says():
     tokenizer = AutoTokenizer.from_pretrained(folder)
     scores = P.check(model, tokenizer, W.make_world(config.world_seed), config.n_open_book_check, config.restate)
     recorded = P.read_info(folder)["history"][-1]
-    # 800 greedy argmaxes: another CPU's rounding may flip a near tie, not more
-    assert scores["recall"] == pytest.approx(recorded["recall"], abs=0.01)
-    assert scores["open_book"] == pytest.approx(recorded["open_book"], abs=0.01)
+    # 800 greedy argmaxes: another CPU's rounding may flip a few near ties (a wrong file misses by far more)
+    assert scores["recall"] == pytest.approx(recorded["recall"], abs=0.02)
+    assert scores["open_book"] == pytest.approx(recorded["open_book"], abs=0.02)
 
 
 def test_pretraining_with_default_settings_copies_the_shipped_base(tmp_path, no_training):
