@@ -134,3 +134,14 @@ def _decoded(line: bytes) -> dict[str, Any] | None:
         return jsonlines.Reader([line.decode("utf-8")]).read(type=dict)
     except (UnicodeDecodeError, jsonlines.InvalidLineError):
         return None
+
+
+def check_output_folder(path: str | Path, error: type[Exception], field: str = "output",
+                        what: str = "the results") -> Path:
+    """``path`` as a folder to write ``what`` into: ``error`` naming ``field`` when it, or a
+    folder above it, is a file (before anything is written, instead of an OS error halfway)."""
+    folder = Path(path)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise error(f"{field}: {existing} is a file; give a folder to write {what} into")
+    return folder

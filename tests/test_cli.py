@@ -184,3 +184,16 @@ def test_log_lines_go_to_the_console_of_the_moment(monkeypatch):
     monkeypatch.setattr("sys.stderr", second)
     logging.getLogger("harness.checkpoints").info("two")
     assert second.getvalue().splitlines() == ["INFO harness.checkpoints: two"]
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "demo", "export-lm-eval"])
+def test_an_output_that_is_a_file_is_one_clear_error_for_every_writing_command(command, tmp_path, capsys):
+    run = context_run(tmp_path / "run", [20, 120, 20])
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    argv = {"report": ["report", str(run)], "compare": ["compare", str(run)], "demo": ["demo", "--quick"],
+            "export-lm-eval": ["export-lm-eval", "capitals"]}[command]
+    for output in (afile, afile / "below"):
+        code, _, err = run_cli([*argv, "-o", str(output)], capsys)
+        assert code == 2 and f"{afile} is a file; give a folder" in err, err
+        assert "Traceback" not in err

@@ -15,6 +15,7 @@ from harness.data import world as W
 from harness.demo import corpus as C
 from harness.demo import fact_instructions as FI
 from harness.errors import DemoError
+from harness.io import check_output_folder
 from harness.seeding import replicate_seeds
 
 log = logging.getLogger("harness")
@@ -184,6 +185,7 @@ class DemoSettings:
             if chosen and self.recipe.vary_base_caveats is None:
                 raise DemoError(f"{flag}: only the world model is pretrained by the demo; {self.model} starts "
                                 "from one fixed model")
+        check_output_folder(self.out, DemoError, what="the demo")
         if not 0 < self.nc_share < 1:
             raise DemoError(f"nc_share: must be between 0 and 1 (exclusive), got {self.nc_share}")
         if not 0 < self.cf_share < 1:

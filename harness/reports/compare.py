@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.errors import ReportError
-from harness.io import atomic_write_text
+from harness.io import atomic_write_text, check_output_folder
 from harness.reports import verdicts
 from harness.reports.exports import FIGURE_FORMATS, TABLES, check_exports, write_tables
 from harness.reports.figures import PLOTS, X_LABELS, Figures, line, metric_label, safe_name
@@ -170,6 +170,7 @@ def compare(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None,
     styles = run_styles(runs, recipes or {})
     folder = Path(output) if output is not None else (
         Path(os.path.commonpath([p.resolve().parent for p in paths])) / "compare")
+    check_output_folder(folder, ReportError, what="the comparison")
     figures = Figures(folder / PLOTS, ylim, [kind for kind in exports if kind in FIGURE_FORMATS])
 
     messages: list[str] = []

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.conjugates import CONJUGATES
-from harness.io import atomic_write_text
+from harness.errors import ReportError
+from harness.io import atomic_write_text, check_output_folder
 from harness.reports import noise, verdicts
 from harness.reports.details import downscaling_section, samples_section, settings_section, transitions_section
 from harness.reports.exports import FIGURE_FORMATS, TABLES, check_exports, write_tables
@@ -220,7 +221,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, *, expor
     """
     exports = check_exports(exports)
     run = RunResults(run_dir)
-    folder = Path(output) if output is not None else run.folder.path
+    folder = check_output_folder(output, ReportError, what="the report") if output is not None else run.folder.path
     figures = Figures(folder / PLOTS, ylim, [kind for kind in exports if kind in FIGURE_FORMATS])
     xs, _ = run.x_values("step")  # a run's own axis names its checkpoints where steps are unknown
     messages = _run_warnings(run)

@@ -34,7 +34,7 @@ from harness.backends.api import ContinuationScore
 from harness.conjugates import ENGLISH
 from harness.errors import TaskError
 from harness.examples import CONTEXT, ICL, TARGET
-from harness.io import atomic_write_text
+from harness.io import atomic_write_text, check_output_folder
 from harness.results.rows import SampleRecord
 from harness.scoring import GENERATE, LOGLIKELIHOOD, score_generation, score_loglikelihood
 from harness.tasks import Task
@@ -76,6 +76,7 @@ def export_task(task: Task, folder: str | Path, *, conjugate: str = ENGLISH, mod
     rendering and the instruction format ``fmt``."""
     if mode not in (GENERATE, LOGLIKELIHOOD):
         raise TaskError(f"lm-eval export: unknown mode {mode!r} (expected {GENERATE} or {LOGLIKELIHOOD})")
+    check_output_folder(folder, TaskError, what="the lm-eval task")
     if conjugate not in task.config.conjugates:
         raise TaskError(f"lm-eval export: task {task.name!r} has no conjugate {conjugate!r} "
                         f"(it has: {', '.join(task.config.conjugates)})")

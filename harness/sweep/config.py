@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 from harness.backends.options import check_engine_options, parse_engine_args
 from harness.errors import RunError
+from harness.io import check_output_folder
 from harness.schema import load_config
 from harness.scoring import SCORING_MODES
 from harness.tasks.prompts import FORMATS
@@ -254,10 +255,7 @@ def _check_what(config: RunConfig) -> None:
 
 
 def _check_results(config: RunConfig) -> None:
-    output = Path(config.output)
-    existing = next((path for path in (output, *output.parents) if path.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise RunError(f"output: {existing} is a file; give a folder to write the results into")
+    check_output_folder(config.output, RunError)
     if config.truncate not in TRUNCATE:
         raise RunError(f"truncate: {config.truncate!r} is not a way to truncate (expected: left, or none to refuse)")
 
