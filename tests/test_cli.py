@@ -197,3 +197,9 @@ def test_an_output_that_is_a_file_is_one_clear_error_for_every_writing_command(c
         code, _, err = run_cli([*argv, "-o", str(output)], capsys)
         assert code == 2 and f"{afile} is a file; give a folder" in err, err
         assert "Traceback" not in err
+
+
+def test_a_misspelt_engine_option_is_suggested_once():
+    with pytest.raises(RunError) as error:
+        check_engine_options({"enforce_eagr": True}, where="--engine-args")
+    assert "(did you mean enforce_eager?)" in str(error.value)

@@ -156,7 +156,7 @@ def check_engine_options(options: Mapping[str, Any], *, where: str = "backend_op
             if name in vllm_fields:
                 extra[name] = value
                 continue
-            close = difflib.get_close_matches(name, [*ENGINE_OPTIONS, *vllm_fields], 3)
+            close = difflib.get_close_matches(name, list(dict.fromkeys([*ENGINE_OPTIONS, *vllm_fields])), 3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise RunError(f"{where}: {name}: not an engine option{hint}; the harness's options: "
                            f"{', '.join(sorted(ENGINE_OPTIONS))}"
