@@ -203,3 +203,9 @@ def test_a_misspelt_engine_option_is_suggested_once():
     with pytest.raises(RunError) as error:
         check_engine_options({"enforce_eagr": True}, where="--engine-args")
     assert "(did you mean enforce_eager?)" in str(error.value)
+
+
+def test_a_misspelt_conjugate_is_refused_before_any_work(tmp_path, capsys):
+    code, _, err = run_cli(["evaluate", "--conjugates", "en,enn", "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and "conjugates: unknown conjugate 'enn' (did you mean 'en'?" in err, err
+    assert not (tmp_path / "out").exists()
