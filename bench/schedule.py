@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from harness.errors import HarnessError
 from harness.sweep.schedule import AdaptiveSchedule, replay, run_schedule, verdict_and_peak
 from harness.testing import simulated_curve
 
@@ -51,14 +52,19 @@ def simulated(args: argparse.Namespace) -> None:
 def replayed(folders: list[str]) -> None:
     evaluated = total = 0
     for folder in folders:
-        result = replay(folder)
+        try:
+            result = replay(folder)
+        except HarnessError as error:  # one folder that cannot be replayed does not stop the others
+            print(f"skipped: {error}")
+            continue
         evaluated, total = evaluated + len(result.evaluated), total + len(result.labels)
         agreement = "; ".join(f"{one.task}: verdict {'as' if verdict else 'NOT as'} the full sweep's, peak "
                               f"{'as' if peak else 'NOT as'} the full sweep's"
                               for one, verdict, peak in zip(result.series, result.same_verdict, result.same_peak))
         print(f"{folder}: would evaluate {len(result.evaluated)} of {len(result.labels)} "
               f"({', '.join(result.labels[i] for i in result.evaluated)}); {agreement}")
-    print(f"in all: {evaluated} of {total} checkpoints ({evaluated / total:.0%})")
+    if total:
+        print(f"in all: {evaluated} of {total} checkpoints ({evaluated / total:.0%})")
 
 
 def main() -> None:

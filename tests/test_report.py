@@ -300,3 +300,10 @@ def test_compare_on_tokens_puts_the_base_at_zero(tmp_path):
     assert "at step 25 (tokens 1600)" in text
     with pytest.raises(ReportError, match="no run is called c"):
         compare([a, b], x="tokens", output=tmp_path / "out", tokens_per_step={"c": 1.0})
+
+
+def test_load_results_on_a_folder_without_results_is_a_harness_error(tmp_path):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="no summary"):
+        load_results(tmp_path / "nonexistent")

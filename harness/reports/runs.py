@@ -66,7 +66,7 @@ def _load_one(run_dir: str | Path):
     run = RunDirectory(run_dir)
     rows = run.read_summary()
     if not rows and not run.summary_file.is_file():
-        raise FileNotFoundError(f"{run.summary_file}: no summary (is {run_dir} a results folder?)")
+        raise ReportError(f"{run.summary_file}: no summary (is {run_dir} a results folder?)")
     frame = pd.DataFrame([row.to_dict() for row in rows])
     frame.insert(0, "run", run.path.resolve().name)
     progress = checkpoint_progress(run.read_record())
