@@ -109,4 +109,11 @@ def load_config(cls: type[T], path: str | Path, error: type[Exception], **overri
         raise error(f"{path}: top level: expected a mapping, got {type(data).__name__}")
     # Flags win over the file's keys; the dataclass is built once, from both, so its checks see
     # the settings the run will have (a file's until_step with --follow on the command line).
-    return from_mapping(cls, {**data, **overrides}, str(path), error)
+    try:
+        return from_mapping(cls, {**data, **overrides}, str(path), error)
+    except error as failure:
+        # A value check names its field ("format: unknown ..."): the file too, when the value is the file's
+        field = str(failure).split(":", 1)[0]
+        if field in data and field not in overrides:
+            raise error(f"{path}: {failure}") from None
+        raise

@@ -209,3 +209,14 @@ def test_a_misspelt_conjugate_is_refused_before_any_work(tmp_path, capsys):
     code, _, err = run_cli(["evaluate", "--conjugates", "en,enn", "-o", str(tmp_path / "out")], capsys)
     assert code == 2 and "conjugates: unknown conjugate 'enn' (did you mean 'en'?" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("line, field", [("format: chatt", "format"), ("limit: -1", "limit"),
+                                         ("conjugates: [enn]", "conjugates")])
+def test_a_bad_value_in_a_config_names_the_file_and_the_field(line, field, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output: {tmp_path / 'out'}\n{line}\n")
+    code, _, err = run_cli(["evaluate", "--config", str(config)], capsys)
+    assert code == 2 and f"{config}: {field}: " in err, err
+    code, _, err = run_cli(["evaluate", "--config", str(config), f"--{field}", "x"], capsys)
+    assert code == 2 and str(config) not in err  # the flag's value is the one refused now, not the file's
