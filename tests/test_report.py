@@ -307,3 +307,11 @@ def test_load_results_on_a_folder_without_results_is_a_harness_error(tmp_path):
 
     with pytest.raises(HarnessError, match="no summary"):
         load_results(tmp_path / "nonexistent")
+
+
+def test_tokens_per_step_given_to_a_run_without_steps_says_the_steps_are_missing(tmp_path):
+    from harness.reports.compare import compare
+
+    run = context_run(tmp_path / "look", [20], steps=[None])
+    with pytest.raises(ReportError, match=r"--tokens-per-step needs steps, and its checkpoints have none"):
+        compare([run], x="tokens", output=tmp_path / "out", tokens_per_step={"look": 100.0})

@@ -266,7 +266,8 @@ class RunResults:
             if value is not None:
                 known[point.label] = float(value)
         if not known or set(known.values()) == {0.0} and len(self.checkpoints) > 1:
-            hint = " or give --tokens-per-step" if x == "tokens" else ""
+            hint = (" or give --tokens-per-step" if tokens_per_step is None else
+                    " (--tokens-per-step needs steps, and its checkpoints have none)") if x == "tokens" else ""
             raise ReportError(f"--x {x}: no checkpoint of run {self.name} recorded {_X_KEYS[x]} (its folder had "
                               f"no trainer_state.json saying it when evaluated); use --x step{hint}")
         lacking = [point.label for point in self.checkpoints if point.label not in known]
