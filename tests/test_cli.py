@@ -220,3 +220,16 @@ def test_a_bad_value_in_a_config_names_the_file_and_the_field(line, field, tmp_p
     assert code == 2 and f"{config}: {field}: " in err, err
     code, _, err = run_cli(["evaluate", "--config", str(config), f"--{field}", "x"], capsys)
     assert code == 2 and str(config) not in err  # the flag's value is the one refused now, not the file's
+
+
+def test_flips_with_a_condition_skips_the_tasks_that_lack_it(tmp_path, capsys):
+    from handmade import rich_run
+
+    run = rich_run(tmp_path / "run")
+    code, out, err = run_cli(["flips", str(run), "first", "last", "--metric", "accuracy", "--condition",
+                              "closed_book"], capsys)
+    assert code == 0, err
+    assert "capitals" in out and "closed_book" in out and "icl_vs_if" not in out
+    code, _, err = run_cli(["flips", str(run), "first", "last", "--metric", "accuracy", "--condition", "nowhere"],
+                           capsys)
+    assert code == 2 and "nowhere" in err

@@ -297,14 +297,25 @@ def flips(run_dir: str | Path, *, task: str | None = None, before: str | int = "
           metric: str | None = None, condition: str | None = None, conjugate: str | None = None,
           shown: int = FLIPS_SHOWN) -> list[Transitions]:
     """The :func:`transitions` of ``task``, or of every task of the run whose metric (``metric``,
-    else its headline) is a yes/no per item: what ``harness flips`` prints. Raises
-    :class:`ReportError` when no task has one."""
+    else its headline) is a yes/no per item and was scored (in ``condition``, when given): what
+    ``harness flips`` prints. Raises :class:`ReportError` when no task has one."""
     run = RunResults(run_dir)
-    tasks = [task] if task else [t for t in run.tasks if _has_states(metric or run.headline(t))]
+    if task:
+        return [transitions(run, task, before, after, metric=metric, condition=condition, conjugate=conjugate,
+                            shown=shown)]
+    tasks = [t for t in run.tasks if _has_states(metric or run.headline(t))]
     if not tasks:
         raise ReportError(f"{run_dir}: no task has a yes/no headline metric; pass --task and --metric")
-    return [transitions(run, name, before, after, metric=metric, condition=condition, conjugate=conjugate,
-                        shown=shown) for name in tasks]
+    found, missing = [], []
+    for name in tasks:  # a task without this metric or condition is left out, not an error
+        try:
+            found.append(transitions(run, name, before, after, metric=metric, condition=condition,
+                                     conjugate=conjugate, shown=shown))
+        except ReportError as error:
+            missing.append(str(error))
+    if not found:
+        raise ReportError("; ".join(dict.fromkeys(missing)))
+    return found
 
 
 def _has_states(metric: str | None) -> bool:
