@@ -92,3 +92,16 @@ def test_states_and_item_state():
     assert item_state("ll_context_win_rate", {"ll_context_wins": False}) == "parametric likelier"
     with pytest.raises(ReportError, match="not a yes/no per item"):
         states("ll_mean_logodds")
+
+
+def test_a_task_without_the_conjugates_asked_for_is_left_out_with_a_warning(caplog):
+    from harness.sweep.config import RunConfig
+    from harness.sweep.plan import plan
+    from harness.tasks.registry import TaskRegistry
+
+    tasks = TaskRegistry().select(["capitals", "proverbs"])
+    assert "fr" in tasks[0].config.conjugates and "fr" not in tasks[1].config.conjugates
+    with caplog.at_level("WARNING", logger="harness"):
+        items = plan(tasks, RunConfig(conjugates=["fr"], limit=2))
+    assert {item.task.name for item in items} == {"capitals"}
+    assert "proverbs: left out, it has none of the conjugates asked for (fr; it has en" in caplog.text

@@ -6,6 +6,7 @@ A :class:`WorkItem` is one example rendered for one conjugate with the scoring m
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -14,6 +15,8 @@ from harness.seeding import seeded_random
 from harness.examples import Example
 from harness.tasks.prompts import RenderedExample, render
 from harness.tasks import Task
+
+log = logging.getLogger("harness")
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.sweep.config import RunConfig
@@ -78,7 +81,11 @@ def plan(tasks: Sequence[Task], config: RunConfig) -> list[WorkItem]:
         modes = task_modes(task, config)
         if not modes:
             continue
-        for conjugate in task_conjugates(task, config):
+        conjugates = task_conjugates(task, config)
+        if not conjugates:
+            log.warning("%s: left out, it has none of the conjugates asked for (%s; it has %s)", task.name,
+                        ", ".join(config.conjugates or []), ", ".join(task.config.conjugates))
+        for conjugate in conjugates:
             written_in = [e for e in task.examples if e.conjugate in (None, conjugate)]
             for example in limited(written_in, config.limit, seed=config.seed, task=task.name):
                 items.append(WorkItem(task, render(task, example, conjugate), modes))
