@@ -31,8 +31,7 @@ def add(parser: Parser, commands: Any) -> None:
     finetune.set_defaults(run=run_finetune)
 
     demo = command(parser, commands, "demo", "reproduce context-parametric inversion end to end on a CPU, offline",
-                   "Start from a tiny GPT-2 pretrained on a synthetic world (shipped with the harness; --pretrain "
-                   "trains it here), instruction-tune it with the standard recipe "
+                   "Pretrain a tiny GPT-2 on a synthetic world, instruction-tune it with the standard recipe "
                    "and a mitigation (--runs all: three mitigations), each over several finetuning seeds, with "
                    "dense checkpoints; evaluate every checkpoint, chart context reliance and give each recipe's "
                    "verdict over its seeds. Every stage is cached in --output: rerun to resume.",
@@ -52,9 +51,6 @@ def add(parser: Parser, commands: Any) -> None:
                       help="each seed also pretrains a base of its own (pretraining seed = that seed), so that the "
                            "verdicts are about bases drawn from the pretraining recipe, not one base (world only; "
                            "one pretraining a seed)")
-    demo.add_argument("--pretrain", action="store_true", default=None,
-                      help="pretrain the world model's base on this machine instead of starting from the one "
-                           "shipped with the harness (same settings; its weights then depend on this CPU's rounding)")
     demo.add_argument("--model", choices=["world", "smollm2"],
                       help="world (default): pretrain a tiny GPT-2 on a synthetic world; smollm2: LoRA runs on "
                            "the bundled SmolLM2-135M-Instruct, probed on real capitals")
@@ -98,7 +94,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from harness.demo import run_demo as demo
 
     chosen = {key: getattr(args, key) for key in ("runs", "seeds", "steps", "nc_share", "cf_share", "seed", "model",
-                                                  "backend", "vary_base", "pretrain")
+                                                  "backend", "vary_base")
               if getattr(args, key) is not None}
     settings = DemoSettings(out=args.output, quick=args.quick, threads=args.threads, **chosen)
     with quiet(engine_log(args.output), verbose=args.verbose):

@@ -14,17 +14,8 @@ recall >= ``recall_threshold`` and open-book >= ``open_book_threshold``, or at `
 
 The output folder is a float32 safetensors model with its tokenizer, loadable by
 ``AutoModelForCausalLM.from_pretrained``/``AutoTokenizer.from_pretrained`` and by vLLM, plus
-``pretrain.json`` (settings, their hash, the data's fingerprint, the check history, timings,
-the CPU it ran on). A folder whose ``pretrain.json`` is finished with the same settings hash is
-reused as is.
-
-**The shipped base.** The base of the default settings ships with the harness
-(:data:`SHIPPED_BASES`, one folder per settings hash) and is copied instead of trained when the
-data this code would train on has the fingerprint recorded with it (:func:`data_fingerprint`:
-the world, the tokenizer's vocabulary and the first documents). Every machine then finetunes
-the same weights: which draw of the base a demo starts from decided a mitigation's verdict
-(docs/demo-recipe.md), and pretraining rounds differently on different CPUs. ``shipped=False``
-(``harness demo --pretrain``) trains it here instead.
+``pretrain.json`` (settings, their hash, the check history, timings). A folder whose
+``pretrain.json`` is finished with the same settings hash is reused as is.
 
 docs/demo-recipe.md records the runs behind the defaults: restating word for word, the 2-4
 restatements and templates whose recall cues name their attribute all mattered there.
@@ -47,15 +38,10 @@ import torch
 from harness.console import progress as show_progress
 from harness.data import world as W
 from harness.demo import corpus as C
-from harness.dtypes import cpu_description
 
 # Bump when the training code changes what a given config produces (invalidates caches).
 PRETRAIN_VERSION = 5  # 5: GELU's tanh approximation fused (was gelu_new); 4: 100 known entities (was 200)
 INFO_FILE = "pretrain.json"
-#: Bases pretrained with default settings, shipped as package data: ``bases/<settings hash>/``.
-SHIPPED_BASES = Path(__file__).parent / "bases"
-#: How many of the first pretraining documents go into :func:`data_fingerprint`.
-FINGERPRINT_DOCUMENTS = 256
 
 
 @dataclass(frozen=True)
@@ -113,10 +99,6 @@ class PretrainResult:
     seconds: float
     cached: bool
     history: list[dict[str, float]] = field(default_factory=list)
-    #: copied from the base shipped with the harness (:data:`SHIPPED_BASES`), not trained here
-    shipped: bool = False
-    #: the CPU and the date the weights were pretrained on ("" when not recorded)
-    made_on: str = ""
 
 
 def make_model(config: PretrainConfig, vocab_size: int, eos_id: int, pad_id: int):
@@ -208,58 +190,6 @@ def check(model, tokenizer, world: W.World, n_open_book: int = 400, restate: str
     }
 
 
-def _documents(world: W.World, config: PretrainConfig):
-    return C.pretraining_documents(
-        world, config.seed, bio_share=config.bio_share, statements=config.statements,
-        restatements=config.restatements, known_share=config.known_share, local_share=config.local_share,
-        restate=config.restate, reading_pool=config.reading_pool,
-    )
-
-
-def data_fingerprint(config: PretrainConfig) -> str:
-    """A hash of what ``config`` trains on as this code generates it: the world, the
-    tokenizer's vocabulary and the first :data:`FINGERPRINT_DOCUMENTS` documents. A shipped
-    base is used only where it matches: a change to the world or the corpus code that the
-    settings hash cannot see then trains the base again instead of reusing stale weights."""
-    world = W.make_world(config.world_seed)
-    payload = json.dumps([dataclasses.asdict(world), sorted(C.build_tokenizer(world).get_vocab().items()),
-                          list(islice(_documents(world, config), FINGERPRINT_DOCUMENTS))], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def shipped_base(config: PretrainConfig) -> Path | None:
-    """The shipped base pretrained with ``config`` on the data this code generates; None when
-    none ships for these settings or the data differs (module docstring)."""
-    folder = SHIPPED_BASES / config.settings_hash()
-    info = read_info(folder)
-    if not info or not info.get("finished") or info.get("data_fingerprint") != data_fingerprint(config):
-        return None
-    return folder
-
-
-def _made_on(info: dict[str, Any]) -> str:
-    return ", ".join(part for part in (info.get("cpu"), info.get("date")) if part)
-
-
-def _install(source: Path, out_dir: Path, info: dict[str, Any]) -> None:
-    """Put ``source``'s files, with ``info`` as their pretrain.json, into ``out_dir`` as one step
-    (a folder half written is never taken for a finished base)."""
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    if source != tmp:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        # contents only: an installed package's read-only modes stay behind; pretrain.json is
-        # written last, so a folder holding one holds the whole base
-        for file in source.iterdir():
-            if file.name != INFO_FILE:
-                shutil.copyfile(file, tmp / file.name)
-    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
-
-
 def read_info(path: str | Path) -> dict[str, Any] | None:
     try:
         return json.loads((Path(path) / INFO_FILE).read_text())
@@ -274,36 +204,21 @@ def pretrain(
     threads: int | None = None,
     progress: bool = True,
     force: bool = False,
-    shipped: bool = True,
     log=None,
 ) -> PretrainResult:
-    """Pretrain the demo base into ``out_dir`` (reused when already finished with ``config``;
-    copied from the shipped base when one matches and ``shipped``: module docstring).
+    """Pretrain the demo base into ``out_dir`` (reused when already finished with ``config``).
 
     ``threads`` sets ``torch.set_num_threads`` for the run; ``log`` (a callable taking a
-    string) receives one line per check; ``force`` trains again whatever ``out_dir`` holds.
+    string) receives one line per check.
     """
     out_dir = Path(out_dir)
     digest = config.settings_hash()
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if not out_dir.exists() and (read_info(partial) or {}).get("finished"):
-        partial.rename(out_dir)  # a run stopped between finishing its base and putting it in place
     info = read_info(out_dir)
-    # A finished base already here is kept (a demo folder resumes on the weights it began with),
-    # unless it is a shipped copy and the caller wants one trained here.
-    reuse = bool(not force and info and info.get("finished") and info.get("settings_hash") == digest
-                 and (shipped or not info.get("shipped")))
-    source = None if reuse or force or not shipped else shipped_base(config)
-    if source is not None:
-        info = {**read_info(source), "shipped": True}
-        _install(source, out_dir, info)
-        reuse = True
-    if reuse:
+    if not force and info and info.get("finished") and info.get("settings_hash") == digest:
         last = info["history"][-1] if info.get("history") else {}
         return PretrainResult(out_dir, info["steps"], last.get("recall", float("nan")),
                               last.get("open_book", float("nan")), info["reached"], info["seconds"],
-                              cached=True, history=info.get("history", []), shipped=bool(info.get("shipped")),
-                              made_on=_made_on(info))
+                              cached=True, history=info.get("history", []))
 
     if threads:
         torch.set_num_threads(threads)
@@ -317,7 +232,11 @@ def pretrain(
         lr=config.lr, betas=config.betas,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
-    documents = _documents(world, config)
+    documents = C.pretraining_documents(
+        world, config.seed, bio_share=config.bio_share, statements=config.statements,
+        restatements=config.restatements, known_share=config.known_share, local_share=config.local_share,
+        restate=config.restate, reading_pool=config.reading_pool,
+    )
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     train_seconds = 0.0
@@ -365,7 +284,6 @@ def pretrain(
     info = {
         "finished": True,
         "settings_hash": digest,
-        "data_fingerprint": data_fingerprint(config),
         "config": dataclasses.asdict(config),
         "version": PRETRAIN_VERSION,
         "steps": step,
@@ -373,19 +291,19 @@ def pretrain(
         "seconds": round(seconds, 1),
         "train_seconds": round(train_seconds, 1),
         "threads": torch.get_num_threads(),
-        "cpu": cpu_description(),
-        "date": time.strftime("%Y-%m-%d"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "history": history,
     }
-    _install(tmp, out_dir, info)
+    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
     return PretrainResult(out_dir, step, scores["recall"], scores["open_book"], reached, seconds,
-                          cached=False, history=history, made_on=_made_on(info))
+                          cached=False, history=history)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m harness.demo.pretrain OUT [--threads N] [--max-steps N] [--key value ...]``:
-    trains here (never copies the shipped base; a finished base in OUT is reused unless ``--force``)."""
+    """``python -m harness.demo.pretrain OUT [--threads N] [--max-steps N] [--key value ...]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -399,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig)
                  if getattr(args, f.name, None) is not None}
     config = dataclasses.replace(PretrainConfig(), **overrides)
-    result = pretrain(args.out, config, threads=args.threads, force=args.force, shipped=False, log=print)
+    result = pretrain(args.out, config, threads=args.threads, force=args.force, log=print)
     print(json.dumps({k: v for k, v in dataclasses.asdict(result).items() if k != "history"}, default=str))
 
 

@@ -136,9 +136,7 @@ class DemoSettings:
     base model and the training data, which every run shares; with ``vary_base`` each seed
     also pretrains a base of its own (pretraining seed = that seed; the world model only), so
     that the verdicts are about bases drawn from the pretraining recipe rather than one base
-    (docs/demo-recipe.md: which base it was decided a mitigation's verdict). The world model's
-    base with default settings ships with the harness and is copied, not trained
-    (:mod:`harness.demo.pretrain`); ``pretrain`` trains it on this machine instead. ``nc_share`` is the share of
+    (docs/demo-recipe.md: which base it was decided a mitigation's verdict). ``nc_share`` is the share of
     non-context-critical examples in the instruction data (the filter drops that share
     again); ``cf_share`` the share of counterfactual examples the augmentation adds.
     Settings left None take the model's defaults (:data:`RECIPES`).
@@ -163,7 +161,6 @@ class DemoSettings:
     seeds: list[int] | None = None
     runs: list[str] = field(default_factory=lambda: list(DEFAULT_RUNS))
     vary_base: bool = False
-    pretrain: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in RECIPES:
@@ -181,10 +178,9 @@ class DemoSettings:
                            f"(known: {', '.join(r.name for r in RUNS)})")
         if not replicate_seeds(self.seeds):
             raise DemoError(f"--seeds: expected distinct non-negative seeds, at least one, got {self.seeds}")
-        for flag, chosen in (("--vary-base", self.vary_base), ("--pretrain", self.pretrain)):
-            if chosen and self.recipe.vary_base_caveats is None:
-                raise DemoError(f"{flag}: only the world model is pretrained by the demo; {self.model} starts "
-                                "from one fixed model")
+        if self.vary_base and self.recipe.vary_base_caveats is None:
+            raise DemoError(f"--vary-base: only the world model is pretrained by the demo; {self.model} starts "
+                            "from one fixed model")
         check_output_folder(self.out, DemoError, what="the demo")
         if not 0 < self.nc_share < 1:
             raise DemoError(f"nc_share: must be between 0 and 1 (exclusive), got {self.nc_share}")
@@ -220,19 +216,16 @@ def _pretrained_base(settings: DemoSettings, out: Path, seed: int | None = None)
     if settings.pretrain_steps is not None:
         config = dataclasses.replace(config, max_steps=settings.pretrain_steps)
     folder = out / "base" if seed is None else out / "bases" / f"seed-{seed}"
-    result = pretrain(folder, config, threads=settings.threads, shipped=not settings.pretrain,
+    result = pretrain(folder, config, threads=settings.threads,
                       # the progress bar shows the latest check; every check is in pretrain.json (-v: here)
                       log=lambda line: log.debug("pretrain: %s", line))
     name = "base model" if seed is None else f"base model of seed {seed}"
-    shipped = f"pretrained on {result.made_on}; --pretrain trains it here" if result.shipped else ""
-    origin = f"shipped with the harness: {shipped}" if shipped else "cached" if result.cached else ""
     log.info("%s: %d steps, closed-book recall %.3f, open-book (pretraining format) %.3f%s", name,
-             result.steps, result.recall, result.open_book, f" ({origin})" if origin else "")
+             result.steps, result.recall, result.open_book, " (cached)" if result.cached else "")
     return Base(result.path, (
         f"{name.capitalize()}: {result.steps} pretraining steps, closed-book recall {result.recall:.2f}, "
         f"open-book (pretraining format) {result.open_book:.2f}"
-        f"{'' if result.reached else ' (thresholds not reached)'}"
-        f"{f'; shipped with the harness ({shipped})' if shipped else ''}."))
+        f"{'' if result.reached else ' (thresholds not reached)'}."))
 
 
 def _bundled_base(settings: DemoSettings, out: Path, seed: int | None = None) -> Base:
@@ -280,8 +273,7 @@ RECIPES = {
         format="plain", method="full", templates=(C.FINETUNE_PROMPT_TEMPLATE, C.FINETUNE_CLOSED_BOOK_TEMPLATE),
         max_length=128, modes=None, in_training_eval=True, caveats=SHARED_BASE_CAVEATS,
         vary_base_caveats=OWN_BASES_CAVEATS, base_note=ARCHITECTURE_NOTE,
-        base_stage="the base model (shipped, or pretrained with --pretrain)", make_base=_pretrained_base,
-        write_data=_world_data,
+        base_stage="pretraining the base model", make_base=_pretrained_base, write_data=_world_data,
         defaults={"steps": 250, "batch_size": 32, "learning_rate": 5e-4, "warmup_steps": 50, "save_every": 25,
                   "limit": None, "seeds": [0, 1, 2]},
     ),

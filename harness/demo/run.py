@@ -125,7 +125,8 @@ def _finetune(settings: DemoSettings, run: DemoRun, seed: int, base: Path, data:
     # of one recipe are its replicates for `harness compare --recipe` and detect_inversion.
     config = finetune_config(settings, run, base, data, output, seed)
     record = output / "finetune_config.json"
-    # The base's weights as well as its path: `--pretrain` replaces a shipped base in place.
+    # The base's weights as well as its path: a base pretrained again (other settings, another
+    # PRETRAIN_VERSION) replaces the old one in place.
     base_record, base_weights = output / BASE_WEIGHTS, weights_fingerprint(base)
     finished = output / f"checkpoint-{settings.steps}"
     same_config = record.is_file() and json.loads(record.read_text()) == json.loads(
