@@ -233,3 +233,35 @@ def test_flips_with_a_condition_skips_the_tasks_that_lack_it(tmp_path, capsys):
     code, _, err = run_cli(["flips", str(run), "first", "last", "--metric", "accuracy", "--condition", "nowhere"],
                            capsys)
     assert code == 2 and "nowhere" in err
+
+
+def test_a_run_that_cannot_start_writes_nothing_and_starts_no_engine(tmp_path, capsys, monkeypatch):
+    """An unknown task or a missing checkpoint folder is refused before any engine loads a
+    model, and leaves no output folder (not even its logs/) behind."""
+    import harness.backends
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("an engine was made for a run that cannot start")
+
+    monkeypatch.setattr(harness.backends, "make_backend", no_engine)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["evaluate", "--tasks", "capitalz", "-o", str(out)], capsys)
+    assert code == 2 and "did you mean 'capitals'" in err
+    assert not out.exists()
+    code, _, err = run_cli(["evaluate", "--checkpoints", str(tmp_path / "nowhere"), "-o", str(out)], capsys)
+    assert code == 2 and "does not exist" in err
+    assert not out.exists()
+
+
+def test_a_misspelt_engine_option_is_one_line_on_the_console(tmp_path):
+    """Checking an engine option imports vLLM; its import-time notes (e.g. Triton without a
+    CPU backend) must not crowd the one error line."""
+    pytest.importorskip("vllm")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "evaluate", "--engine-args", "max_num_seqz=4",
+                           "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --engine-args: max_num_seqz"), lines

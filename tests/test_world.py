@@ -318,3 +318,49 @@ def test_tiny_pretraining_run_gives_a_loadable_untied_model(tmp_path):
     # a second call with the same settings reuses the folder; other settings retrain
     assert pretrain(out, config, progress=False).cached
     assert config.settings_hash() != PretrainConfig(max_steps=4, eval_every=3, batch_size=4).settings_hash()
+
+
+def test_packed_documents_train_as_padded_ones(world, tokenizer):
+    """Packing a batch's documents into shared rows gives the loss and gradients of one
+    document a padded row (the layout pretraining used before packing)."""
+    import torch
+
+    from harness.demo.pretrain import PretrainConfig, _encode, _pad, make_model, pack_documents
+
+    config = PretrainConfig(n_embd=32, n_inner=64, n_head=2, n_layer=2)
+    model = make_model(config, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    rows = _encode(tokenizer, list(islice(C.pretraining_documents(world, 0), 16)), eos=True)
+    packed = pack_documents(rows, tokenizer.pad_token_id, config.n_positions)
+    assert packed["input_ids"].shape[0] < len(rows)  # shared rows, so fewer positions
+    assert packed["input_ids"].numel() < len(rows) * max(map(len, rows))
+
+    def loss_and_grads(**batch):
+        model.zero_grad()
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    ids, mask = _pad(rows, tokenizer.pad_token_id, config.n_positions)
+    padded_loss, padded_grads = loss_and_grads(input_ids=ids, attention_mask=mask,
+                                               labels=ids.masked_fill(mask == 0, -100))
+    packed_loss, packed_grads = loss_and_grads(**packed)
+    assert packed_loss == pytest.approx(padded_loss, abs=1e-5)
+    for a, b in zip(padded_grads, packed_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_packing_check_catches_documents_that_see_each_other(world, tokenizer, monkeypatch):
+    import torch
+
+    from harness.demo import pretrain as P
+
+    config = P.PretrainConfig(n_embd=32, n_inner=64, n_head=2, n_layer=2)
+    model = P.make_model(config, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    first, second = P._encode(tokenizer, ["e5 lives in lima", "e6 is from"], eos=True)
+    P.check_packing(model, first, second, tokenizer.pad_token_id)
+    # Positions that never restart make the pair one document: the check must say so.
+    unpacked = P.pack_documents
+    monkeypatch.setattr(P, "pack_documents", lambda rows, pad, cap: {
+        **unpacked(rows, pad, cap), "position_ids": torch.arange(len(rows[0]) + len(rows[1]))[None]})
+    with pytest.raises(RuntimeError, match="attend to each other"):
+        P.check_packing(model, first, second, tokenizer.pad_token_id)

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import yaml
 
 from harness.backends.api import HF, VLLM
-from harness.backends.vllm_setup import vllm_import_error
+from harness.backends.vllm_setup import import_notes_hidden, vllm_import_error
 from harness.errors import RunError
 
 logger = logging.getLogger("harness")
@@ -126,7 +126,8 @@ def _vllm_fields() -> set[str]:
     """The keyword arguments ``vllm.LLM`` passes on to its engine; empty without vLLM."""
     if vllm_import_error() is not None:
         return set()
-    from vllm.engine.arg_utils import EngineArgs
+    with import_notes_hidden():
+        from vllm.engine.arg_utils import EngineArgs
 
     return {f.name for f in dataclasses.fields(EngineArgs)}
 

@@ -83,10 +83,25 @@ def vllm_import_error() -> str | None:
     """None when ``import vllm`` works, else why it does not (a short message)."""
     set_environment_defaults()  # before vllm is first imported: it reads them then
     try:
-        import vllm  # noqa: F401
+        with import_notes_hidden():
+            import vllm  # noqa: F401
     except Exception as exc:  # ImportError, or a broken build raising anything else
         return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     return None
+
+
+@contextlib.contextmanager
+def import_notes_hidden() -> Iterator[None]:
+    """Hide what vLLM logs below ERROR while its modules are imported: notes on the platform
+    ("Triton is installed, but doesn't include CPU backend"), noise beside an error line;
+    an engine's start logs what matters to its log file."""
+    vllm_logger = logging.getLogger("vllm")
+    level = vllm_logger.level
+    vllm_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        vllm_logger.setLevel(level)
 
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"

@@ -3,9 +3,10 @@
 The base must have memorised the 400 known facts *and* be able to read a fact from its context
 (docs/inversion-testbed.md): a tiny ``GPT2LMHeadModel`` (untied embeddings, so vLLM on CPU
 reloads its checkpoints exactly: docs/engines.md) trained in one stage on bio and reading
-documents (:func:`harness.demo.corpus.pretraining_documents`), loss
-on all tokens, one document a row (right-padded, padding masked out, ``<eos>`` after each
-document, no BOS).
+documents (:func:`harness.demo.corpus.pretraining_documents`), loss on all tokens, ``<eos>``
+after each document, no BOS. A batch's documents are packed into as few rows as fit
+(:func:`pack_documents`), each document attending only to itself: the same loss and gradient
+as one document a padded row, on about a quarter fewer token positions.
 
 Every ``eval_every`` steps two greedy checks in the pretraining format: closed-book recall of
 the 400 known facts (``e5 lives in`` -> ``lima``) and open-book reading (statements about
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -40,7 +41,7 @@ from harness.data import world as W
 from harness.demo import corpus as C
 
 # Bump when the training code changes what a given config produces (invalidates caches).
-PRETRAIN_VERSION = 5  # 5: GELU's tanh approximation fused (was gelu_new); 4: 100 known entities (was 200)
+PRETRAIN_VERSION = 6  # 6: documents packed into rows (was one a padded row); 5: GELU's tanh approximation fused (was gelu_new); 4: 100 known entities (was 200)
 INFO_FILE = "pretrain.json"
 
 
@@ -142,6 +143,15 @@ def lr_factor(config: PretrainConfig, step: int) -> float:
     raise ValueError(f"unknown schedule {config.schedule!r} (expected constant or linear)")
 
 
+def training_documents(config: PretrainConfig, world: W.World) -> Iterator[str]:
+    """The endless, seeded stream of pretraining documents ``config`` trains on."""
+    return C.pretraining_documents(
+        world, config.seed, bio_share=config.bio_share, statements=config.statements,
+        restatements=config.restatements, known_share=config.known_share, local_share=config.local_share,
+        restate=config.restate, reading_pool=config.reading_pool,
+    )
+
+
 def _encode(tokenizer, texts: Sequence[str], eos: bool) -> list[list[int]]:
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     if eos:
@@ -158,6 +168,55 @@ def _pad(rows: list[list[int]], pad_id: int, max_len: int) -> tuple[torch.Tensor
         ids[i, : len(row)] = torch.tensor(row)
         mask[i, : len(row)] = 1
     return ids, mask
+
+
+def pack_documents(rows: list[list[int]], pad_id: int, capacity: int) -> dict[str, torch.Tensor]:
+    """A batch of documents (token ids, each cut to ``capacity``) packed first-fit, longest first,
+    into rows of at most ``capacity`` tokens: ``input_ids``, ``position_ids`` (restarting at 0
+    with each document, which is how transformers' attention masks tell packed documents apart)
+    and ``labels`` (-100 on each document's first token, which nothing predicts, and on padding).
+
+    The model must be called with ``use_cache=False``: with a cache, transformers does not
+    look for packed documents and lets them attend to each other."""
+    rows = [row[:capacity] for row in rows]
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(rows)), key=lambda i: -len(rows[i])):
+        fits = next((b for b, free in enumerate(room) if len(rows[i]) <= free), None)
+        if fits is None:
+            bins.append([])
+            room.append(capacity)
+            fits = len(bins) - 1
+        bins[fits].append(i)
+        room[fits] -= len(rows[i])
+    width = capacity - min(room)
+    ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
+    # Padding at a row's end sits at position 0 again and again: each pad token is a
+    # "document" of its own, so it attends to nothing real (and carries no label).
+    positions = torch.zeros((len(bins), width), dtype=torch.long)
+    labels = torch.full((len(bins), width), -100, dtype=torch.long)
+    for b, members in enumerate(bins):
+        at = 0
+        for i in members:
+            row = torch.tensor(rows[i], dtype=torch.long)
+            ids[b, at : at + len(row)] = row
+            positions[b, at : at + len(row)] = torch.arange(len(row))
+            labels[b, at + 1 : at + len(row)] = row[1:]
+            at += len(row)
+    return {"input_ids": ids, "position_ids": positions, "labels": labels}
+
+
+@torch.no_grad()
+def check_packing(model, first: list[int], second: list[int], pad_id: int) -> None:
+    """Raise unless a document packed after another gets the logits it gets alone: whether
+    position ids keep packed documents apart is transformers' behaviour, not this module's."""
+    longer, shorter = sorted([first, second], key=len, reverse=True)
+    packed = pack_documents([longer, shorter], pad_id, len(longer) + len(shorter))
+    logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits
+    alone = model(input_ids=torch.tensor([shorter]), use_cache=False).logits
+    if not torch.allclose(logits[0, len(longer):], alone[0], atol=1e-4):
+        raise RuntimeError("packed pretraining documents attend to each other with this version of "
+                           "transformers; pretraining needs its packed-sequence attention masks")
 
 
 @torch.no_grad()
@@ -232,11 +291,7 @@ def pretrain(
         lr=config.lr, betas=config.betas,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
-    documents = C.pretraining_documents(
-        world, config.seed, bio_share=config.bio_share, statements=config.statements,
-        restatements=config.restatements, known_share=config.known_share, local_share=config.local_share,
-        restate=config.restate, reading_pool=config.reading_pool,
-    )
+    documents = training_documents(config, world)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     train_seconds = 0.0
@@ -244,13 +299,13 @@ def pretrain(
     step = 0
     model.train()
     bar = show_progress(config.max_steps, "pretrain", unit="step", enabled=progress)
+    two_facts = [f"{prompt} {answer}" for prompt, answer in C.pretraining_recall_items(world)[:2]]
+    check_packing(model, *_encode(tokenizer, two_facts, eos=True), tokenizer.pad_token_id)
     scores = {"recall": 0.0, "open_book": 0.0}
     while step < config.max_steps:
         t0 = time.perf_counter()
         rows = _encode(tokenizer, list(islice(documents, config.batch_size)), eos=True)
-        ids, mask = _pad(rows, tokenizer.pad_token_id, config.n_positions)
-        labels = ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = model(**pack_documents(rows, tokenizer.pad_token_id, config.n_positions), use_cache=False).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -21,11 +21,10 @@ from harness.results import SAMPLES, RunDirectory
 from harness.sweep.config import RunConfig
 from harness.sweep.lag import FollowLag
 from harness.sweep.schedule import ADAPTIVE, sweep_adaptive
-from harness.sweep.sweep import Observer, Sweep, sweep_here
+from harness.sweep.sweep import Observer, Sweep, select_tasks, sweep_here
 from harness.sweep.trackers import make_trackers
 
 log = logging.getLogger("harness")
-
 
 
 def resolve_checkpoints(config: RunConfig) -> list[Checkpoint]:
@@ -94,6 +93,8 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: boo
     training run writes them (:mod:`harness.checkpoints.sources`). ``observers`` are called
     after each checkpoint, as are the trackers of ``config.log_to`` (:mod:`harness.sweep.trackers`).
     """
+    # A misspelt task or a broken task file is refused before a model is found or loaded.
+    tasks = select_tasks(config)
     source = checkpoint_source(config)
     trackers = make_trackers(config.log_to)
     owned = backend is None
@@ -102,7 +103,7 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: boo
 
         backend = make_backend(config.backend, trust_remote_code=config.trust_remote_code, **config.backend_options)
     try:
-        sweep = Sweep(config, engine=backend.name, command_line=command_line)
+        sweep = Sweep(config, engine=backend.name, command_line=command_line, tasks=tasks)
         try:
             every = [*observers, *(tracker.log for tracker in trackers)]
             if config.follow:  # marks each checkpoint evaluated and logs how far behind training it is

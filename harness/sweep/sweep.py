@@ -64,10 +64,10 @@ class Sweep:
     lines for :meth:`write_samples`), then summarised (:meth:`summarise`).
     """
 
-    def __init__(self, config: RunConfig, *, engine: str | None = None, command_line: Sequence[str] | None = None):
+    def __init__(self, config: RunConfig, *, engine: str | None = None, command_line: Sequence[str] | None = None,
+                 tasks: Sequence[Task] | None = None):
         self.config = config
-        self.tasks = TaskRegistry(config.include_path).select(config.tasks)
-        _check_unique_names(self.tasks)
+        self.tasks = list(tasks) if tasks is not None else select_tasks(config)
         self.items = plan(self.tasks, config)
         self.run = RunDirectory(config.output)
         self._last_engine: tuple | None = None  # what the last checkpoint ran on (console lines)
@@ -387,6 +387,14 @@ def _vanished(checkpoint: Checkpoint) -> bool:
     """Whether the checkpoint's local folder is gone (a hub model never is)."""
     folder = checkpoint.adapter or checkpoint.model
     return (os.path.isabs(folder) or os.path.exists(os.path.dirname(folder) or ".")) and not os.path.exists(folder)
+
+
+def select_tasks(config: RunConfig) -> list[Task]:
+    """The tasks ``config`` names, loaded and checked (unknown names, broken task files and two
+    tasks of one name are refused here, before anything is written)."""
+    tasks = TaskRegistry(config.include_path).select(config.tasks)
+    _check_unique_names(tasks)
+    return tasks
 
 
 def _check_unique_names(tasks: Sequence[Task]) -> None:

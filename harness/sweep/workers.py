@@ -72,11 +72,11 @@ class EngineWorker:
 
         from harness.backends import make_backend
         from harness.sweep.plan import plan
-        from harness.tasks import TaskRegistry
+        from harness.sweep.sweep import select_tasks
 
         torch.set_num_threads(threads)
         self.config = RunConfig(**config)
-        tasks = TaskRegistry(self.config.include_path).select(self.config.tasks)
+        tasks = select_tasks(self.config)
         self.items = {(item.task.name, item.key): item for item in plan(tasks, self.config)}
         self.task_hashes = {task.name: task.content_hash() for task in tasks}
         self.backend = make_backend(self.config.backend, trust_remote_code=self.config.trust_remote_code,
