@@ -353,6 +353,7 @@ def test_packing_check_catches_documents_that_see_each_other(world, tokenizer, m
     import torch
 
     from harness.demo import pretrain as P
+    from harness.errors import HarnessError
 
     config = P.PretrainConfig(n_embd=32, n_inner=64, n_head=2, n_layer=2)
     model = P.make_model(config, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
@@ -362,5 +363,5 @@ def test_packing_check_catches_documents_that_see_each_other(world, tokenizer, m
     unpacked = P.pack_documents
     monkeypatch.setattr(P, "pack_documents", lambda rows, pad, cap: {
         **unpacked(rows, pad, cap), "position_ids": torch.arange(len(rows[0]) + len(rows[1]))[None]})
-    with pytest.raises(RuntimeError, match="attend to each other"):
+    with pytest.raises(HarnessError, match="attend to each other"):
         P.check_packing(model, first, second, tokenizer.pad_token_id)

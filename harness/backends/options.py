@@ -124,9 +124,9 @@ def parse_engine_args(text: str, *, where: str = "--engine-args") -> dict[str, A
 
 def _vllm_fields() -> set[str]:
     """The keyword arguments ``vllm.LLM`` passes on to its engine; empty without vLLM."""
-    if vllm_import_error() is not None:
-        return set()
     with import_notes_hidden():
+        if vllm_import_error() is not None:
+            return set()
         from vllm.engine.arg_utils import EngineArgs
 
     return {f.name for f in dataclasses.fields(EngineArgs)}

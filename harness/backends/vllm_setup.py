@@ -83,8 +83,7 @@ def vllm_import_error() -> str | None:
     """None when ``import vllm`` works, else why it does not (a short message)."""
     set_environment_defaults()  # before vllm is first imported: it reads them then
     try:
-        with import_notes_hidden():
-            import vllm  # noqa: F401
+        import vllm  # noqa: F401
     except Exception as exc:  # ImportError, or a broken build raising anything else
         return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     return None
@@ -92,16 +91,18 @@ def vllm_import_error() -> str | None:
 
 @contextlib.contextmanager
 def import_notes_hidden() -> Iterator[None]:
-    """Hide what vLLM logs below ERROR while its modules are imported: notes on the platform
-    ("Triton is installed, but doesn't include CPU backend"), noise beside an error line;
-    an engine's start logs what matters to its log file."""
+    """Hide what vLLM logs below ERROR while its modules are imported outside an engine's log
+    (checking an engine option on the console): notes on the platform ("Triton is installed,
+    but doesn't include CPU backend") are noise beside an error line. A vLLM that sets its
+    logger up on import keeps the level it set."""
     vllm_logger = logging.getLogger("vllm")
     level = vllm_logger.level
     vllm_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        vllm_logger.setLevel(level)
+        if vllm_logger.level == logging.ERROR:
+            vllm_logger.setLevel(level)
 
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"

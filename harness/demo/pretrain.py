@@ -39,6 +39,7 @@ import torch
 from harness.console import progress as show_progress
 from harness.data import world as W
 from harness.demo import corpus as C
+from harness.errors import DemoError
 
 # Bump when the training code changes what a given config produces (invalidates caches).
 PRETRAIN_VERSION = 6  # 6: documents packed into rows (was one a padded row); 5: GELU's tanh approximation fused (was gelu_new); 4: 100 known entities (was 200)
@@ -215,8 +216,11 @@ def check_packing(model, first: list[int], second: list[int], pad_id: int) -> No
     logits = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits
     alone = model(input_ids=torch.tensor([shorter]), use_cache=False).logits
     if not torch.allclose(logits[0, len(longer):], alone[0], atol=1e-4):
-        raise RuntimeError("packed pretraining documents attend to each other with this version of "
-                           "transformers; pretraining needs its packed-sequence attention masks")
+        import transformers
+
+        raise DemoError(f"pretraining packs documents into shared rows, and with transformers "
+                        f"{transformers.__version__} they attend to each other: it needs the packed-sequence "
+                        "attention masks of transformers 5 (pip install 'transformers>=5')")
 
 
 @torch.no_grad()

@@ -36,7 +36,8 @@ checkpoint, keeps every gap open.
 The assumption is the rule's weak point: ``L`` is learnt from the checkpoints evaluated, so a
 rise and fall that lies wholly between two checkpoints of the first round, which differ by
 less than the noise, is never seen (the curve looks flat, ``L`` is 0, every gap closes). On
-the README's demo base it missed a peak of .047 this way; on short runs, evaluate all.
+the README's demo base it missed the narrow peaks (.047, .083) of two of six runs this way;
+on short runs, evaluate all.
 
 The results folder is an ordinary one: a later ``--schedule all`` run into it evaluates only
 the checkpoints left out. ``run.json``'s ``schedule`` records which were left out and why the

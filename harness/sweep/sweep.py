@@ -57,7 +57,8 @@ class Sweep:
     """An evaluation in progress (module docstring).
 
     A sweep holds the folder's writer lock from its creation to :meth:`finish` (or
-    :meth:`close`); ``engine`` is the engine's name, recorded in run.json. A checkpoint is
+    :meth:`close`); ``engine`` is the engine's name, recorded in run.json; ``tasks``, when the
+    caller has selected them already (:func:`select_tasks`), are used as given. A checkpoint is
     first identified (:meth:`identify`: recorded, or refused when its label's samples were
     made otherwise), then its work is prepared (:meth:`prepare`) and scored
     (:meth:`run_checkpoint` on this process's engine, or by a worker that streams back sample
