@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 def _forget_failed_start(output: Path, log_file: Path, new_output: bool) -> None:
     """A run refused before it wrote anything (a misspelt task, a missing checkpoint folder)
     leaves no output folder behind: only one this command created that holds nothing but
-    its engine log is removed."""
+    its engine log is removed (empty folders above it that it created stay)."""
     if new_output and output.is_dir() and [p for p in output.rglob("*") if p.is_file()] == [log_file]:
         shutil.rmtree(output, ignore_errors=True)
 
