@@ -20,7 +20,7 @@ import argparse
 import statistics
 
 from harness.errors import HarnessError
-from harness.sweep.schedule import AdaptiveSchedule, replay, run_schedule, verdict_and_peak
+from harness.sweep.schedule import AdaptiveSchedule, flat_caveat, replay, run_schedule, verdict_and_peak
 from harness.testing import simulated_curve
 
 SHAPES = {
@@ -31,7 +31,7 @@ SHAPES = {
 
 
 def simulated(args: argparse.Namespace) -> None:
-    shares, same_verdict, same_peak = [], 0, 0
+    shares, same_verdict, same_peak, warned = [], 0, 0, 0
     for seed in range(args.seeds):
         run = simulated_curve(args.checkpoints, args.examples, seed=seed, **SHAPES[args.shape])
         schedule = AdaptiveSchedule(len(run))
@@ -40,13 +40,15 @@ def simulated(args: argparse.Namespace) -> None:
         tried = sorted(schedule.tried)
         (verdict, peak), (full_verdict, full_peak) = (verdict_and_peak(run, tried),
                                                       verdict_and_peak(run, list(range(len(run)))))
+        warned += flat_caveat(schedule, ["simulated"]) is not None
         shares.append(len(tried) / len(run))
         same_verdict += verdict == full_verdict
         same_peak += peak == full_peak
     print(f"{args.shape}, {args.checkpoints} checkpoints, {args.examples} examples, {args.seeds} runs: "
           f"evaluated {statistics.mean(shares):.0%} of the checkpoints on average "
           f"(min {min(shares):.0%}, max {max(shares):.0%}); verdict as the full sweep's in "
-          f"{same_verdict} of {args.seeds}, peak checkpoint in {same_peak} of {args.seeds}")
+          f"{same_verdict} of {args.seeds}, peak checkpoint in {same_peak} of {args.seeds}; warned that the "
+          f"curve looked flat between evaluated checkpoints in {warned} of {args.seeds}")
 
 
 def replayed(folders: list[str]) -> None:
@@ -63,6 +65,8 @@ def replayed(folders: list[str]) -> None:
                               for one, verdict, peak in zip(result.series, result.same_verdict, result.same_peak))
         print(f"{folder}: would evaluate {len(result.evaluated)} of {len(result.labels)} "
               f"({', '.join(result.labels[i] for i in result.evaluated)}); {agreement}")
+        if result.caveat:
+            print(f"  would warn: {result.caveat}")
     if total:
         print(f"in all: {evaluated} of {total} checkpoints ({evaluated / total:.0%})")
 

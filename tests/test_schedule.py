@@ -12,7 +12,15 @@ from harness.errors import RunError
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
-from harness.sweep.schedule import AdaptiveSchedule, coarse, open_gaps, run_schedule, verdict_and_peak
+from harness.sweep.schedule import (
+    AdaptiveSchedule,
+    coarse,
+    flat_caveat,
+    open_gaps,
+    replay,
+    run_schedule,
+    verdict_and_peak,
+)
 from harness.testing import simulated_curve
 
 DATA = Path(__file__).parent / "data"
@@ -61,6 +69,25 @@ def test_on_a_simulated_inversion_of_100_checkpoints_a_third_is_enough(seed):
     assert len(schedule.tried) <= 30
     assert schedule.stopped == "no gap could change the peak or the verdict"
     assert verdict_and_peak(run, sorted(schedule.tried)) == verdict_and_peak(run, list(range(100)))
+    assert schedule.flat == [] and flat_caveat(schedule, ["conflicts"]) is None  # the change was seen
+
+
+def test_a_peak_between_the_coarse_checkpoints_is_missed_and_the_schedule_says_it_may_be(tmp_path):
+    """The README's demo case: context reliance rises and falls between the first round's
+    checkpoints (0, 5, 10 of 11), which all read 0. The rule cannot see it and stops; what it
+    must do is say that its stop rests on a curve it saw flat."""
+    ids = [f"e{i}" for i in range(300)]
+    rates = [0, 0.02, 0.05, 0.05, 0.01, 0, 0, 0, 0, 0, 0]
+    run = [{key: float(i < rate * 300) for i, key in enumerate(ids)} for rate in rates]
+    schedule = adaptive(run)
+    assert sorted(schedule.tried) == [0, 5, 10] and schedule.stopped == "no gap could change the peak or the verdict"
+    assert verdict_and_peak(run, [0, 5, 10]) != verdict_and_peak(run, list(range(11)))  # missed, as in the README
+    caveat = flat_caveat(schedule, ["conflicts (en)"])
+    assert caveat and caveat.startswith("conflicts (en) changed by no more than the noise between the 3 checkpoints")
+    assert "up to 4 checkpoints left out" in caveat and "--schedule all" in caveat
+    write_sweep(tmp_path / "sweep", run)
+    replayed = replay(tmp_path / "sweep")
+    assert replayed.same_peak == [False] and replayed.caveat.startswith("conflicts (en) changed by no more")
 
 
 def test_the_budget_stops_the_schedule_and_says_so():
@@ -130,8 +157,6 @@ def write_sweep(folder: Path, run: list[dict[str, float]], *, steps: list[int] |
 
 
 def test_a_replay_on_a_finished_sweep_evaluates_what_the_schedule_would(tmp_path):
-    from harness.sweep.schedule import replay
-
     run = simulated_curve(40, 150, seed=3)
     labels = write_sweep(tmp_path / "sweep", run)
     result = replay(tmp_path / "sweep")
@@ -139,13 +164,12 @@ def test_a_replay_on_a_finished_sweep_evaluates_what_the_schedule_would(tmp_path
     assert [s.conjugate for s in result.series] == ["en"]  # English, not the inverted French copy
     assert result.evaluated == sorted(adaptive(run).tried)
     assert result.stopped == "no gap could change the peak or the verdict"
-    assert result.same_verdict == [True] and result.same_peak == [True]
+    assert result.same_verdict == [True] and result.same_peak == [True] and result.caveat is None
     assert len(replay(tmp_path / "sweep", max_checkpoints=5).evaluated) == 5
 
 
 def test_a_replay_needs_a_full_sweep_with_a_series_to_follow(tmp_path):
     from harness.results.record import RunRecord
-    from harness.sweep.schedule import replay
 
     write_sweep(tmp_path / "sweep", simulated_curve(12, 50))
     directory = RunDirectory(tmp_path / "sweep")
@@ -167,3 +191,17 @@ def test_a_replay_needs_a_full_sweep_with_a_series_to_follow(tmp_path):
     with pytest.raises(RunError, match=f"conflicts \\(en\\) has no conflicting example scored by generation at "
                                        f"every checkpoint \\(none at {labels[5]}\\)"):
         replay(tmp_path / "gap")
+
+
+def test_the_report_repeats_the_schedules_caveat(tmp_path):
+    from handmade import context_run
+
+    from harness.reports.report import _run_warnings
+    from harness.reports.runs import RunResults
+
+    folder = RunDirectory(context_run(tmp_path / "run", [20, 120, 40]))
+    record = folder.read_record()
+    record.schedule = {"kind": "adaptive", "checkpoints": 4, "evaluated": 3, "left_out": ["checkpoint-x"],
+                       "stopped": "no gap could change the peak or the verdict", "caveat": "conflicts (en) looked flat"}
+    folder.write_record(record)
+    assert "adaptive schedule: conflicts (en) looked flat" in _run_warnings(RunResults(folder.path))

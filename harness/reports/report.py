@@ -195,6 +195,8 @@ def _run_warnings(run: RunResults) -> list[str]:
     if schedule and schedule.get("left_out"):
         messages.append(f"adaptive schedule: {schedule['evaluated']} of {schedule['checkpoints']} checkpoints "
                         f"evaluated ({schedule['stopped']}); not evaluated: {', '.join(schedule['left_out'])}")
+        if schedule.get("caveat"):
+            messages.append(f"adaptive schedule: {schedule['caveat']}")
     return messages
 
 

@@ -37,7 +37,9 @@ The assumption is the rule's weak point: ``L`` is learnt from the checkpoints ev
 rise and fall that lies wholly between two checkpoints of the first round, which differ by
 less than the noise, is never seen (the curve looks flat, ``L`` is 0, every gap closes). On
 the README's demo base it missed the narrow peaks (.047, .083) of two of six runs this way;
-on short runs, evaluate all.
+on short runs, evaluate all. When the rule stops while a series it follows looked flat between
+the evaluated checkpoints, the run warns and records why (:func:`flat_caveat`: run.json's
+``schedule.caveat``, the report's warnings).
 
 The results folder is an ordinary one: a later ``--schedule all`` run into it evaluates only
 the checkpoints left out. ``run.json``'s ``schedule`` records which were left out and why the
@@ -82,6 +84,8 @@ RULE = ("refine a gap between evaluated checkpoints while it could hold a checkp
         "paired difference), or, anywhere, while a significant rise or fall would not survive the multiplicity "
         "of every checkpoint")
 
+#: Why a schedule stops when the rule is met.
+NOTHING_OPEN = "no gap could change the peak or the verdict"
 #: One series' per-example values at each evaluated checkpoint: checkpoint index -> example id -> value.
 SeriesValues = Mapping[int, Mapping[str, float]]
 
@@ -108,10 +112,13 @@ def coarse(total: int, budget: int | None = None) -> list[int]:
 
 @dataclass
 class Gaps:
-    """Why each open gap of one series is open (module docstring): (a, b) -> reason."""
+    """Why each open gap of one series is open (module docstring): (a, b) -> reason.
+    ``flat``: checkpoints are left out between evaluated ones, yet no change beyond the noise
+    was seen anywhere, so the rule takes the curve as flat across every gap (``L`` = 0)."""
 
     open: dict[tuple[int, int], str] = field(default_factory=dict)
     peak: int | None = None
+    flat: bool = False
 
 
 def open_gaps(values: SeriesValues, total: int, *, slope_factor: float = 2.0, alpha: float = ALPHA,
@@ -136,7 +143,7 @@ def open_gaps(values: SeriesValues, total: int, *, slope_factor: float = 2.0, al
     slopes = [max(0.0, abs(means[k + 1] - means[k]) - noise[k]) / (indices[k + 1] - indices[k])
               for k in range(len(indices) - 1)]
     steepness = slope_factor * max(slopes)
-    result = Gaps(peak=indices[top])
+    result = Gaps(peak=indices[top], flat=steepness == 0 and bool(gaps))
     position = {index: k for k, index in enumerate(indices)}
     for a, b in gaps:
         ka, kb = position[a], position[b]
@@ -164,7 +171,9 @@ class AdaptiveSchedule:
 
     :meth:`first` gives the coarse round; :meth:`next` the following round from the series'
     values so far, empty when the rule is met or the budget ``max_checkpoints`` is spent
-    (``stopped`` then says which). ``tried`` holds every index handed out.
+    (``stopped`` then says which). ``tried`` holds every index handed out. ``flat`` lists
+    the series (by position) whose stop rests on a curve seen flat between the evaluated
+    checkpoints (:attr:`Gaps.flat`): a rise and fall inside a gap would have been missed.
     """
 
     def __init__(self, total: int, max_checkpoints: int | None = None, *, slope_factor: float = 2.0,
@@ -174,6 +183,7 @@ class AdaptiveSchedule:
         self.tried: set[int] = set()
         self.stopped: str | None = None
         self.reasons: dict[int, str] = {}
+        self.flat: list[int] = []
 
     def _take(self, wanted: dict[int, str]) -> list[int]:
         """Hand out ``wanted`` (in priority order) as far as the budget goes."""
@@ -192,19 +202,35 @@ class AdaptiveSchedule:
         if self.stopped:
             return []
         wanted: dict[int, str] = {}
-        for values in series:
+        self.flat = []
+        for position, values in enumerate(series):
             gaps = open_gaps(values, self.total, slope_factor=self.slope_factor, n_flips=self.n_flips,
                              seed=self.seed)
+            if gaps.flat:
+                self.flat.append(position)
             for (a, b), why in gaps.open.items():
                 index = _pick(a, b, self.tried, self.total)
                 if index is not None:
                     wanted.setdefault(index, why)
         if not wanted:
-            self.stopped = "no gap could change the peak or the verdict"
+            self.stopped = NOTHING_OPEN
             return []
         # Peak gaps first when the budget cannot take them all: they decide where the peak is.
         order = sorted(wanted, key=lambda index: (wanted[index] != "could hold the peak", index))
         return self._take({index: wanted[index] for index in order})
+
+
+def flat_caveat(schedule: AdaptiveSchedule, names: Sequence[str]) -> str | None:
+    """A sentence for the user when the schedule stopped on the rule while some series
+    (``names``, by position) looked flat between its evaluated checkpoints; else None."""
+    if schedule.stopped != NOTHING_OPEN or not schedule.flat:
+        return None
+    tried = sorted(schedule.tried)
+    widest = max(b - a - 1 for a, b in zip(tried, tried[1:]))
+    return (f"{', '.join(names[k] for k in schedule.flat)} changed by no more than the noise between the "
+            f"{len(tried)} checkpoints evaluated, so the rule took the curve as flat between them: a rise and "
+            f"fall within a gap (up to {widest} checkpoints left out) would be missed; --schedule all "
+            "evaluates the rest into the same folder")
 
 
 def run_schedule(schedule: AdaptiveSchedule, evaluate: Callable[[list[int]], None],
@@ -280,10 +306,13 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
     left_out = [c.label for i, c in enumerate(loadable) if i not in schedule.tried]
     log.info("adaptive schedule: evaluated %d of %d checkpoints; stopped: %s", len(schedule.tried), len(loadable),
              schedule.stopped)
+    names = [f"{s.task} {s.metric} ({s.condition}, {s.conjugate})" for s in series]
+    caveat = flat_caveat(schedule, names)
+    if caveat:
+        log.warning("adaptive schedule: %s", caveat)
     sweep.record.schedule = {
         "kind": ADAPTIVE, "checkpoints": len(loadable), "evaluated": len(schedule.tried), "left_out": left_out,
-        "stopped": schedule.stopped, "series": [f"{s.task} {s.metric} ({s.condition}, {s.conjugate})" for s in series],
-        "rule": RULE,
+        "stopped": schedule.stopped, "series": names, "rule": RULE, "caveat": caveat,
     }
     sweep.run.write_record(sweep.record)
 
@@ -307,7 +336,8 @@ class Replay:
 
     ``labels`` are the sweep's checkpoints in step order and ``evaluated`` the indices the
     schedule would have evaluated; per series, ``same_verdict`` and ``same_peak`` say whether
-    its verdict and peak over those equal the full sweep's.
+    its verdict and peak over those equal the full sweep's; ``caveat`` is what an adaptive run
+    would have warned (:func:`flat_caveat`), None if nothing.
     """
 
     folder: str
@@ -317,6 +347,7 @@ class Replay:
     stopped: str
     same_verdict: list[bool]
     same_peak: list[bool]
+    caveat: str | None = None
 
 
 def recorded_series(run: RunDirectory, label: str) -> list[Series]:
@@ -367,5 +398,7 @@ def replay(folder: str | Path, max_checkpoints: int | None = None) -> Replay:
     evaluated, everything = sorted(schedule.tried), list(range(len(labels)))
     agreements = [(verdict_and_peak(per_series, evaluated), verdict_and_peak(per_series, everything))
                   for per_series in values]
+    caveat = flat_caveat(schedule, [f"{one.task} ({one.conjugate})" for one in series])
     return Replay(str(folder), labels, series, evaluated, schedule.stopped or "",
-                  [mine[0] == full[0] for mine, full in agreements], [mine[1] == full[1] for mine, full in agreements])
+                  [mine[0] == full[0] for mine, full in agreements], [mine[1] == full[1] for mine, full in agreements],
+                  caveat)
