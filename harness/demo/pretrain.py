@@ -302,9 +302,9 @@ def pretrain(
     reached = False
     step = 0
     model.train()
-    bar = show_progress(config.max_steps, "pretrain", unit="step", enabled=progress)
     two_facts = [f"{prompt} {answer}" for prompt, answer in C.pretraining_recall_items(world)[:2]]
     check_packing(model, *_encode(tokenizer, two_facts, eos=True), tokenizer.pad_token_id)
+    bar = show_progress(config.max_steps, "pretrain", unit="step", enabled=progress)
     scores = {"recall": 0.0, "open_book": 0.0}
     while step < config.max_steps:
         t0 = time.perf_counter()
