@@ -265,3 +265,13 @@ def test_a_misspelt_engine_option_is_one_line_on_the_console(tmp_path):
     assert done.returncode == 2
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --engine-args: max_num_seqz"), lines
+
+
+def test_a_finetuning_run_whose_data_is_missing_leaves_no_output_folder(tmp_path, capsys, tiny_gpt2_dir):
+    """The same for `harness finetune`: a missing dataset is refused before anything is written."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_gpt2_dir}\ndataset: {tmp_path / 'missing.jsonl'}\nmethod: full\nmax_steps: 1\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["finetune", "--config", str(config), "-o", str(out)], capsys)
+    assert code == 2 and "missing.jsonl: no such file" in err
+    assert not out.exists()

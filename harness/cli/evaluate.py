@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import shutil
-from pathlib import Path
 from typing import Any
 
 from harness.backends.options import ENGINE_OPTIONS
-from harness.cli.parsing import Parser, add_setting, command, engine_log, given_settings, in_typed_flags
-from harness.console import quiet, say
-from harness.errors import HarnessError, ReportError, RunError
+from harness.cli.parsing import Parser, add_setting, command, given_settings, in_typed_flags, quiet_into
+from harness.console import say
+from harness.errors import ReportError, RunError
 from harness.reports.report import write_report
 from harness.reports.runs import RunResults
 from harness.reports.verdicts import console_table
@@ -97,21 +95,15 @@ def run(args: argparse.Namespace) -> int:
     live = [lambda checkpoint, rows: _report_quietly(config.output)] if config.follow and not args.no_report else []
     if args.log_samples:
         say(f"--log_samples: samples are always written, to {config.output}/{SAMPLES}")
-    log_file = engine_log(config.output)
-    new_output = not Path(config.output).exists()
-    try:
-        with quiet(log_file, verbose=args.verbose):
-            folder = evaluate(config, command_line=["harness", *args.argv], observers=live)
-            say(console_table(RunResults(folder.path)))
-            say(f"results: {folder.path} (summary: {folder.summary_file})")
-            if not args.no_report:
-                try:
-                    say(f"report: {write_report(folder.path)}")
-                except ReportError as error:  # the results stand without a report (e.g. every checkpoint skipped)
-                    say(f"no report: {error}")
-    except HarnessError:
-        _forget_failed_start(Path(config.output), log_file, new_output)
-        raise
+    with quiet_into(config.output, verbose=args.verbose):
+        folder = evaluate(config, command_line=["harness", *args.argv], observers=live)
+        say(console_table(RunResults(folder.path)))
+        say(f"results: {folder.path} (summary: {folder.summary_file})")
+        if not args.no_report:
+            try:
+                say(f"report: {write_report(folder.path)}")
+            except ReportError as error:  # the results stand without a report (e.g. every checkpoint skipped)
+                say(f"no report: {error}")
     skipped = folder.read_record().skipped_checkpoints
     if skipped:
         say(f"{len(skipped)} checkpoint(s) skipped (exit status {SKIPPED_EXIT}):")
@@ -119,14 +111,6 @@ def run(args: argparse.Namespace) -> int:
             say(f"  {label}: {reason}")
         return SKIPPED_EXIT
     return 0
-
-
-def _forget_failed_start(output: Path, log_file: Path, new_output: bool) -> None:
-    """A run refused before it wrote anything (a misspelt task, a missing checkpoint folder)
-    leaves no output folder behind: only one this command created that holds nothing but
-    its engine log is removed (empty folders above it that it created stay)."""
-    if new_output and output.is_dir() and [p for p in output.rglob("*") if p.is_file()] == [log_file]:
-        shutil.rmtree(output, ignore_errors=True)
 
 
 def _report_quietly(run_dir: str) -> None:

@@ -4,14 +4,17 @@ that suggest the closest command, choice or flag, and the small argument types."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import re
+import shutil
 import typing
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from harness.console import ENGINE_LOG
+from harness.console import ENGINE_LOG, quiet
+from harness.errors import HarnessError
 from harness.seeding import replicate_seeds
 from harness.sweep.config import RunConfig
 
@@ -112,6 +115,24 @@ def ylim(text: str) -> tuple[float, float]:
 def engine_log(output: str | Path) -> Path:
     """Where a command writing ``output`` sends the engines' and libraries' output."""
     return Path(output) / LOGS / ENGINE_LOG
+
+
+@contextlib.contextmanager
+def quiet_into(output: str | Path, *, verbose: bool = False) -> Iterator[None]:
+    """:func:`harness.console.quiet` into ``output``'s engine log for a command writing
+    ``output``. A command refused before it wrote anything (a misspelt task, a missing
+    checkpoint folder or dataset) leaves no output folder behind: one it created that holds
+    nothing but the engine log is removed (empty folders above it that it created stay)."""
+    log_file = engine_log(output)
+    folder = Path(output)
+    new = not folder.exists()
+    try:
+        with quiet(log_file, verbose=verbose):
+            yield
+    except HarnessError:
+        if new and folder.is_dir() and [p for p in folder.rglob("*") if p.is_file()] == [log_file]:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _shown(value: Any) -> str:

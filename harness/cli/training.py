@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from harness.cli.parsing import Parser, add_setting, comma_list, command, engine_log, seed_list
-from harness.console import aligned, quiet, say
+from harness.cli.parsing import Parser, add_setting, comma_list, command, quiet_into, seed_list
+from harness.console import aligned, say
 
 
 def add(parser: Parser, commands: Any) -> None:
@@ -77,7 +77,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         overrides["seeds"] = args.seeds
     config = FinetuneConfig.from_yaml(args.config, **overrides)
-    with quiet(engine_log(config.output_dir), verbose=args.verbose):
+    with quiet_into(config.output_dir, verbose=args.verbose):
         output_dirs = run_recipe(config)
     for output_dir in output_dirs:
         rows = [["checkpoint", "step", "epoch", "tokens seen", "loss"]]
@@ -97,7 +97,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                                   "backend", "vary_base")
               if getattr(args, key) is not None}
     settings = DemoSettings(out=args.output, quick=args.quick, threads=args.threads, **chosen)
-    with quiet(engine_log(args.output), verbose=args.verbose):
+    with quiet_into(args.output, verbose=args.verbose):
         result = demo(settings, command=" ".join(["harness", *sys.argv[1:]]))
     say(result.summary)
     say("\nstage timings (s): " + ", ".join(f"{stage} {seconds}" for stage, seconds in result.seconds.items()))

@@ -250,6 +250,7 @@ def run_finetune(config: FinetuneConfig, *, recipe: str | None = None) -> Path:
         raise FinetuneError(f"output_dir: {output_dir} already holds checkpoints; use a new folder "
                             "(a sweep over it would mix two runs)")
     evaluation = None if config.evaluation is None else _evaluation_callback(config, output_dir)
+    examples = load_instruction_data(config.dataset)  # a missing or broken file: refused before anything is written
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / CONFIG_JSON, dataclasses.asdict(config))
     write_json(output_dir / RECIPE_JSON, {"recipe": recipe or recipe_hash(config), "seed": config.seed})
@@ -257,7 +258,6 @@ def run_finetune(config: FinetuneConfig, *, recipe: str | None = None) -> Path:
     args = _training_arguments(config, output_dir)
     model, tokenizer = _load(config)
     model.to(args.device)  # scoring for the filter runs where training will
-    examples = load_instruction_data(config.dataset)
 
     mitigations: dict[str, Any] = {}
     if config.filter_non_context_critical is not None:
