@@ -275,3 +275,39 @@ def test_a_finetuning_run_whose_data_is_missing_leaves_no_output_folder(tmp_path
     code, _, err = run_cli(["finetune", "--config", str(config), "-o", str(out)], capsys)
     assert code == 2 and "missing.jsonl: no such file" in err
     assert not out.exists()
+
+
+def _console_lines(out: str, err: str) -> list[str]:
+    return [line for line in (out + err).splitlines() if line.strip()]
+
+
+def test_a_hub_model_that_is_not_here_is_one_clear_line_in_finetune(tmp_path, capsys):
+    """Offline (the tests' HF_HUB_OFFLINE=1) a hub model not in the cache cannot load: one line
+    naming the `model` setting and what to do, before anything is written; not a traceback."""
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"instruction": "Say hi.", "input": "", "output": "hi"}) + "\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: nosuchorg/nosuchmodel\ndataset: {data}\nmethod: full\nmax_steps: 1\n")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["finetune", "--config", str(config), "-o", str(out)], capsys)
+    assert code == 2
+    lines = _console_lines(stdout, err)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: model: nosuchorg/nosuchmodel is not on this machine"), lines
+    assert "hf download nosuchorg/nosuchmodel" in lines[0]
+    assert not out.exists()
+
+
+def test_a_hub_model_that_is_not_here_is_one_clear_line_in_evaluate(tmp_path, capsys):
+    """evaluate records the model as skipped and, as nothing else was evaluated, ends with one
+    error line saying why; transformers' multi-line message reaches the console nowhere."""
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["evaluate", "--model", "nosuchorg/nosuchmodel", "--backend", "hf", "--tasks",
+                                 "capitals", "--limit", "2", "--no-report", "-o", str(out)], capsys)
+    lines = _console_lines(stdout, err)
+    assert code == 2, lines
+    assert not any(line.startswith("Check your internet") for line in lines), lines
+    assert not any("nothing left to evaluate" in line for line in lines), lines
+    assert lines[-1].startswith("error: no checkpoint could be evaluated (nosuchmodel: load failed: "
+                                "nosuchorg/nosuchmodel is not on this machine"), lines
+    assert json.loads((out / "run.json").read_text())["skipped_checkpoints"]["nosuchmodel"].startswith("load failed")

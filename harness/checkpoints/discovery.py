@@ -191,6 +191,25 @@ def _entries(spec: StrPath | Sequence[StrPath]) -> list[str]:
     return entries
 
 
+def why_not_loaded(model: str, error: BaseException) -> str:
+    """Why ``model`` (a folder or hub name) did not load, in one line for the console.
+
+    A hub model that is neither on disk nor in the Hugging Face cache while the hub cannot be
+    reached (no network, or ``HF_HUB_OFFLINE``) gets what to do about it; any other error its
+    first line (transformers' messages run over several lines with links)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, LocalEntryNotFoundError):
+            return (f"{model} is not on this machine (no such folder, not in the Hugging Face cache) and "
+                    f"the hub cannot be reached: download it where there is a network (hf download {model}) "
+                    "or give a local folder")
+        cause = cause.__cause__ or cause.__context__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def _resolve(entry: str, base_model: str | None) -> list[_Found]:
     path = Path(os.path.expanduser(entry))
     # An existing path wins over every other reading, even if its name has '@' or '*'.

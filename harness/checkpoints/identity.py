@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.checkpoints import Checkpoint
+from harness.checkpoints import Checkpoint, why_not_loaded
 from harness.checkpoints.fingerprints import FULL, SAMPLED, fingerprint_kind, weights_fingerprint
 from harness.dtypes import dtype_name
 
@@ -74,7 +74,7 @@ def model_config(checkpoint: Checkpoint) -> dict[str, Any]:
 
         return AutoConfig.from_pretrained(model, revision=revision).to_dict()
     except Exception as error:  # offline and not cached: the engine's load will say so
-        log.warning("%s: cannot read its config (%s); assuming float32 weights", model, error)
+        log.warning("%s: cannot read its config (%s); assuming float32 weights", model, why_not_loaded(model, error))
         return {}
 
 

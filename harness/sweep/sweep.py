@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 from harness.backends.api import Backend
 from harness.backends.tokens import load_tokenizer
-from harness.checkpoints import Checkpoint, split_loadable, training_progress
+from harness.checkpoints import Checkpoint, split_loadable, training_progress, why_not_loaded
 from harness.checkpoints.identity import CheckpointIdentity
 from harness.checkpoints.prefetch import Prefetcher
 from harness.checkpoints.sources import DELETED, CheckpointSource
@@ -105,6 +105,10 @@ class Sweep:
         log.warning("skipping checkpoint %s (%s): %s", checkpoint.label, checkpoint.adapter or checkpoint.model, reason)
         self.record.skipped_checkpoints[checkpoint.label] = reason
         self.run.write_record(self.record)
+
+    def was_skipped(self, checkpoint: Checkpoint) -> bool:
+        """Whether this invocation skipped ``checkpoint`` (each invocation records its own)."""
+        return checkpoint.label in self.record.skipped_checkpoints
 
     def identify(self, checkpoint: Checkpoint, backend: Backend) -> Checkpoint:
         """Record what evaluating ``checkpoint`` on ``backend`` means (nothing is loaded), or
@@ -197,7 +201,7 @@ class Sweep:
             tokenizer = (backend.tokenizer if not load
                          else load_tokenizer(checkpoint, trust_remote_code=self.config.trust_remote_code))
         except Exception as error:  # a broken checkpoint must not end the sweep
-            self.skip(checkpoint, f"load failed: {error}")
+            self.skip(checkpoint, load_failed(checkpoint, error))
             return None
         items = [item for item, _ in work]
         format_with = tokenizer if self.config.format == "chat" else None
@@ -238,6 +242,8 @@ class Sweep:
         reading the next checkpoint there, so that reading does not slow this load)."""
         job = self.prepare(checkpoint, backend, load=load)
         if job is None:
+            if self.was_skipped(checkpoint):
+                return []
             checkpoint_log.info("%s: nothing left to evaluate", checkpoint.label)
             return self.summarise(checkpoint)
         start = time.perf_counter()
@@ -245,7 +251,7 @@ class Sweep:
             try:
                 backend.load(checkpoint)
             except Exception as error:  # a broken checkpoint must not end the sweep
-                self.skip(checkpoint, f"load failed: {error}")
+                self.skip(checkpoint, load_failed(checkpoint, error))
                 return []
         loaded = time.perf_counter()
         if on_loaded is not None:
@@ -281,6 +287,11 @@ class Sweep:
     def close(self) -> None:
         """Release the folder's writer lock (a sweep that did not finish)."""
         self._lock.close()
+
+
+def load_failed(checkpoint: Checkpoint, error: BaseException) -> str:
+    """The reason recorded for a checkpoint whose model or tokenizer did not load."""
+    return f"load failed: {why_not_loaded(checkpoint.model, error)}"
 
 
 def ready_checkpoints(sweep: Sweep, source: CheckpointSource) -> list[Checkpoint]:

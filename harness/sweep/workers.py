@@ -47,7 +47,7 @@ from harness.errors import RunError
 from harness.results import SampleRecord
 from harness.sweep.config import RunConfig
 from harness.sweep.jobs import Job, chunk_size, score_job
-from harness.sweep.sweep import Observer, Sweep, take_ready
+from harness.sweep.sweep import Observer, Sweep, load_failed, take_ready
 
 log = logging.getLogger("harness")
 
@@ -96,7 +96,7 @@ class EngineWorker:
         try:
             self.backend.load(loaded)
         except Exception as error:  # reported by the driver as a skipped checkpoint
-            yield ("failed", f"load failed: {error}")
+            yield ("failed", load_failed(loaded, error))
             return
         items = [dataclasses.replace(self.items[task, key], modes=tuple(modes)) for task, key, modes in todo]
         for indices, records in score_job(self.backend, items, prompts, chunk_size(self.config)):
@@ -285,7 +285,7 @@ class _Dispatcher:
                 checkpoint = self.queue.popleft()
                 job = self.sweep.prepare(checkpoint, self.backend, load=True)
                 if job is None:
-                    self._finished(checkpoint)
+                    self._finished(checkpoint, evaluated=not self.sweep.was_skipped(checkpoint))
                     continue
                 slot.job = job
                 todo = [(item.task.name, item.key, item.modes) for item in job.items]

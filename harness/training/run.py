@@ -32,6 +32,7 @@ from transformers import (
     set_seed,
 )
 
+from harness.checkpoints import why_not_loaded
 from harness.dtypes import torch_dtype
 from harness.console import progress
 from harness.errors import FinetuneError
@@ -154,15 +155,18 @@ def _training_arguments(config: FinetuneConfig, output_dir: Path) -> TrainingArg
 
 
 def _load(config: FinetuneConfig) -> tuple[Any, Any]:
-    tokenizer = AutoTokenizer.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(config.model, dtype=torch_dtype(config.dtype),
+                                                     trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as error:  # no such folder, a hub model not here, a broken checkpoint
+        raise FinetuneError(f"model: {why_not_loaded(config.model, error)}") from None
     if tokenizer.pad_token is None:
         # Padding positions carry no loss and no attention, so which token pads is immaterial.
         tokenizer.pad_token = tokenizer.eos_token
     # Right padding keeps every sequence at positions 0..n: models with absolute positions
     # (GPT-2) are not given position ids by the collator.
     tokenizer.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(config.model, dtype=torch_dtype(config.dtype),
-                                                 trust_remote_code=config.trust_remote_code)
     return model, tokenizer
 
 
@@ -250,13 +254,14 @@ def run_finetune(config: FinetuneConfig, *, recipe: str | None = None) -> Path:
         raise FinetuneError(f"output_dir: {output_dir} already holds checkpoints; use a new folder "
                             "(a sweep over it would mix two runs)")
     evaluation = None if config.evaluation is None else _evaluation_callback(config, output_dir)
-    examples = load_instruction_data(config.dataset)  # a missing or broken file: refused before anything is written
+    # A missing or broken dataset or model is refused before anything is written.
+    examples = load_instruction_data(config.dataset)
+    set_seed(config.seed)
+    model, tokenizer = _load(config)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / CONFIG_JSON, dataclasses.asdict(config))
     write_json(output_dir / RECIPE_JSON, {"recipe": recipe or recipe_hash(config), "seed": config.seed})
-    set_seed(config.seed)
     args = _training_arguments(config, output_dir)
-    model, tokenizer = _load(config)
     model.to(args.device)  # scoring for the filter runs where training will
 
     mitigations: dict[str, Any] = {}
