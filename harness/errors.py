@@ -7,6 +7,9 @@ an engine or model that does not behave), so code that catches those keeps worki
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class HarnessError(Exception):
     """Something the user can fix; the message says what and where."""
@@ -42,3 +45,11 @@ class BundledModelError(HarnessError, RuntimeError):
 
 class EngineMismatchError(HarnessError, RuntimeError):
     """A freshly started engine disagrees with transformers on the canary sequence."""
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'a' or 'b'?)`` with the (at most two) known names closest to a
+    misspelt ``word``; empty when none is close. Every "unknown name" message ends its
+    offending word with it."""
+    close = difflib.get_close_matches(word, list(dict.fromkeys(known)), n=2)
+    return f" (did you mean {' or '.join(repr(name) for name in close)}?)" if close else ""

@@ -7,13 +7,14 @@ Task files and run configs share it: unknown keys, missing fields and wrong type
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 import yaml
+
+from harness.errors import did_you_mean
 
 T = TypeVar("T")
 
@@ -69,9 +70,8 @@ def _from_mapping(cls: type[T], data: Any, where: str, file: str, error: type[Ex
     prefix = f"{where}." if where else ""
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise error(f"{file}: {prefix}{key}: unknown key ({hint}expected one of: {', '.join(fields)})")
+            raise error(f"{file}: {prefix}{key}: unknown key{did_you_mean(str(key), fields)}; "
+                        f"expected one of: {', '.join(fields)}")
     values = {}
     for name, field in fields.items():
         if name in data:

@@ -58,11 +58,11 @@ def test_evaluate_help_says_the_defaults(capsys):
 
 def test_unknown_flags_and_commands_get_a_suggestion(capsys):
     code, _, err = run_cli(["evaluate", "--outptu", "x"], capsys)
-    assert code == 2 and "--outptu (did you mean --output or --output_path?)" in err
+    assert code == 2 and "--outptu (did you mean '--output' or '--output_path'?)" in err
     code, _, err = run_cli(["evalute"], capsys)
-    assert code == 2 and "did you mean evaluate" in err
+    assert code == 2 and "did you mean 'evaluate'" in err
     code, _, err = run_cli(["report", "r", "--export-format", "csv"], capsys)
-    assert code == 2 and "did you mean --export?" in err
+    assert code == 2 and "did you mean '--export'?" in err
 
 
 def test_every_writing_command_takes_output(capsys):
@@ -92,7 +92,7 @@ def test_engine_args_are_read_as_yaml_and_checked():
         parse_engine_args("dtype")
     with pytest.raises(RunError, match="max_model_len: expected int"):
         check_engine_options({"max_model_len": "long"}, where="--engine-args")
-    with pytest.raises(RunError, match="--engine-args: max_model_lenn: not an engine option .did you mean max_model_len"):
+    with pytest.raises(RunError, match="--engine-args: max_model_lenn: not an engine option .did you mean 'max_model_len'"):
         check_engine_options({"max_model_lenn": 10}, where="--engine-args")
 
 
@@ -202,7 +202,7 @@ def test_an_output_that_is_a_file_is_one_clear_error_for_every_writing_command(c
 def test_a_misspelt_engine_option_is_suggested_once():
     with pytest.raises(RunError) as error:
         check_engine_options({"enforce_eagr": True}, where="--engine-args")
-    assert "(did you mean enforce_eager?)" in str(error.value)
+    assert "(did you mean 'enforce_eager'?)" in str(error.value)
 
 
 def test_a_misspelt_conjugate_is_refused_before_any_work(tmp_path, capsys):

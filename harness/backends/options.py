@@ -17,7 +17,6 @@ lacks but ``vllm.EngineArgs`` has (``max_num_seqs``) goes to vLLM through ``engi
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -26,7 +25,7 @@ import yaml
 
 from harness.backends.api import HF, VLLM
 from harness.backends.vllm_setup import import_notes_hidden, vllm_import_error
-from harness.errors import RunError
+from harness.errors import RunError, did_you_mean
 
 logger = logging.getLogger("harness")
 
@@ -75,9 +74,7 @@ def engine_options_for(engine: str, options: dict[str, Any]) -> dict[str, Any]:
     (with the closest known name), the other engine's options are dropped (logged)."""
     unknown = [name for name in options if name not in ENGINE_OPTIONS]
     if unknown:
-        hints = [f"{name!r}" + "".join(f" (did you mean {m!r}?)"
-                                       for m in difflib.get_close_matches(name, ENGINE_OPTIONS, 1))
-                 for name in unknown]
+        hints = [f"{name!r}{did_you_mean(name, ENGINE_OPTIONS)}" for name in unknown]
         raise TypeError(f"unknown engine option {', '.join(hints)}; known: {', '.join(sorted(ENGINE_OPTIONS))}")
     dropped = sorted(name for name in options if engine not in ENGINE_OPTIONS[name].engines)
     if dropped:
@@ -157,9 +154,8 @@ def check_engine_options(options: Mapping[str, Any], *, where: str = "backend_op
             if name in vllm_fields:
                 extra[name] = value
                 continue
-            close = difflib.get_close_matches(name, list(dict.fromkeys([*ENGINE_OPTIONS, *vllm_fields])), 3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise RunError(f"{where}: {name}: not an engine option{hint}; the harness's options: "
+            raise RunError(f"{where}: {name}: not an engine option{did_you_mean(name, [*ENGINE_OPTIONS, *vllm_fields])}; "
+                           f"the harness's options: "
                            f"{', '.join(sorted(ENGINE_OPTIONS))}"
                            + ("; with vLLM installed, any vllm.EngineArgs field also goes" if not vllm_fields else ""))
         if not _fits(value, option.type):

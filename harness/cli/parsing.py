@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import re
 import shutil
 import typing
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from harness.console import ENGINE_LOG, quiet
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 from harness.seeding import replicate_seeds
 from harness.sweep.config import RunConfig
 
@@ -56,11 +55,6 @@ class Parser(argparse.ArgumentParser):
         """Exit with the unknown arguments named, each with its closest flag."""
         hints = [f"{extra}{did_you_mean(extra.split('=')[0], self.flags())}" for extra in extras]
         self.error(f"unrecognized arguments: {'; '.join(hints)}")
-
-
-def did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=2, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def command(parser: Parser, commands: Any, name: str, summary: str, description: str,

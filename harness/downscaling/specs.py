@@ -49,7 +49,7 @@ from typing import Any, Sequence
 from harness.checkpoints import ADAPTER_CONFIG, Checkpoint, inspect_checkpoint
 from harness.checkpoints.identity import model_window
 from harness.downscaling import pruning
-from harness.errors import CheckpointError, HarnessError
+from harness.errors import CheckpointError, HarnessError, did_you_mean
 
 PREFIX = "prune:"
 DEFAULT_SEQ_LEN = 256
@@ -132,7 +132,7 @@ def parse(text: str) -> PruneSpec:
     for pair in filter(None, query.split("&")):
         key, eq, value = pair.partition("=")
         if key not in _KEYS:
-            raise fail(key or pair, f"unknown key (expected one of: {', '.join(_KEYS)})")
+            raise fail(key or pair, f"unknown key{did_you_mean(key, _KEYS)}; expected one of: {', '.join(_KEYS)}")
         if not eq or not value:
             raise fail(key, "expected KEY=VALUE")
         options[key] = value
@@ -145,7 +145,7 @@ def parse(text: str) -> PruneSpec:
             if options[key] < (0 if key == "seed" else 1):
                 raise fail(key, "must be at least 1")
     if options.get("method", "magnitude") not in pruning.METHODS:
-        raise fail("method", f"unknown method {options['method']!r} (expected: {', '.join(pruning.METHODS)})")
+        raise fail("method", f"unknown method {options['method']!r}{did_you_mean(options['method'], pruning.METHODS)}; expected: {', '.join(pruning.METHODS)}")
     structure = options.pop("structure", "unstructured")
     if structure == "unstructured":
         options["structure"] = None

@@ -12,14 +12,13 @@ copy (and checks it).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.backends.options import check_engine_options, parse_engine_args
 from harness.conjugates import CONJUGATES
-from harness.errors import RunError
+from harness.errors import RunError, did_you_mean
 from harness.io import check_output_folder
 from harness.schema import load_config
 from harness.scoring import SCORING_MODES
@@ -237,12 +236,11 @@ def _check_what(config: RunConfig) -> None:
         raise RunError(f"format: unknown prompt format {config.format!r} (expected: {', '.join(FORMATS)})")
     for mode in config.modes or []:
         if mode not in SCORING_MODES:
-            raise RunError(f"modes: unknown mode {mode!r} (expected: {', '.join(SCORING_MODES)})")
+            raise RunError(f"modes: unknown mode {mode!r}{did_you_mean(mode, SCORING_MODES)}; expected: {', '.join(SCORING_MODES)}")
     for conjugate in config.conjugates or []:
         if conjugate not in CONJUGATES:
-            close = difflib.get_close_matches(conjugate, CONJUGATES, 1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RunError(f"conjugates: unknown conjugate {conjugate!r}{hint}; expected some of {', '.join(CONJUGATES)}")
+            raise RunError(f"conjugates: unknown conjugate {conjugate!r}{did_you_mean(conjugate, CONJUGATES)}; "
+                           f"expected some of {', '.join(CONJUGATES)}")
     if isinstance(config.limit, float) and not 0 < config.limit < 1:
         raise RunError(f"limit: a share of the examples lies between 0 and 1, got {config.limit}")
     if isinstance(config.limit, int) and config.limit < 1:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.conjugates import CONJUGATES, ENGLISH, TRANSLATIONS
-from harness.errors import TaskError
+from harness.errors import TaskError, did_you_mean
 from harness.examples import ANSWER_ROLES
 from harness.schema import check_type, from_mapping
 from harness.scoring import MATCHES, RAW_PREFIX, SCORING_MODES
@@ -172,7 +172,7 @@ def parse_task(data: Any, file: str) -> TaskConfig:
     """Validate a task's YAML content (already parsed) into a :class:`TaskConfig`."""
     config = from_mapping(TaskConfig, data, file, TaskError)
     if config.family not in FAMILIES:
-        raise TaskError(f"{file}: family: unknown family {config.family!r} (expected one of: {', '.join(FAMILIES)})")
+        raise TaskError(f"{file}: family: unknown family {config.family!r}{did_you_mean(config.family, FAMILIES)}; expected one of: {', '.join(FAMILIES)}")
     if not config.name.replace("-", "_").isidentifier():
         raise TaskError(f"{file}: name: {config.name!r} must be letters, digits, '_' or '-'")
     source = config.source
@@ -183,7 +183,7 @@ def parse_task(data: Any, file: str) -> TaskConfig:
         from harness.data import BUILDERS, builder_option_types  # the builders import the facts: only when named
 
         if source.builder not in BUILDERS:
-            raise TaskError(f"{file}: source.builder: unknown builder {source.builder!r} (known: {', '.join(sorted(BUILDERS))})")
+            raise TaskError(f"{file}: source.builder: unknown builder {source.builder!r}{did_you_mean(source.builder, BUILDERS)}; known: {', '.join(sorted(BUILDERS))}")
         allowed = builder_option_types(source.builder)
         for key, value in source.options.items():
             if key not in allowed:
@@ -192,12 +192,12 @@ def parse_task(data: Any, file: str) -> TaskConfig:
     elif source.options:
         raise TaskError(f"{file}: source.options: options go with a builder only")
     if source.format != "auto" and source.format not in RECORD_FORMATS:
-        raise TaskError(f"{file}: source.format: unknown format {source.format!r} (expected auto or one of: {', '.join(RECORD_FORMATS)})")
+        raise TaskError(f"{file}: source.format: unknown format {source.format!r}{did_you_mean(source.format, RECORD_FORMATS)}; expected auto or one of: {', '.join(RECORD_FORMATS)}")
     for mode in config.scoring.modes:
         if mode not in SCORING_MODES:
-            raise TaskError(f"{file}: scoring.modes: unknown mode {mode!r} (expected: {', '.join(SCORING_MODES)})")
+            raise TaskError(f"{file}: scoring.modes: unknown mode {mode!r}{did_you_mean(mode, SCORING_MODES)}; expected: {', '.join(SCORING_MODES)}")
     if config.scoring.match not in MATCHES:
-        raise TaskError(f"{file}: scoring.match: unknown match {config.scoring.match!r} (expected: {', '.join(MATCHES)})")
+        raise TaskError(f"{file}: scoring.match: unknown match {config.scoring.match!r}{did_you_mean(config.scoring.match, MATCHES)}; expected: {', '.join(MATCHES)}")
     if config.scoring.match == RAW_PREFIX and not config.scoring.case_sensitive:
         raise TaskError(f"{file}: scoring.case_sensitive: match {RAW_PREFIX!r} compares the raw output, case included; set case_sensitive: true")
     if config.scoring.max_new_tokens < 1:
@@ -205,12 +205,12 @@ def parse_task(data: Any, file: str) -> TaskConfig:
     _check_metrics(config, file)
     for conjugate in config.conjugates:
         if conjugate not in CONJUGATES:
-            raise TaskError(f"{file}: conjugates: unknown conjugate {conjugate!r} (expected: {', '.join(CONJUGATES)})")
+            raise TaskError(f"{file}: conjugates: unknown conjugate {conjugate!r}{did_you_mean(conjugate, CONJUGATES)}; expected: {', '.join(CONJUGATES)}")
         if conjugate in TRANSLATIONS and conjugate not in config.prompt.translations:
             raise TaskError(f"{file}: prompt.translations.{conjugate}: missing: conjugate {conjugate!r} needs a hand-written template")
     for language, templates in [(ENGLISH, config.prompt.templates())] + list(config.prompt.translations.items()):
         if language not in TRANSLATIONS and language != ENGLISH:
-            raise TaskError(f"{file}: prompt.translations.{language}: unknown language (expected: {', '.join(TRANSLATIONS)})")
+            raise TaskError(f"{file}: prompt.translations.{language}: unknown language{did_you_mean(language, TRANSLATIONS)}; expected: {', '.join(TRANSLATIONS)}")
         where = "prompt" if language == ENGLISH else f"prompt.translations.{language}"
         for key, template in templates.all().items():
             try:
@@ -224,4 +224,4 @@ def _check_metrics(config: TaskConfig, file: str) -> None:
     known = {m for mode in config.scoring.modes for m in applicable(mode, ANSWER_ROLES)}
     for metric in config.scoring.metrics:
         if metric not in known:
-            raise TaskError(f"{file}: scoring.metrics: unknown metric {metric!r} for modes {config.scoring.modes} (known: {', '.join(sorted(known))})")
+            raise TaskError(f"{file}: scoring.metrics: unknown metric {metric!r}{did_you_mean(metric, known)} for modes {config.scoring.modes}; known: {', '.join(sorted(known))}")

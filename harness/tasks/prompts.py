@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from harness.backends.api import GenerationRequest, LoglikelihoodRequest
 from harness.conjugates import ENGLISH, TRANSFORMS, TRANSLATIONS
+from harness.errors import did_you_mean
 from harness.examples import ANSWER_ROLES, Answers, Example
 from harness.tasks import Task, render_template
 from harness.tasks.registry import prompt_source
@@ -114,7 +115,7 @@ def apply_format(prompt: str, fmt: str = "plain", tokenizer: Any = None) -> str:
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
-    raise ValueError(f"unknown prompt format {fmt!r} (expected one of: {', '.join(FORMATS)})")
+    raise ValueError(f"unknown prompt format {fmt!r}{did_you_mean(fmt, FORMATS)}; expected one of: {', '.join(FORMATS)}")
 
 
 def loglikelihood_roles(answers: Mapping[str, Any]) -> tuple[str, ...]:

@@ -10,7 +10,6 @@ built-in folder and in the user's ``--include-path`` folders; a data file is a t
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import importlib.resources
 import json
@@ -21,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from harness.conjugates import CONJUGATES, ENGLISH, TRANSFORMS, TRANSLATIONS
-from harness.errors import TaskError
+from harness.errors import TaskError, did_you_mean
 from harness.examples import Example
 from harness.tasks.config import HASHED_WHEN_SET, Prompt, Scoring, Source, TaskConfig, parse_task
 from harness.tasks.records import DATA_SUFFIXES, RECORD_FORMATS, detect_format, examples_from_records, read_records
@@ -249,9 +248,8 @@ class TaskRegistry:
             return load_task_file(path)
         if path.suffix.lower() in DATA_SUFFIXES:
             return task_from_data_file(path)
-        close = difflib.get_close_matches(name_or_path, self.names(), n=3)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        raise TaskError(f"{name_or_path}: unknown task; {hint}known: {', '.join(self.names())}")
+        raise TaskError(f"{name_or_path}: unknown task{did_you_mean(name_or_path, self.names())}; "
+                        f"known: {', '.join(self.names())}")
 
     def select(self, names: Sequence[str]) -> list[Task]:
         """Tasks for a ``--tasks`` list: names or paths, ``NAME=PATH`` to give a file's task

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import FinetuneError
+from harness.errors import FinetuneError, did_you_mean
 from harness.tasks.prompts import FORMATS
 from harness.schema import load_config
 from harness.seeding import replicate_seeds
@@ -130,9 +130,9 @@ class FinetuneConfig:
             raise FinetuneError(f"{where}: {key}: {problem}")
 
         if self.method not in METHODS:
-            fail("method", f"unknown method {self.method!r} (expected: {', '.join(METHODS)})")
+            fail("method", f"unknown method {self.method!r}{did_you_mean(self.method, METHODS)}; expected: {', '.join(METHODS)}")
         if self.format not in FORMATS:
-            fail("format", f"unknown prompt format {self.format!r} (expected: {', '.join(FORMATS)})")
+            fail("format", f"unknown prompt format {self.format!r}{did_you_mean(self.format, FORMATS)}; expected: {', '.join(FORMATS)}")
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length",
                     "save_steps", "logging_steps"):
             if getattr(self, key) < 1:
