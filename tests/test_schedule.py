@@ -14,6 +14,7 @@ from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
 from harness.sweep.schedule import (
     AdaptiveSchedule,
+    Series,
     coarse,
     flat_caveat,
     open_gaps,
@@ -87,7 +88,10 @@ def test_a_peak_between_the_coarse_checkpoints_is_missed_and_the_schedule_says_i
     assert "up to 4 checkpoints left out" in caveat and "--schedule all" in caveat
     write_sweep(tmp_path / "sweep", run)
     replayed = replay(tmp_path / "sweep")
-    assert replayed.same_peak == [False] and replayed.caveat.startswith("conflicts (en) changed by no more")
+    # A replay names the series as the run does (run.json's schedule.series, the console).
+    named = Series("conflicts", "en").name
+    assert named == "conflicts context_hit_rate (conflicting, en)"
+    assert replayed.same_peak == [False] and replayed.caveat.startswith(f"{named} changed by no more")
 
 
 def test_the_budget_stops_the_schedule_and_says_so():

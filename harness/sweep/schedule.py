@@ -100,6 +100,11 @@ class Series:
     condition: str = CONDITION
     mode: str = GENERATE
 
+    @property
+    def name(self) -> str:
+        """How the console, run.json and a replay name the series."""
+        return f"{self.task} {self.metric} ({self.condition}, {self.conjugate})"
+
 
 def coarse(total: int, budget: int | None = None) -> list[int]:
     """The first round: the first and last checkpoints and evenly spaced ones between, about
@@ -306,7 +311,7 @@ def sweep_adaptive(sweep, checkpoints: Sequence[Checkpoint], backend: Backend, o
     left_out = [c.label for i, c in enumerate(loadable) if i not in schedule.tried]
     log.info("adaptive schedule: evaluated %d of %d checkpoints; stopped: %s", len(schedule.tried), len(loadable),
              schedule.stopped)
-    names = [f"{s.task} {s.metric} ({s.condition}, {s.conjugate})" for s in series]
+    names = [one.name for one in series]
     caveat = flat_caveat(schedule, names)
     if caveat:
         log.warning("adaptive schedule: %s", caveat)
@@ -398,7 +403,7 @@ def replay(folder: str | Path, max_checkpoints: int | None = None) -> Replay:
     evaluated, everything = sorted(schedule.tried), list(range(len(labels)))
     agreements = [(verdict_and_peak(per_series, evaluated), verdict_and_peak(per_series, everything))
                   for per_series in values]
-    caveat = flat_caveat(schedule, [f"{one.task} ({one.conjugate})" for one in series])
+    caveat = flat_caveat(schedule, [one.name for one in series])
     return Replay(str(folder), labels, series, evaluated, schedule.stopped or "",
                   [mine[0] == full[0] for mine, full in agreements], [mine[1] == full[1] for mine, full in agreements],
                   caveat)
