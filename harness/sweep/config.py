@@ -25,6 +25,9 @@ from harness.scoring import SCORING_MODES
 from harness.tasks.prompts import FORMATS
 
 DEFAULT_TASKS = ["capitals", "world_facts", "proverbs", "icl_vs_if"]
+#: ``schedule`` values: every checkpoint, or the adaptive rule's choice (:mod:`harness.sweep.schedule`).
+ALL, ADAPTIVE = "all", "adaptive"
+SCHEDULES = (ALL, ADAPTIVE)
 #: ``truncate`` values: refuse prompts that do not fit (None), or cut them from the left.
 TRUNCATE = (None, "left")
 
@@ -133,7 +136,7 @@ class RunConfig:
                                       metavar="DIR", repeat=True)
     schedule: str = setting(WHAT, "which checkpoints: all, or adaptive (a coarse subset, then refined where the "
                                   "peak could lie until the inversion verdict and the peak cannot change; "
-                                  "harness.sweep.schedule)", default="all", choices=["all", "adaptive"])
+                                  "harness.sweep.schedule)", default=ALL, choices=list(SCHEDULES))
     max_checkpoints: int | None = setting(WHAT, "with --schedule adaptive: evaluate at most N checkpoints",
                                           default=None, metavar="N")
     extrapolate: bool = setting(WHAT, "allow interp: levels outside [0, 1] (harness.checkpoints.interp)",
@@ -247,14 +250,15 @@ def _check_what(config: RunConfig) -> None:
         raise RunError("limit: must be at least 1")
     if config.checkpoints and config.model:
         raise RunError("give --checkpoints or --model, not both")
-    if config.schedule not in ("all", "adaptive"):
-        raise RunError(f"schedule: unknown schedule {config.schedule!r} (expected: all, adaptive)")
-    if config.max_checkpoints is not None and config.schedule != "adaptive":
+    if config.schedule not in SCHEDULES:
+        raise RunError(f"schedule: unknown schedule {config.schedule!r}{did_you_mean(config.schedule, SCHEDULES)}; "
+                       f"expected: {', '.join(SCHEDULES)}")
+    if config.max_checkpoints is not None and config.schedule != ADAPTIVE:
         raise RunError("max_checkpoints: goes with the adaptive schedule (--schedule adaptive)")
     if config.max_checkpoints is not None and config.max_checkpoints < 3:
         raise RunError(f"max_checkpoints: at least 3 (the first, the last and one between), got "
                        f"{config.max_checkpoints}")
-    if config.schedule == "adaptive" and (config.follow or config.workers is not None):
+    if config.schedule == ADAPTIVE and (config.follow or config.workers is not None):
         raise RunError("schedule: adaptive chooses among checkpoints known up front on one engine; it does not go "
                        "with --follow or --workers")
 

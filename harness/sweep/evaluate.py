@@ -18,9 +18,9 @@ from harness.checkpoints.interp import is_interp_spec
 from harness.checkpoints.sources import CheckpointSource, FixedCheckpoints, Follower
 from harness.errors import RunError
 from harness.results import SAMPLES, RunDirectory
-from harness.sweep.config import RunConfig
+from harness.sweep.config import ADAPTIVE, RunConfig
 from harness.sweep.lag import FollowLag
-from harness.sweep.schedule import ADAPTIVE, sweep_adaptive
+from harness.sweep.schedule import sweep_adaptive
 from harness.sweep.sweep import Observer, Sweep, select_tasks, sweep_here
 from harness.sweep.trackers import make_trackers
 

@@ -68,13 +68,12 @@ from harness.results.folder import RunDirectory
 from harness.scoring import GENERATE
 from harness.scoring.metrics import sample_values
 from harness.stats import MONTE_CARLO_FLIPS, max_change_test
+from harness.sweep.config import ADAPTIVE
 from harness.sweep.jobs import has_mode
 from harness.sweep.plan import task_conjugates, task_modes
 
 log = logging.getLogger("harness")
 
-ALL, ADAPTIVE = "all", "adaptive"
-SCHEDULES = (ALL, ADAPTIVE)
 #: The series that decides, per task: context reliance on conflicting contexts, by generation.
 METRIC, CONDITION = "context_hit_rate", "conflicting"
 Z = 1.96
