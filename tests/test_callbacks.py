@@ -103,7 +103,7 @@ def test_a_fresh_run_refuses_a_results_folder_in_use(tmp_path, tiny_gpt2_dir):
     (dict(), "exactly one of every_n_steps and on_save"),
     (dict(every_n_steps=5, on_save=True), "exactly one of every_n_steps and on_save"),
     (dict(every_n_steps=5, backend="vllm"), "use on_save=True"),
-    (dict(on_save=True, format="markdown"), "unknown prompt format"),
+    (dict(on_save=True, format="markdown"), "format: unknown value .markdown."),
 ])
 def test_callback_arguments_are_checked(arguments, problem):
     with pytest.raises((ValueError, RunError), match=problem):

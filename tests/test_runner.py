@@ -179,6 +179,23 @@ def test_run_config_errors_name_the_key(tmp_path):
         RunConfig.from_yaml(path)
 
 
+@pytest.mark.parametrize("line, message", [
+    ("backend: vlm", "backend: unknown value 'vlm' (did you mean 'vllm'?); expected one of: auto, vllm, hf"),
+    ("fingerprint: sampeld", "fingerprint: unknown value 'sampeld' (did you mean 'sampled'?)"),
+    ("schedule: adaptiv", "schedule: unknown value 'adaptiv' (did you mean 'adaptive'?)"),
+    ("truncate: right", "truncate: unknown value 'right'; expected one of: left (or leave it unset)"),
+    ("format: chatt", "format: unknown value 'chatt' (did you mean 'chat'?)"),
+])
+def test_a_run_configs_values_are_checked_against_the_flags_choices(tmp_path, line, message):
+    """What argparse refuses on the command line is refused from a YAML file too, when the
+    config is read (a misspelt backend used to reach make_backend as a bare ValueError)."""
+    path = tmp_path / "run.yaml"
+    path.write_text(f"tasks: [capitals]\n{line}\n")
+    with pytest.raises(RunError) as error:
+        RunConfig.from_yaml(path)
+    assert message in str(error.value) and "run.yaml" in str(error.value)
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 @pytest.mark.parametrize("run_fixture", ["llama_run", "tied_llama_run"])

@@ -35,7 +35,7 @@ from harness.checkpoints.bundled import cache_dir
 
 FULL = "full"
 SAMPLED = "sampled"
-KINDS = (FULL, SAMPLED)
+FINGERPRINTS = (FULL, SAMPLED)
 
 SAMPLED_BLOCKS = 16
 BLOCK_BYTES = 64 * 1024
@@ -49,8 +49,8 @@ _CACHE_VERSION = 1
 def weights_fingerprint(folder: str | os.PathLike[str], *, kind: str = FULL) -> str | None:
     """The ``kind`` fingerprint of the weight and config files in ``folder`` (module
     docstring); None when the folder holds none."""
-    if kind not in KINDS:
-        raise ValueError(f"fingerprint: {kind!r} is not one of {', '.join(KINDS)}")
+    if kind not in FINGERPRINTS:
+        raise ValueError(f"fingerprint: {kind!r} is not one of {', '.join(FINGERPRINTS)}")
     folder = Path(folder)
     files = weight_files(folder) if folder.is_dir() else []
     if not files:

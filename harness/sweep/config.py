@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.backends import BACKEND_NAMES
 from harness.backends.options import check_engine_options, parse_engine_args
+from harness.checkpoints.fingerprints import FINGERPRINTS, FULL
 from harness.conjugates import CONJUGATES
 from harness.errors import RunError, did_you_mean
 from harness.io import check_output_folder
@@ -28,8 +30,8 @@ DEFAULT_TASKS = ["capitals", "world_facts", "proverbs", "icl_vs_if"]
 #: ``schedule`` values: every checkpoint, or the adaptive rule's choice (:mod:`harness.sweep.schedule`).
 ALL, ADAPTIVE = "all", "adaptive"
 SCHEDULES = (ALL, ADAPTIVE)
-#: ``truncate`` values: refuse prompts that do not fit (None), or cut them from the left.
-TRUNCATE = (None, "left")
+#: ``truncate`` values: cut prompts that do not fit from the left (unset: refuse them).
+TRUNCATE = ("left",)
 
 #: The groups of settings, in the order ``harness evaluate --help`` shows them.
 WHAT, RESULTS, ENGINE, WORKERS, FOLLOW = ("what to evaluate", "results", "engine", "many engines (Ray)",
@@ -136,7 +138,7 @@ class RunConfig:
                                       metavar="DIR", repeat=True)
     schedule: str = setting(WHAT, "which checkpoints: all, or adaptive (a coarse subset, then refined where the "
                                   "peak could lie until the inversion verdict and the peak cannot change; "
-                                  "harness.sweep.schedule)", default=ALL, choices=list(SCHEDULES))
+                                  "harness.sweep.schedule)", default=ALL, choices=SCHEDULES)
     max_checkpoints: int | None = setting(WHAT, "with --schedule adaptive: evaluate at most N checkpoints",
                                           default=None, metavar="N")
     extrapolate: bool = setting(WHAT, "allow interp: levels outside [0, 1] (harness.checkpoints.interp)",
@@ -153,15 +155,15 @@ class RunConfig:
                                     "(otherwise refused: one folder, one run)", default=False)
     fingerprint: str = setting(RESULTS, "how weights are told apart: full reads every byte; sampled reads a few "
                                         "blocks a file (huge hub models; misses changes to a few tensors)",
-                               default="full", choices=["full", "sampled"])
+                               default=FULL, choices=FINGERPRINTS)
     truncate: str | None = setting(RESULTS, "cut prompts longer than the model's window from the left (default: "
                                             "refuse them before the sweep starts); their samples are marked and "
-                                            "counted", default=None, choices=["left"])
+                                            "counted", default=None, choices=TRUNCATE)
     log_to: list[str] = setting(RESULTS, "tensorboard=DIR, wandb or wandb=RUN_ID: every summary value at its "
                                          "training step (repeatable)", factory=list, metavar="TRACKER", repeat=True)
     # engine
     backend: str = setting(ENGINE, "inference engine; auto: vLLM if it imports, else transformers",
-                           default="auto", choices=["auto", "vllm", "hf"])
+                           default="auto", choices=BACKEND_NAMES)
     backend_options: dict[str, Any] = setting(ENGINE, "engine options (harness.backends.options)", factory=dict,
                                               flag=False)
     batch_size: int | None = setting(ENGINE, "examples per engine call, results written after each (default: "
@@ -195,8 +197,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         # Checked here, before any model loads; names only vLLM's EngineArgs knows move into engine_kwargs.
         object.__setattr__(self, "backend_options", check_engine_options(self.backend_options))
-        for check in CHECKS.values():
-            check(self)
+        self.validate()
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "RunConfig":
@@ -204,7 +205,8 @@ class RunConfig:
         return load_config(cls, path, RunError, **overrides)
 
     def validate(self) -> None:
-        """Check every group's settings again (a config is checked when it is made)."""
+        """Check every setting again (a config is checked when it is made)."""
+        _check_choices(self)
         for check in CHECKS.values():
             check(self)
 
@@ -234,9 +236,18 @@ def settings(group: str | None = None) -> list[dataclasses.Field]:
 # --------------------------------------------------------------------------- checks, a group each
 
 
+def _check_choices(config: RunConfig) -> None:
+    """A setting that declares its choices holds one of them, from a YAML file as from a flag
+    (where argparse checks them first); None is an optional setting left unset."""
+    for declared in dataclasses.fields(config):
+        choices, value = declared.metadata.get("choices"), getattr(config, declared.name)
+        if choices and value is not None and value not in choices:
+            unset = " (or leave it unset)" if declared.default is None else ""
+            raise RunError(f"{declared.name}: unknown value {value!r}{did_you_mean(str(value), choices)}; "
+                           f"expected one of: {', '.join(choices)}{unset}")
+
+
 def _check_what(config: RunConfig) -> None:
-    if config.format not in FORMATS:
-        raise RunError(f"format: unknown prompt format {config.format!r} (expected: {', '.join(FORMATS)})")
     for mode in config.modes or []:
         if mode not in SCORING_MODES:
             raise RunError(f"modes: unknown mode {mode!r}{did_you_mean(mode, SCORING_MODES)}; expected: {', '.join(SCORING_MODES)}")
@@ -250,9 +261,6 @@ def _check_what(config: RunConfig) -> None:
         raise RunError("limit: must be at least 1")
     if config.checkpoints and config.model:
         raise RunError("give --checkpoints or --model, not both")
-    if config.schedule not in SCHEDULES:
-        raise RunError(f"schedule: unknown schedule {config.schedule!r}{did_you_mean(config.schedule, SCHEDULES)}; "
-                       f"expected: {', '.join(SCHEDULES)}")
     if config.max_checkpoints is not None and config.schedule != ADAPTIVE:
         raise RunError("max_checkpoints: goes with the adaptive schedule (--schedule adaptive)")
     if config.max_checkpoints is not None and config.max_checkpoints < 3:
@@ -265,8 +273,6 @@ def _check_what(config: RunConfig) -> None:
 
 def _check_results(config: RunConfig) -> None:
     check_output_folder(config.output, RunError)
-    if config.truncate not in TRUNCATE:
-        raise RunError(f"truncate: {config.truncate!r} is not a way to truncate (expected: left, or none to refuse)")
 
 
 def _check_engine(config: RunConfig) -> None:
