@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import did_you_mean
+
 _NAMES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16",
           "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16"}
 
@@ -33,6 +35,15 @@ def dtype_name(dtype: Any) -> str:
     if name is None:
         raise ValueError(f"unknown dtype {dtype!r} (expected float32, bfloat16 or float16)")
     return name
+
+
+def check_dtype_setting(value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``auto`` or a dtype name (an alias included),
+    the message naming what is accepted (the dtype of a run config or a finetuning config)."""
+    if value == "auto" or str(value).lower().replace("torch.", "") in _NAMES:
+        return
+    raise ValueError(f"unknown dtype {value!r}{did_you_mean(str(value), ['auto', *_NAMES])}; expected auto, "
+                     "float32, bfloat16 or float16 (or an alias: fp32, bf16, fp16, half)")
 
 
 def torch_dtype(dtype: Any) -> Any:

@@ -311,3 +311,17 @@ def test_a_hub_model_that_is_not_here_is_one_clear_line_in_evaluate(tmp_path, ca
     assert lines[-1].startswith("error: no checkpoint could be evaluated (nosuchmodel: load failed: "
                                 "nosuchorg/nosuchmodel is not on this machine"), lines
     assert json.loads((out / "run.json").read_text())["skipped_checkpoints"]["nosuchmodel"].startswith("load failed")
+
+
+@pytest.mark.parametrize("argv, start", [
+    (["--dtype", "bf17"], "error: --dtype: unknown dtype 'bf17' (did you mean 'bf16'?)"),
+    (["--engine-args", "dtype=bf17"], "error: --engine-args: dtype: unknown dtype 'bf17'"),
+])
+def test_an_unknown_dtype_is_refused_naming_the_flag(tmp_path, capsys, argv, start):
+    """A dtype the engines do not run was a ValueError traceback from the engine's constructor,
+    after the output folder's logs/ had been made."""
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["evaluate", *argv, "-o", str(out)], capsys)
+    lines = _console_lines(stdout, err)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(start), lines
+    assert not out.exists()

@@ -79,6 +79,13 @@ def test_config_errors_name_file_and_key(tmp_path):
     path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\nqk_only: true\nlora: {target_modules: [v_proj]}\n")
     with pytest.raises(FinetuneError, match=r"lora\.target_modules: qk_only chooses"):
         FinetuneConfig.from_yaml(path)
+    # Values transformers would refuse only once the run has started are refused on reading.
+    path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\nlr_scheduler: cosin\n")
+    with pytest.raises(FinetuneError, match=r"bad\.yaml: lr_scheduler: unknown schedule 'cosin' \(did you mean 'cosine'"):
+        FinetuneConfig.from_yaml(path)
+    path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\ndtype: bf61\n")
+    with pytest.raises(FinetuneError, match=r"bad\.yaml: dtype: unknown dtype 'bf61'"):
+        FinetuneConfig.from_yaml(path)
     path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\n")
     assert FinetuneConfig.from_yaml(path, max_steps=7).max_steps == 7  # overrides win
     # Evaluation settings are checked before anything is loaded (the model does not exist).

@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
 from harness.backends.api import HF, VLLM
 from harness.backends.vllm_setup import import_notes_hidden, vllm_import_error
+from harness.dtypes import check_dtype_setting
 from harness.errors import RunError, did_you_mean
 
 logger = logging.getLogger("harness")
@@ -32,17 +33,20 @@ logger = logging.getLogger("harness")
 
 @dataclass(frozen=True)
 class EngineOption:
-    """One engine option: its type, the engines that take it, and (``flag``) whether
-    ``harness evaluate`` has a flag of its own for it."""
+    """One engine option: its type, the engines that take it, (``flag``) whether
+    ``harness evaluate`` has a flag of its own for it, and (``check``) what a value of the
+    right type must also satisfy: a function raising ``ValueError`` with the reason."""
 
     type: type
     engines: tuple[str, ...]
     help: str
     flag: bool = False
+    check: Callable[[Any], Any] | None = None
 
 
 ENGINE_OPTIONS: dict[str, EngineOption] = {
-    "dtype": EngineOption(str, (HF, VLLM), "weights' dtype: auto, float32, bfloat16, float16", flag=True),
+    "dtype": EngineOption(str, (HF, VLLM), "weights' dtype: auto, float32, bfloat16, float16", flag=True,
+                          check=check_dtype_setting),
     "max_model_len": EngineOption(int, (HF, VLLM), "context window in tokens", flag=True),
     "tensor_parallel_size": EngineOption(int, (VLLM,), "GPUs per engine (tensor parallelism)", flag=True),
     "pipeline_parallel_size": EngineOption(int, (VLLM,), "pipeline stages per engine (GPUs = TP x PP)", flag=True),
@@ -137,6 +141,20 @@ def _fits(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+def value_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the engine option ``name`` (of :data:`ENGINE_OPTIONS`),
+    None when nothing is."""
+    option = ENGINE_OPTIONS[name]
+    if not _fits(value, option.type):
+        return f"expected {option.type.__name__} ({option.help}), got {value!r}"
+    if option.check is not None:
+        try:
+            option.check(value)
+        except ValueError as error:
+            return str(error)
+    return None
+
+
 def check_engine_options(options: Mapping[str, Any], *, where: str = "backend_options") -> dict[str, Any]:
     """``options`` checked and sorted for the engines: known names with values of their type,
     names only ``vllm.EngineArgs`` knows moved into ``engine_kwargs``.
@@ -158,8 +176,9 @@ def check_engine_options(options: Mapping[str, Any], *, where: str = "backend_op
                            f"the harness's options: "
                            f"{', '.join(sorted(ENGINE_OPTIONS))}"
                            + ("; with vLLM installed, any vllm.EngineArgs field also goes" if not vllm_fields else ""))
-        if not _fits(value, option.type):
-            raise RunError(f"{where}: {name}: expected {option.type.__name__} ({option.help}), got {value!r}")
+        problem = value_problem(name, value)
+        if problem:
+            raise RunError(f"{where}: {name}: {problem}")
         checked[name] = value
     if extra:
         checked["engine_kwargs"] = {**checked.get("engine_kwargs", {}), **extra}

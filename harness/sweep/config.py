@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.backends import BACKEND_NAMES
-from harness.backends.options import check_engine_options, parse_engine_args
+from harness.backends.options import check_engine_options, parse_engine_args, value_problem
 from harness.checkpoints.fingerprints import FINGERPRINTS, FULL
 from harness.conjugates import CONJUGATES
 from harness.errors import RunError, did_you_mean
@@ -225,6 +225,10 @@ def engine_options(engine_args: Sequence[str], flags: dict[str, Any]) -> dict[st
     options: dict[str, Any] = {}
     for text in engine_args:
         options.update(check_engine_options(parse_engine_args(text), where="--engine-args"))
+    for name, value in flags.items():
+        problem = value_problem(name, value)
+        if problem:
+            raise RunError(f"--{name.replace('_', '-')}: {problem}")
     return {**options, **flags}
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.dtypes import check_dtype_setting
 from harness.errors import FinetuneError, did_you_mean
 from harness.tasks.prompts import FORMATS
 from harness.schema import load_config
@@ -13,6 +14,13 @@ from harness.seeding import replicate_seeds
 from harness.tasks import placeholders
 
 METHODS = ("full", "lora")
+
+
+def lr_schedulers() -> list[str]:
+    """The learning-rate schedules transformers' Trainer knows (``lr_scheduler``)."""
+    from transformers import SchedulerType
+
+    return [schedule.value for schedule in SchedulerType]
 
 
 @dataclass
@@ -133,6 +141,14 @@ class FinetuneConfig:
             fail("method", f"unknown method {self.method!r}{did_you_mean(self.method, METHODS)}; expected: {', '.join(METHODS)}")
         if self.format not in FORMATS:
             fail("format", f"unknown prompt format {self.format!r}{did_you_mean(self.format, FORMATS)}; expected: {', '.join(FORMATS)}")
+        schedulers = lr_schedulers()
+        if self.lr_scheduler not in schedulers:
+            fail("lr_scheduler", f"unknown schedule {self.lr_scheduler!r}{did_you_mean(self.lr_scheduler, schedulers)}; "
+                                 f"transformers has: {', '.join(schedulers)}")
+        try:
+            check_dtype_setting(self.dtype)
+        except ValueError as error:
+            fail("dtype", str(error))
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length",
                     "save_steps", "logging_steps"):
             if getattr(self, key) < 1:
