@@ -477,3 +477,19 @@ def test_training_progress_unreadable_file_is_empty(tmp_path):
     folder = make_model(tmp_path / "checkpoint-50")
     (folder / "trainer_state.json").write_text("{")
     assert training_progress(folder) == {}
+
+
+def test_why_a_model_did_not_load_is_one_line_that_keeps_the_reason():
+    """Engine settings vLLM's pydantic configs refuse keep the field and the reason (their
+    first line alone, '1 validation error for ModelConfig', says neither)."""
+    from harness.checkpoints import why_not_loaded
+
+    pydantic = pytest.importorskip("pydantic")
+
+    class ModelConfig(pydantic.BaseModel):
+        max_model_len: pydantic.PositiveInt
+
+    with pytest.raises(pydantic.ValidationError) as refused:
+        ModelConfig(max_model_len=0)
+    assert why_not_loaded("m", refused.value) == "ModelConfig: max_model_len: Input should be greater than 0"
+    assert why_not_loaded("m", OSError("first line\nsecond line")) == "first line"

@@ -325,3 +325,16 @@ def test_an_unknown_dtype_is_refused_naming_the_flag(tmp_path, capsys, argv, sta
     lines = _console_lines(stdout, err)
     assert code == 2 and len(lines) == 1 and lines[0].startswith(start), lines
     assert not out.exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_model_len": 0}, "max_model_len: must be at least 1, got 0"),
+    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization: a share of the memory, above 0 and at most 1"),
+    ({"block_size": 0}, "block_size: must be at least 1"),
+    ({"reload_atol": -0.1}, "reload_atol: must be at least 0"),
+])
+def test_engine_option_values_out_of_range_are_refused_before_an_engine_starts(options, message):
+    """They reached vLLM, whose refusal ('1 validation error for ModelConfig') came after the
+    model was found and an engine was being built."""
+    with pytest.raises(RunError, match=message):
+        check_engine_options(options)

