@@ -338,3 +338,9 @@ def test_engine_option_values_out_of_range_are_refused_before_an_engine_starts(o
     model was found and an engine was being built."""
     with pytest.raises(RunError, match=message):
         check_engine_options(options)
+
+
+def test_a_misspelt_device_is_refused_but_a_device_this_machine_lacks_is_the_engines_to_refuse():
+    with pytest.raises(RunError, match="device: 'gpu' is not a torch device"):
+        check_engine_options({"device": "gpu"})
+    assert check_engine_options({"device": "cuda:1"}) == {"device": "cuda:1"}  # e.g. for workers on GPU nodes

