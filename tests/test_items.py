@@ -75,6 +75,10 @@ def test_transitions_between_named_checkpoints(tmp_path):
         transitions(run, "capitals", "checkpoint-99", "last")
     with pytest.raises(ReportError, match="no results for task 'cities'"):
         transitions(run, "cities")
+    with pytest.raises(ReportError, match=r"no checkpoint 'lastt' \(did you mean 'last'"):
+        transitions(run, "capitals", "first", "lastt")
+    with pytest.raises(ReportError, match=r"no results for task 'capitls' \(did you mean 'capitals'"):
+        transitions(run, "capitls")
 
 
 def test_transitions_of_an_accuracy_are_yes_no(tmp_path):

@@ -243,7 +243,7 @@ def test_report_exports_tables_and_figures(tmp_path):
         assert (out / PLOTS / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
         assert (out / PLOTS / f"{name}.svg").read_text().lstrip().startswith("<?xml")
         assert "matplotlib.org" not in (out / PLOTS / f"{name}.svg").read_text()
-    with pytest.raises(ReportError, match="unknown format docx"):
+    with pytest.raises(ReportError, match="unknown format 'docx'"):
         write_report(run, exports=["docx"])
 
 

@@ -25,6 +25,7 @@ from harness.backends.api import HF, VLLM, Backend
 from harness.backends.hf import HFBackend
 from harness.backends.options import ENGINE_OPTIONS, engine_options_for
 from harness.backends.vllm_setup import vllm_import_error
+from harness.errors import did_you_mean
 
 logger = logging.getLogger("harness")
 
@@ -46,7 +47,8 @@ def make_backend(name: str = "auto", **options: Any) -> Backend:
     (names of :data:`ENGINE_OPTIONS`)."""
     key = name.lower().strip()
     if key not in BACKEND_NAMES:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        raise ValueError(f"unknown backend {name!r}{did_you_mean(key, BACKEND_NAMES)}; choose one of "
+                         f"{', '.join(BACKEND_NAMES)}")
     if key == "auto":
         error = vllm_import_error()
         if error is None:

@@ -19,7 +19,7 @@ from typing import Sequence
 from harness.reports.inversion import Inversion
 from harness.reports.noise import CurveNoise
 from harness.reports.noise import csv_text as noise_csv
-from harness.errors import ReportError
+from harness.errors import ReportError, did_you_mean
 from harness.io import atomic_write_text
 
 TABLE_FORMATS = ("csv", "latex")
@@ -37,7 +37,8 @@ def check_exports(formats: Sequence[str]) -> list[str]:
     """``formats`` if each is one of :data:`EXPORTS`, else a :class:`ReportError` naming it."""
     unknown = [name for name in formats if name not in EXPORTS]
     if unknown:
-        raise ReportError(f"--export: unknown format {', '.join(unknown)} (expected some of: {', '.join(EXPORTS)})")
+        named = ", ".join(f"{name!r}{did_you_mean(name, EXPORTS)}" for name in unknown)
+        raise ReportError(f"--export: unknown format {named}; expected some of: {', '.join(EXPORTS)}")
     return list(formats)
 
 

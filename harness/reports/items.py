@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from harness.reports.runs import CheckpointPoint, RunResults
 from harness.reports.inversion import inversion_of
-from harness.errors import ReportError
+from harness.errors import ReportError, did_you_mean
 from harness.results import RunDirectory, SampleRecord, run_folders
 from harness.scoring.metrics import metric as metric_named
 from harness.scoring.metrics import sample_values
@@ -214,8 +214,9 @@ def find_checkpoint(run: RunResults, name: str | int, *, peak: CheckpointPoint |
     for point in run.checkpoints:
         if point.label == text or (text.isdigit() and point.step == int(text)):
             return point
-    choices = ", ".join(["first", "peak", "last", *(p.label for p in run.checkpoints)])
-    raise ReportError(f"run {run.name}: no checkpoint {text!r} (choose one of: {choices}, or a step)")
+    choices = ["first", "peak", "last", *(p.label for p in run.checkpoints)]
+    raise ReportError(f"run {run.name}: no checkpoint {text!r}{did_you_mean(text, choices)}; "
+                      f"choose one of: {', '.join(choices)}, or a step")
 
 
 def transitions(run: RunResults | str | Path, task: str, before: str | int = "peak", after: str | int = "last", *,
@@ -231,7 +232,8 @@ def transitions(run: RunResults | str | Path, task: str, before: str | int = "pe
     """
     run = run if isinstance(run, RunResults) else RunResults(run)
     if task not in run.tasks:
-        raise ReportError(f"run {run.name}: no results for task {task!r} (it has: {', '.join(run.tasks)})")
+        raise ReportError(f"run {run.name}: no results for task {task!r}{did_you_mean(task, run.tasks)}; "
+                          f"it has: {', '.join(run.tasks)}")
     metric = metric or run.headline(task)
     if metric is None:
         raise ReportError(f"run {run.name}: task {task!r} has no headline metric; pass one")
