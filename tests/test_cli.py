@@ -298,6 +298,20 @@ def test_a_hub_model_that_is_not_here_is_one_clear_line_in_finetune(tmp_path, ca
     assert not out.exists()
 
 
+@pytest.mark.parametrize("model, says", [("nowhere", "folder does not exist"), ("empty", "config.json missing")])
+def test_a_model_folder_that_is_missing_or_empty_is_named_in_finetune(tmp_path, capsys, model, says):
+    """transformers calls a missing folder an invalid repo id, an empty one a tokenizer it
+    cannot instantiate (cut to its first line): the user needs the folder and what is wrong."""
+    (tmp_path / "empty").mkdir()
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"instruction": "Say hi.", "input": "", "output": "hi"}) + "\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tmp_path / model}\ndataset: {data}\nmethod: full\nmax_steps: 1\n")
+    code, stdout, err = run_cli(["finetune", "--config", str(config), "-o", str(tmp_path / "out")], capsys)
+    lines = _console_lines(stdout, err)
+    assert code == 2 and lines == [f"error: model: {tmp_path / model}: {says}"], lines
+
+
 def test_a_hub_model_that_is_not_here_is_one_clear_line_in_evaluate(tmp_path, capsys):
     """evaluate records the model as skipped and, as nothing else was evaluated, ends with one
     error line saying why; transformers' multi-line message reaches the console nowhere."""

@@ -194,12 +194,17 @@ def _entries(spec: StrPath | Sequence[StrPath]) -> list[str]:
 def why_not_loaded(model: str, error: BaseException) -> str:
     """Why ``model`` (a folder or hub name) did not load, in one line for the console.
 
-    A hub model that is neither on disk nor in the Hugging Face cache while the hub cannot be
+    A local path that is missing or holds no model says so (:func:`inspect_checkpoint`);
+    a hub model that is neither on disk nor in the Hugging Face cache while the hub cannot be
     reached (no network, or ``HF_HUB_OFFLINE``) gets what to do about it; an engine's settings
     refused by pydantic (vLLM's configs) each field and why; any other error its first line
     (transformers' messages run over several lines with links)."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    if _is_local_form(model):
+        problem = inspect_checkpoint(os.path.expanduser(model))
+        if problem:
+            return f"{model}: {problem}"
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, LocalEntryNotFoundError):
