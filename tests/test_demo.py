@@ -130,6 +130,23 @@ def test_demo_seeds_and_recipes_are_checked():
             DemoSettings(seeds=seeds)
     with pytest.raises(DemoError, match="--runs: unknown run"):
         DemoSettings(runs=["standard", "everything"])
+    with pytest.raises(DemoError, match=r"--runs: unknown run\(s\) 'standrd' \(did you mean 'standard'"):
+        DemoSettings(runs=["standrd"])
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(steps=0), "--steps: must be at least 1, got 0"),
+    (dict(threads=0), "--threads: must be at least 1, got 0"),
+    (dict(nc_share=1.5), "--nc-share: must be between 0 and 1"),
+    (dict(warmup_steps=-1), "warmup_steps: must be at least 0"),
+    (dict(learning_rate=0.0), "learning_rate: must be positive"),
+    (dict(backend="vlm"), "--backend: unknown backend 'vlm' \\(did you mean 'vllm'"),
+])
+def test_demo_settings_are_checked_before_any_stage_runs(settings, message):
+    """--steps 0 was refused only after the base was pretrained (naming the finetuning
+    config's max_steps), --threads 0 was torch's RuntimeError traceback."""
+    with pytest.raises(DemoError, match=message):
+        DemoSettings(**settings)
 
 
 @pytest.mark.parametrize("text", ["1,a", "1,1", "-1", ","])

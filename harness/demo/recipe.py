@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.backends import BACKEND_NAMES
 from harness.data import world as W
 from harness.demo import corpus as C
 from harness.demo import fact_instructions as FI
-from harness.errors import DemoError
+from harness.errors import DemoError, did_you_mean
 from harness.io import check_output_folder
 from harness.seeding import replicate_seeds
 
@@ -164,7 +165,8 @@ class DemoSettings:
 
     def __post_init__(self) -> None:
         if self.model not in RECIPES:
-            raise DemoError(f"--model: unknown demo model {self.model!r} (expected: {', '.join(MODELS)})")
+            raise DemoError(f"--model: unknown demo model {self.model!r}{did_you_mean(self.model, MODELS)}; "
+                            f"expected: {', '.join(MODELS)}")
         # Plumbing only: a base that has not learned much, a few steps, a few probes.
         quick = {**QUICK, "pretrain_steps": 30} if self.quick else {}
         for key, value in {**self.recipe.defaults, **quick}.items():
@@ -172,20 +174,32 @@ class DemoSettings:
                 setattr(self, key, value)
         if self.runs == ["all"]:
             self.runs = [r.name for r in RUNS]
-        unknown = set(self.runs) - {r.name for r in RUNS}
+        known = [r.name for r in RUNS]
+        unknown = sorted(set(self.runs) - set(known))
         if unknown:
-            raise DemoError(f"--runs: unknown run(s) {', '.join(sorted(unknown))} "
-                           f"(known: {', '.join(r.name for r in RUNS)})")
+            named = ", ".join(f"{name!r}{did_you_mean(name, known)}" for name in unknown)
+            raise DemoError(f"--runs: unknown run(s) {named}; known: {', '.join(known)}")
         if not replicate_seeds(self.seeds):
             raise DemoError(f"--seeds: expected distinct non-negative seeds, at least one, got {self.seeds}")
         if self.vary_base and self.recipe.vary_base_caveats is None:
             raise DemoError(f"--vary-base: only the world model is pretrained by the demo; {self.model} starts "
                             "from one fixed model")
         check_output_folder(self.out, DemoError, what="the demo")
-        if not 0 < self.nc_share < 1:
-            raise DemoError(f"nc_share: must be between 0 and 1 (exclusive), got {self.nc_share}")
-        if not 0 < self.cf_share < 1:
-            raise DemoError(f"cf_share: must be between 0 and 1 (exclusive), got {self.cf_share}")
+        for name, share in (("--nc-share", self.nc_share), ("--cf-share", self.cf_share)):
+            if not 0 < share < 1:
+                raise DemoError(f"{name}: must be between 0 and 1 (exclusive), got {share}")
+        # Checked here, not when the first stage that uses them has run for minutes.
+        for name, value, least in (("--steps", self.steps, 1), ("--threads", self.threads, 1),
+                                   ("batch_size", self.batch_size, 1), ("save_every", self.save_every, 1),
+                                   ("limit", self.limit, 1), ("pretrain_steps", self.pretrain_steps, 1),
+                                   ("warmup_steps", self.warmup_steps, 0)):
+            if value is not None and value < least:
+                raise DemoError(f"{name}: must be at least {least}, got {value}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise DemoError(f"learning_rate: must be positive, got {self.learning_rate}")
+        if self.backend not in BACKEND_NAMES:
+            raise DemoError(f"--backend: unknown backend {self.backend!r}{did_you_mean(self.backend, BACKEND_NAMES)}; "
+                            f"expected: {', '.join(BACKEND_NAMES)}")
 
     @property
     def recipe(self) -> Recipe:
