@@ -96,6 +96,24 @@ def test_overwrite_evaluates_the_new_model_and_never_mixes_the_two(two_finals, t
     assert run.read_samples("final", "cf_world_facts") == RunDirectory(alone).read_samples("final", "cf_world_facts")
 
 
+def test_a_checkpoint_skipped_before_any_sample_is_evaluated_when_it_loads_again(llama_run, tmp_path):
+    """A checkpoint whose weights did not load left its identity in run.json but no samples:
+    once mended (or tried with another engine), the same command evaluates it; nothing of
+    it was ever written, so nothing can be mixed."""
+    run = tmp_path / "run"
+    shutil.copytree(llama_run, run, symlinks=True)
+    weights = run / "checkpoint-20" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    output = tmp_path / "results"
+    evaluate(config(output, checkpoints=str(run)), progress=False)
+    assert "checkpoint-20" in run_json(output)["skipped_checkpoints"]
+    weights.write_bytes(good)
+    evaluate(config(output, checkpoints=str(run)), progress=False)
+    assert run_json(output)["skipped_checkpoints"] == {}
+    assert RunDirectory(output).read_samples("checkpoint-20", "cf_world_facts")
+
+
 def test_a_moved_folder_with_the_same_weights_resumes(two_finals, tmp_path):
     a, _ = two_finals
     output = tmp_path / "results"

@@ -113,6 +113,11 @@ class RunDirectory:
         """Replace the samples file of one (checkpoint, task) with ``records`` (atomically)."""
         write_jsonl(self.samples_file(checkpoint, task), [record.to_dict() for record in records])
 
+    def has_samples(self, checkpoint: str) -> bool:
+        """Whether any sample of the checkpoint label is on disk."""
+        folder = self.path / SAMPLES / checkpoint
+        return folder.is_dir() and any(path.stat().st_size for path in folder.glob("*.jsonl"))
+
     def sample_files(self) -> Iterator[tuple[str, str, Path]]:
         """(checkpoint label, task name, path) of every samples file."""
         root = self.path / SAMPLES

@@ -113,7 +113,7 @@ class Sweep:
     def identify(self, checkpoint: Checkpoint, backend: Backend) -> Checkpoint:
         """Record what evaluating ``checkpoint`` on ``backend`` means (nothing is loaded), or
         refuse it when its label's earlier samples were made with other weights, engine or
-        dtype. A label named by ``--overwrite`` has its earlier samples discarded (once an
+        dtype (a label with none on disk is identified afresh). A label named by ``--overwrite`` has its earlier samples discarded (once an
         invocation). Returns the checkpoint under its stable label (:func:`stable_label`)."""
         checkpoint = stable_label(self.record, checkpoint)
         identity = backend.identity(checkpoint, fingerprint=self.config.fingerprint)
@@ -126,6 +126,12 @@ class Sweep:
         earlier = self.record.entry(checkpoint.label)
         before = None if earlier is None else CheckpointIdentity.from_dict(earlier.to_dict())
         changes = [] if before is None else identity.changes_from(before)
+        if changes and not self.run.has_samples(checkpoint.label):
+            # Identified before but never scored (it did not load, or the run stopped first):
+            # nothing of it was written, so nothing can be mixed.
+            log.info("%s: checkpoint %s has no samples yet; evaluated as it is now (%s)", self.run.path,
+                     checkpoint.label, "; ".join(changes))
+            changes = []
         if earlier is not None and before is None:
             log.warning("%s: checkpoint %s was evaluated by a version that recorded no identity; its "
                         "samples are taken as this checkpoint's", self.run.path, checkpoint.label)
