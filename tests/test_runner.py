@@ -3,6 +3,8 @@ agreement of the two engines through the whole pipeline, and the CLI."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import signal
@@ -229,3 +231,25 @@ def test_engines_agree_through_the_sweep(run_fixture, request, tmp_path):
                 assert a.output == b.output, (label, a.id)
                 for role, score in a.loglikelihoods.items():
                     assert b.loglikelihoods[role]["logprob"] == pytest.approx(score["logprob"], abs=1e-3)
+
+
+def test_adapters_vllm_has_no_lora_for_are_skipped_before_an_engine_starts_and_auto_uses_transformers(
+        tmp_path, tiny_gpt2_dir, caplog):
+    """vLLM started an engine for a LoRA adapter over GPT-2, then refused it ('does not support
+    LoRA yet'), once per checkpoint. Found from the base's config, without loading anything:
+    --backend vllm skips them saying which engine may run them; auto picks transformers."""
+    pytest.importorskip("vllm")
+    from harness.testing import build_lora_run
+
+    run = build_lora_run(tmp_path / "lora-gpt2", tiny_gpt2_dir, r=4, target_modules=("c_attn",))
+    settings = dict(tasks=[str(DATA / "cf_world_facts.json")], checkpoints=str(run), conjugates=["en"],
+                    bootstrap_resamples=50)
+    with pytest.raises(RunError, match="no checkpoint could be evaluated") as refused:
+        evaluate(RunConfig(output=str(tmp_path / "vllm"), backend="vllm", **settings), progress=False)
+    assert "has no LoRA for GPT2LMHeadModel, the adapter's base model (--backend hf may run it)" in str(refused.value)
+    engine = json.loads((tmp_path / "vllm" / "run.json").read_text()).get("engine_stats") or {}
+    assert not engine.get("starts")
+    with caplog.at_level(logging.WARNING, logger="harness"):
+        folder = evaluate(RunConfig(output=str(tmp_path / "auto"), backend="auto", **settings), progress=False)
+    assert "backend auto: using transformers instead: vLLM" in caplog.text
+    assert {entry.engine for entry in folder.read_record().checkpoints} == {"hf"}

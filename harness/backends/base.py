@@ -94,6 +94,10 @@ class Engine:
     def expect_job(self, *, checkpoints: int, requests: int) -> None:
         """How much work is coming (``Backend.expect_job``); an engine without a use for it ignores it."""
 
+    def cannot_run(self, checkpoint: Checkpoint) -> str | None:
+        """Why this engine cannot evaluate ``checkpoint`` (``Backend.cannot_run``); by default it can."""
+        return None
+
     # ------------------------------------------------------------------ windows
 
     @property

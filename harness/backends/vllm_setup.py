@@ -299,6 +299,20 @@ def vllm_lora_ranks() -> tuple[int, ...]:
         return _FALLBACK_LORA_RANKS
 
 
+def lora_architecture(architecture: str) -> bool | None:
+    """Whether vLLM serves LoRA adapters over models of ``architecture`` (a config's
+    ``architectures`` entry); None when this vLLM cannot say (its registry has no such class,
+    or its layout differs): the engine's load then decides."""
+    try:
+        from vllm.model_executor.models import ModelRegistry
+        from vllm.model_executor.models.interfaces import supports_lora
+
+        model_class = ModelRegistry._try_load_model_cls(architecture)
+    except Exception:  # pragma: no cover - other vLLM versions
+        return None
+    return None if model_class is None else bool(supports_lora(model_class))
+
+
 def adapter_rank(adapter: str) -> int:
     """The largest LoRA rank of a PEFT adapter (``r`` and any ``rank_pattern`` value)."""
     path = os.path.join(adapter, "adapter_config.json")

@@ -162,7 +162,8 @@ class RunConfig:
     log_to: list[str] = setting(RESULTS, "tensorboard=DIR, wandb or wandb=RUN_ID: every summary value at its "
                                          "training step (repeatable)", factory=list, metavar="TRACKER", repeat=True)
     # engine
-    backend: str = setting(ENGINE, "inference engine; auto: vLLM if it imports, else transformers",
+    backend: str = setting(ENGINE, "inference engine; auto: vLLM if it imports and can run the checkpoints "
+                                   "(it has no LoRA for some architectures, GPT-2 among them), else transformers",
                            default="auto", choices=BACKEND_NAMES)
     backend_options: dict[str, Any] = setting(ENGINE, "engine options (harness.backends.options)", factory=dict,
                                               flag=False)

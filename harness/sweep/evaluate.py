@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from harness.backends.api import Backend
+from harness.backends.api import HF, VLLM, Backend
 from harness.checkpoints import Checkpoint, discover, interp
 from harness.checkpoints.interp import is_interp_spec
 from harness.checkpoints.sources import CheckpointSource, FixedCheckpoints, Follower
@@ -72,6 +72,23 @@ def checkpoint_source(config: RunConfig) -> CheckpointSource:
                     complete_marker=config.complete_marker)
 
 
+def engine_for(config: RunConfig, source: CheckpointSource) -> Backend:
+    """The engine ``config.backend`` names, ``auto`` resolved: vLLM if it imports, unless it
+    cannot run a checkpoint known up front (an adapter over an architecture it has no LoRA
+    for), then transformers, saying why."""
+    from harness.backends import make_backend
+
+    options = dict(trust_remote_code=config.trust_remote_code, **config.backend_options)
+    backend = make_backend(config.backend, **options)
+    if config.backend == "auto" and backend.name == VLLM and isinstance(source, FixedCheckpoints):
+        reason = next(filter(None, map(backend.cannot_run, source.checkpoints)), None)
+        if reason:
+            log.warning("backend auto: using transformers instead: %s", reason)
+            backend.close()
+            backend = make_backend(HF, **options)
+    return backend
+
+
 def kept(sweep: Sweep) -> str:
     """What an interrupted sweep leaves on disk, in words (the samples it wrote, the
     checkpoints it summarised)."""
@@ -99,9 +116,7 @@ def evaluate(config: RunConfig, *, backend: Backend | None = None, progress: boo
     trackers = make_trackers(config.log_to)
     owned = backend is None
     if backend is None:
-        from harness.backends import make_backend
-
-        backend = make_backend(config.backend, trust_remote_code=config.trust_remote_code, **config.backend_options)
+        backend = engine_for(config, source)
     try:
         sweep = Sweep(config, engine=backend.name, command_line=command_line, tasks=tasks)
         try:

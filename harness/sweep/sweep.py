@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from typing import Callable, Sequence
 
-from harness.backends.api import Backend
+from harness.backends.api import HF, VLLM, Backend
 from harness.backends.tokens import load_tokenizer
 from harness.checkpoints import Checkpoint, split_loadable, training_progress, why_not_loaded
 from harness.checkpoints.identity import CheckpointIdentity
@@ -192,7 +192,8 @@ class Sweep:
 
     def prepare(self, checkpoint: Checkpoint, backend: Backend, *, load: bool = True) -> Job | None:
         """The work left on ``checkpoint``, its prompts formatted and checked against the window;
-        None when nothing is left, or when its tokenizer does not load (recorded as skipped).
+        None when nothing is left, or when it is skipped (recorded): its folder vanished, the
+        engine cannot run it, or its tokenizer does not load.
 
         Raises :class:`RunError` for prompts longer than the window (unless ``truncate``).
         ``load=False``: the backend holds the model already (a live model in training).
@@ -202,6 +203,11 @@ class Sweep:
             return None
         if load and _vanished(checkpoint):  # a followed run's trainer removed it (save_total_limit)
             self.skip(checkpoint, DELETED)
+            return None
+        reason = backend.cannot_run(checkpoint) if load else None
+        if reason:
+            other = HF if backend.name == VLLM else VLLM
+            self.skip(checkpoint, f"{reason} (--backend {other} may run it)")
             return None
         try:
             tokenizer = (backend.tokenizer if not load
