@@ -41,6 +41,24 @@ def test_one_folder_is_a_verdict_about_one_trajectory(tmp_path):
     assert isinstance(detect_inversion([run], "capitals"), Inversion)
 
 
+def test_the_task_may_be_left_out_when_one_task_measures_context_reliance(tmp_path):
+    """The README's `harness.detect_inversion([...])` (and `transitions(run)`) as written:
+    the task is the one with context reliance on conflicting contexts; with two, name one."""
+    from harness.reports.items import transitions
+
+    seeds = [context_run(tmp_path / f"seed-{s}", [20, 120 + 5 * s, 20 + s]) for s in range(3)]
+    assert detect_inversion(seeds).task == "capitals" and detect_inversion(seeds[0]).task == "capitals"
+    assert transitions(seeds[0]).task == "capitals"
+    both = write_run(tmp_path / "two-tasks", [(f"checkpoint-{step}", step, {
+        ("capitals", "conflicting", "en"): conflict(count), ("currencies", "conflicting", "en"): conflict(count)})
+        for step, count in ((10, 20), (20, 120))])
+    with pytest.raises(ReportError, match=r"several tasks have context_hit_rate on conflicting examples "
+                                          r"\(capitals, currencies\); name one"):
+        detect_inversion(both)
+    with pytest.raises(ReportError, match="no task has accuracy"):
+        detect_inversion(seeds, metric="accuracy")
+
+
 def test_seeds_must_share_checkpoints(tmp_path):
     a = context_run(tmp_path / "a", [20, 120, 20], steps=[10, 20, 30])
     b = context_run(tmp_path / "b", [20, 120, 20], steps=[5, 15, 25])

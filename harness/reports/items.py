@@ -219,7 +219,8 @@ def find_checkpoint(run: RunResults, name: str | int, *, peak: CheckpointPoint |
                       f"choose one of: {', '.join(choices)}, or a step")
 
 
-def transitions(run: RunResults | str | Path, task: str, before: str | int = "peak", after: str | int = "last", *,
+def transitions(run: RunResults | str | Path, task: str | None = None, before: str | int = "peak",
+                after: str | int = "last", *,
                 metric: str | None = None, condition: str | None = None, conjugate: str | None = None,
                 shown: int = FLIPS_SHOWN, seed: int = 0) -> Transitions:
     """The transitions of ``task``'s items between two checkpoints of a run.
@@ -228,9 +229,12 @@ def transitions(run: RunResults | str | Path, task: str, before: str | int = "pe
     ``condition`` to its first condition for that metric (``conflicting``), ``conjugate``
     to the English prompt. ``before`` and ``after`` name checkpoints as
     :func:`find_checkpoint` does; by default the peak of the metric (over the items scored
-    at every checkpoint, as the inversion verdict finds it) and the last checkpoint.
+    at every checkpoint, as the inversion verdict finds it) and the last checkpoint. ``task``
+    may be left out when one task of the run has context reliance (``context_hit_rate``; or
+    ``metric``, when given) in ``condition``.
     """
     run = run if isinstance(run, RunResults) else RunResults(run)
+    task = task or run.task_measuring(metric or "context_hit_rate", condition)
     if task not in run.tasks:
         raise ReportError(f"run {run.name}: no results for task {task!r}{did_you_mean(task, run.tasks)}; "
                           f"it has: {', '.join(run.tasks)}")

@@ -94,7 +94,8 @@ class RecipeInversion:
                 f"  per seed: {self.seed_verdicts}\n{seeds}")
 
 
-def detect_inversion(runs: str | Path | Sequence[str | Path], task: str, metric: str = "context_hit_rate",
+def detect_inversion(runs: str | Path | Sequence[str | Path], task: str | None = None,
+                     metric: str = "context_hit_rate",
                      condition: str = "conflicting", conjugate: str = ENGLISH, mode: str = GENERATE, *,
                      n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> Inversion | RecipeInversion:
     """Whether ``metric`` of ``task`` rises and then significantly falls.
@@ -104,7 +105,8 @@ def detect_inversion(runs: str | Path | Sequence[str | Path], task: str, metric:
     verdict (a :class:`RecipeInversion`) is then about the recipe (:data:`RECIPE_METHOD`),
     with each seed's own verdict beside it. ``mode`` is the scoring mode of the summary rows
     (``generate`` or ``loglikelihood``); ``confidence`` and ``n_resamples`` set the peak's
-    interval of one run.
+    interval of one run. ``task`` may be left out when one task of the (first) run has
+    ``metric`` in ``condition`` (the demo's ``world_conflict``, say).
 
     Raises :class:`ReportError` when a folder is not a results folder, has no such series, no
     example was scored at every checkpoint, or the seeds share fewer than two checkpoints.
@@ -113,6 +115,7 @@ def detect_inversion(runs: str | Path | Sequence[str | Path], task: str, metric:
     if not folders:
         raise ReportError("detect_inversion: no results folders given")
     loaded = [RunResults(folder) for folder in folders]
+    task = task or loaded[0].task_measuring(metric, condition)
     if len(loaded) == 1:
         return inversion_of(loaded[0], task, metric, condition, conjugate, mode, n_resamples=n_resamples,
                             seed=seed, confidence=confidence)

@@ -177,6 +177,21 @@ class RunResults:
         frame = self.frame
         return list(dict.fromkeys(frame.loc[(frame["task"] == task) & (frame["metric"] == metric), "condition"]))
 
+    def task_measuring(self, metric: str, condition: str | None = None) -> str:
+        """The one task of the run with ``metric`` (in ``condition``, when given): what a call
+        that names no task is about. A :class:`ReportError` naming the candidates otherwise."""
+        frame = self.frame
+        rows = frame["metric"] == metric
+        if condition is not None:
+            rows &= frame["condition"] == condition
+        candidates = list(dict.fromkeys(frame.loc[rows, "task"]))
+        if len(candidates) == 1:
+            return candidates[0]
+        where = f"{metric}" + (f" on {condition} examples" if condition else "")
+        if not candidates:
+            raise ReportError(f"run {self.name}: no task has {where}; its tasks: {', '.join(self.tasks)}")
+        raise ReportError(f"run {self.name}: several tasks have {where} ({', '.join(candidates)}); name one")
+
     def conjugates(self, task: str) -> list[str]:
         """The task's conjugates, in the harness's order (en first), then any others."""
         present = set(self.frame.loc[self.frame["task"] == task, "conjugate"])
