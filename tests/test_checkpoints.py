@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,15 @@ from harness.checkpoints import (
 from harness.errors import CheckpointError
 
 BASE = "EleutherAI/pythia-160m"
+#: A safetensors file with no tensors: its header is the JSON ``{}``.
+EMPTY_SAFETENSORS = (2).to_bytes(8, "little") + b"{}"
 
 
 def make_model(folder: Path, step: int | None = None) -> Path:
     """A folder that passes for a full model: config.json with a model_type + weights."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (folder / "model.safetensors").write_bytes(b"\0" * 8)
+    (folder / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     if step is not None:
         write_state(folder, step)
     return folder
@@ -493,3 +496,21 @@ def test_why_a_model_did_not_load_is_one_line_that_keeps_the_reason():
         ModelConfig(max_model_len=0)
     assert why_not_loaded("m", refused.value) == "ModelConfig: max_model_len: Input should be greater than 0"
     assert why_not_loaded("m", OSError("first line\nsecond line")) == "first line"
+
+
+def test_a_safetensors_file_cut_short_or_garbled_is_named_before_anything_loads(tmp_path, tiny_llama_dir):
+    """A copy cut in half, or a garbled header, cost an engine start (and a second one) before
+    the load failed with safetensors' words, which name no file."""
+    from harness.checkpoints.folders import safetensors_problem
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_llama_dir, folder)
+    weights = folder / "model.safetensors"
+    good = weights.read_bytes()
+    assert safetensors_problem(weights) is None and inspect_checkpoint(folder) is None
+    weights.write_bytes(good[: len(good) // 2])
+    assert inspect_checkpoint(folder).startswith("model.safetensors: cut short: holds ")
+    weights.write_bytes((10**12).to_bytes(8, "little") + good[8:])
+    assert inspect_checkpoint(folder).startswith("model.safetensors: its header claims 1000000000000 bytes")
+    weights.write_bytes(good[:8] + b"#" * 20 + good[28:])
+    assert inspect_checkpoint(folder) == "model.safetensors: its header is not JSON: not a safetensors file, or garbled"

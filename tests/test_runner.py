@@ -109,7 +109,9 @@ def test_broken_checkpoint_is_reported_and_skipped(llama_run, tmp_path, caplog):
 def test_unloadable_checkpoint_does_not_end_the_sweep(llama_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(llama_run, run)
-    (run / "checkpoint-20" / "model.safetensors").write_bytes(b"not a safetensors file")
+    # A well-formed file (discovery finds nothing wrong with its layout) that does not load.
+    header = json.dumps({"w": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    (run / "checkpoint-20" / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
     output = tmp_path / "results"
     evaluate(config_for(run, output, tasks=["capitals"], conjugates=["en"]), progress=False)
     record = run_json(output)

@@ -56,6 +56,37 @@ def inspect_checkpoint(path: StrPath) -> str | None:
             problem = missing_shards(folder, index_name)
             if problem:
                 return problem
+    for weights in sorted(folder.glob("*.safetensors")):
+        problem = safetensors_problem(weights)
+        if problem:
+            return f"{weights.name}: {problem}"
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file's layout, None if nothing: its header (8 bytes
+    of length, then JSON) must parse and its tensors' byte ranges must lie within the file. A
+    copy cut short or a garbled header shows here, before an engine starts on it; the tensor
+    bytes themselves are not read."""
+    size = path.stat().st_size
+    with path.open("rb") as stream:
+        start = stream.read(8)
+        if len(start) < 8:
+            return f"not a safetensors file ({size} bytes)"
+        length = int.from_bytes(start, "little")
+        if length > size - 8:
+            return f"its header claims {length} bytes, more than the file's {size}: not a safetensors file, or cut short"
+        try:
+            header = json.loads(stream.read(length))
+        except ValueError:
+            return "its header is not JSON: not a safetensors file, or garbled"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [entry["data_offsets"][1] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets") or ()) == 2]
+    needed = 8 + length + max(ends, default=0)
+    if needed > size:
+        return f"cut short: holds {size} of the {needed} bytes its header describes"
     return None
 
 
