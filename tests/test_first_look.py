@@ -38,8 +38,10 @@ def test_an_existing_file_as_output_is_one_line(tmp_path, capsys):
 
 
 def test_a_bad_value_names_the_flag_typed(capsys):
-    assert main(["evaluate", "--limit", "-1"]) == 2
-    assert capsys.readouterr().err == "error: --limit: must be at least 1\n"
+    for limit in ("-1", "0", "1.5"):
+        assert main(["evaluate", "--limit", limit]) == 2
+        assert capsys.readouterr().err == ("error: --limit: a number of examples (at least 1) or a share of them "
+                                           f"(between 0 and 1, e.g. 0.1), got {limit}\n")
     assert main(["evaluate", "--batch_size=0"]) == 2
     assert capsys.readouterr().err == "error: --batch_size: must be at least 1\n"
 

@@ -260,10 +260,10 @@ def _check_what(config: RunConfig) -> None:
         if conjugate not in CONJUGATES:
             raise RunError(f"conjugates: unknown conjugate {conjugate!r}{did_you_mean(conjugate, CONJUGATES)}; "
                            f"expected some of {', '.join(CONJUGATES)}")
-    if isinstance(config.limit, float) and not 0 < config.limit < 1:
-        raise RunError(f"limit: a share of the examples lies between 0 and 1, got {config.limit}")
-    if isinstance(config.limit, int) and config.limit < 1:
-        raise RunError("limit: must be at least 1")
+    if (isinstance(config.limit, float) and not 0 < config.limit < 1) or (
+            isinstance(config.limit, int) and config.limit < 1):
+        raise RunError(f"limit: a number of examples (at least 1) or a share of them (between 0 and 1, e.g. 0.1), "
+                       f"got {config.limit}")
     if config.checkpoints and config.model:
         raise RunError("give --checkpoints or --model, not both")
     if config.max_checkpoints is not None and config.schedule != ADAPTIVE:
