@@ -210,7 +210,7 @@ def test_an_append_after_a_torn_line_starts_on_a_fresh_line(llama_run, tmp_path)
     assert run.read_samples("checkpoint-10", "cf_world_facts") == samples
 
 
-def test_a_torn_sample_is_computed_again_on_resume(llama_run, tmp_path):
+def test_a_torn_sample_is_computed_again_on_resume(llama_run, tmp_path, caplog):
     output = tmp_path / "results"
     evaluate(config(output, model=str(llama_run / "checkpoint-10")), progress=False)
     run = RunDirectory(output)
@@ -218,8 +218,10 @@ def test_a_torn_sample_is_computed_again_on_resume(llama_run, tmp_path):
     whole = run.read_samples("checkpoint-10", "cf_world_facts")
     path.write_bytes(path.read_bytes()[:-40])
     engine = CountingEngine()
-    evaluate(config(output, model=str(llama_run / "checkpoint-10")), backend=engine, progress=False)
+    with caplog.at_level(logging.INFO, logger="harness"):
+        evaluate(config(output, model=str(llama_run / "checkpoint-10")), backend=engine, progress=False)
     assert engine.calls["generate"] == 1  # the torn sample, and only it
+    assert "checkpoint-10 (step 10): 1 examples in" in caplog.text and "resumed: 2 were scored before" in caplog.text
     again = run.read_samples("checkpoint-10", "cf_world_facts")
     assert again[:2] == whole[:2] and again[2].key == whole[2].key
     # Alone rather than in a batch of three: the same prompt, scores equal up to padding's rounding.

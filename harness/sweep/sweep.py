@@ -274,9 +274,12 @@ class Sweep:
                 bar.update(len(indices))
         seconds = time.perf_counter() - loaded
         note = backend.load_note or f"loaded in {loaded - start:.1f} s"
-        checkpoint_log.info("%s%s: %d examples in %.1f s (%.1f/s); %s", checkpoint.label,
+        before = len(self.items) - len(job.pending)  # a resume: scored by an earlier invocation
+        checkpoint_log.info("%s%s: %d examples in %.1f s (%.1f/s)%s; %s", checkpoint.label,
                             f" (step {checkpoint.step})" if checkpoint.step is not None else "", len(job.pending),
-                            seconds, len(job.pending) / max(seconds, 1e-9), note if load else "the live model")
+                            seconds, len(job.pending) / max(seconds, 1e-9),
+                            f", resumed: {before} were scored before" if before > 0 else "",
+                            note if load else "the live model")
         return self.summarise(checkpoint)
 
     # ------------------------------------------------------------------ the summary
