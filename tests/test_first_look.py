@@ -95,3 +95,21 @@ def test_one_checkpoint_shows_its_values_and_no_test(tiny_llama_dir, tmp_path):
     # The embedded images are base64, which may spell "nan" by chance: only the text counts.
     page = re.sub(r"data:[^\"']*", "", write_report(output).read_text())
     assert "nan" not in page and NO_CHANGE_TO_TEST in page
+
+
+def test_the_console_table_says_which_prompt_its_rows_are_and_where_the_others_are(tmp_path):
+    """With --conjugates en,fr the table showed the English rows alone, unlabelled: a reader
+    could take them for values pooled over both languages."""
+    from handmade import conflict, write_run
+
+    both = write_run(tmp_path / "two", [(f"checkpoint-{step}", step, {
+        ("capitals", "conflicting", "en"): conflict(count), ("capitals", "conflicting", "fr"): conflict(200 - count)})
+        for step, count in ((10, 20), (20, 120))])
+    lines = console_table(RunResults(both)).splitlines()
+    assert lines[0].split()[:4] == ["task", "condition", "prompt", "metric"]
+    assert lines[1].split()[:4] == ["capitals", "conflicting", "en", "context_hit_rate"]
+    assert lines[-1] == "(each task's base prompt; the other prompts (fr) are in summary.jsonl and report.html)"
+    english = write_run(tmp_path / "one", [(f"checkpoint-{step}", step, {("capitals", "conflicting", "en"):
+                                                                          conflict(count)})
+                                           for step, count in ((10, 20), (20, 120))])
+    assert "prompt" not in console_table(RunResults(english))

@@ -106,21 +106,29 @@ def checkpoint_summary(run: RunResults) -> str:
 def console_table(run: RunResults) -> str:
     """Each task's headline metric per condition as text columns, as ``harness evaluate``
     prints it at the end: first, peak [95% CI] (where), last and the verdict over the
-    checkpoints; for a run of one checkpoint, its value [95% CI] and n."""
+    checkpoints; for a run of one checkpoint, its value [95% CI] and n. Each task's base
+    prompt (English) only: with conjugates, a ``prompt`` column says so and a line names the
+    others and where they are."""
     checks = [(task, metric, condition, check(run, task, metric, condition))
               for task in run.tasks if (metric := run.headline(task)) is not None
               for condition in run.conditions(task, metric)]
+    others = sorted({c for task in run.tasks for c in run.conjugates(task)[1:]})
+    prompt = ("prompt",) if others else ()
     single = len(run.checkpoints) == 1
-    rows = [("task", "condition", "metric", "value [95% CI]", "n") if single else
-            ("task", "condition", "metric", "first", "peak [95% CI] (at)", "last", "verdict")]
+    rows = [("task", "condition", *prompt, "metric", "value [95% CI]", "n") if single else
+            ("task", "condition", *prompt, "metric", "first", "peak [95% CI] (at)", "last", "verdict")]
     for task, metric, condition, result in checks:
+        start = (task, condition, *((run.base_conjugate(task),) if others else ()), metric)
         if isinstance(result, ReportError):
-            rows.append((task, condition, metric, *[""] * (len(rows[0]) - 4), str(result)))
+            rows.append((*start, *[""] * (len(rows[0]) - len(start) - 1), str(result)))
             continue
         interval = f"{result.peak:.3f} [{result.peak_ci[0]:.3f}, {result.peak_ci[1]:.3f}]"
-        rows.append((task, condition, metric, interval, str(result.n)) if single else
-                    (task, condition, metric, f"{result.first:.3f}", f"{interval} ({result.peak_checkpoint.where})",
+        rows.append((*start, interval, str(result.n)) if single else
+                    (*start, f"{result.first:.3f}", f"{interval} ({result.peak_checkpoint.where})",
                      f"{result.last:.3f}", result.verdict))
-    note = f"({NO_CHANGE_TO_TEST}; evaluate more checkpoints for verdicts)" if single else \
-        "(verdicts: one-sided max-t tests at the 5% level, paired over the examples scored at every checkpoint)"
-    return f"{aligned(rows)}\n{note}"
+    notes = [f"({NO_CHANGE_TO_TEST}; evaluate more checkpoints for verdicts)" if single else
+             "(verdicts: one-sided max-t tests at the 5% level, paired over the examples scored at every checkpoint)"]
+    if others:
+        notes.append(f"(each task's base prompt; the other prompts ({', '.join(others)}) are in summary.jsonl and "
+                     "report.html)")
+    return "\n".join([aligned(rows), *notes])
