@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cli.parsing import Parser, add_setting, comma_list, command, quiet_into, seed_list
 from harness.console import aligned, say
+
+if TYPE_CHECKING:  # the training stack is imported only when a command needs it
+    from harness.training.run import SavedCheckpoint
 
 
 def add(parser: Parser, commands: Any) -> None:
@@ -80,13 +83,20 @@ def run_finetune(args: argparse.Namespace) -> int:
     with quiet_into(config.output_dir, verbose=args.verbose):
         output_dirs = run_recipe(config)
     for output_dir in output_dirs:
-        rows = [["checkpoint", "step", "epoch", "tokens seen", "loss"]]
+        rows = [["checkpoint", "step", "epoch", "tokens seen", "last logged loss"]]
         rows += [[row.folder, str(row.step), "-" if row.epoch is None else f"{row.epoch:.2f}",
-                  "-" if row.tokens_seen is None else f"{row.tokens_seen:,}",
-                  "-" if row.loss is None else f"{row.loss:.4f}"] for row in saved_checkpoints(output_dir)]
+                  "-" if row.tokens_seen is None else f"{row.tokens_seen:,}", _loss(row)]
+                 for row in saved_checkpoints(output_dir)]
         say(aligned(rows))
         say(f"checkpoints: {output_dir} (evaluate them: harness evaluate --checkpoints {output_dir})")
     return 0
+
+
+def _loss(row: SavedCheckpoint) -> str:
+    """The loss logged last by a checkpoint's step, with that step when it was an earlier one."""
+    if row.loss is None:
+        return "-"
+    return f"{row.loss:.4f}" + (f" (step {row.loss_step})" if row.loss_step != row.step else "")
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -203,6 +203,7 @@ class SavedCheckpoint:
     epoch: float | None
     tokens_seen: int | None
     loss: float | None  # the last training loss logged at or before ``step``
+    loss_step: int | None  # the step ``loss`` was logged at
 
 
 def saved_checkpoints(output_dir: str | Path) -> list[SavedCheckpoint]:
@@ -214,10 +215,11 @@ def saved_checkpoints(output_dir: str | Path) -> list[SavedCheckpoint]:
         except (OSError, ValueError):
             continue  # not (yet) a complete checkpoint
         step = int(state.get("global_step", 0))
-        losses = [entry["loss"] for entry in state.get("log_history", [])
+        logged = [(entry["loss"], entry.get("step", 0)) for entry in state.get("log_history", [])
                   if "loss" in entry and entry.get("step", 0) <= step]
+        loss, loss_step = logged[-1] if logged else (None, None)
         rows.append(SavedCheckpoint(folder.name, step, state.get("epoch"),
-                                    state.get("num_input_tokens_seen") or None, losses[-1] if losses else None))
+                                    state.get("num_input_tokens_seen") or None, loss, loss_step))
     return sorted(rows, key=lambda row: row.step)
 
 
