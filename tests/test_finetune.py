@@ -346,12 +346,14 @@ def test_cli_finetune_writes_a_sweepable_run(tmp_path, alpaca_file, tiny_tied_ll
     out = tmp_path / "run"
     # The closing table: one aligned row per saved checkpoint, with the tokens the trainer counted
     # (what `harness compare --x tokens` reads).
-    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("checkpoint") and ":" not in line]
+    printed = capsys.readouterr().out
+    table = [line for line in printed.splitlines() if line.startswith("checkpoint") and ":" not in line]
     assert table[0].split() == ["checkpoint", "step", "epoch", "tokens", "seen", "last", "logged", "loss"]
     # A loss is shown by the step it was logged at (every 4 steps here), not as if logged at a later save.
     losses = {line.split()[0]: line.split()[4:] for line in table[1:]}
     assert losses["checkpoint-1"] == ["-"] and len(losses["checkpoint-4"]) == 1
     assert losses["checkpoint-6"][1:] == ["(step", "4)"], losses
+    assert f"(evaluate them: harness evaluate --checkpoints {out} --format {recipe['format']})" in printed
     assert [line.split()[:2] for line in table[1:]] == [[f"checkpoint-{s}", str(s)] for s in (1, 2, 4, 6)]
     assert len({re.search(r"\s{2,}\S", line).end() for line in table}) == 1  # columns line up
     tokens = [training_progress(out / f"checkpoint-{s}")["num_input_tokens_seen"] for s in (1, 2, 4, 6)]

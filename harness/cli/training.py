@@ -88,7 +88,9 @@ def run_finetune(args: argparse.Namespace) -> int:
                   "-" if row.tokens_seen is None else f"{row.tokens_seen:,}", _loss(row)]
                  for row in saved_checkpoints(output_dir)]
         say(aligned(rows))
-        say(f"checkpoints: {output_dir} (evaluate them: harness evaluate --checkpoints {output_dir})")
+        # The probes are asked in the format the run was trained in, or they ask another model.
+        say(f"checkpoints: {output_dir} (evaluate them: harness evaluate --checkpoints {output_dir} "
+            f"--format {config.format})")
     return 0
 
 
