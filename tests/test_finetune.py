@@ -68,24 +68,23 @@ def test_recipes_parse(name, check):
     assert (recipe.dense_save_steps, recipe.dense_until, recipe.save_steps) == (10, 200, 50)
 
 
-def test_config_errors_name_file_and_key(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\nfilter_non_context_critical: {fractoin: 0.2}\n")
-    with pytest.raises(FinetuneError, match=r"bad\.yaml: filter_non_context_critical\.fractoin: unknown key"):
-        FinetuneConfig.from_yaml(path)
-    path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\ncounterfactual_augmentation: {fraction: 1.5}\n")
-    with pytest.raises(FinetuneError, match=r"bad\.yaml: counterfactual_augmentation\.fraction: must be between"):
-        FinetuneConfig.from_yaml(path)
-    path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\nqk_only: true\nlora: {target_modules: [v_proj]}\n")
-    with pytest.raises(FinetuneError, match=r"lora\.target_modules: qk_only chooses"):
-        FinetuneConfig.from_yaml(path)
+@pytest.mark.parametrize("setting, message", [
+    ("filter_non_context_critical: {fractoin: 0.2}", r"filter_non_context_critical\.fractoin: unknown key"),
+    ("counterfactual_augmentation: {fraction: 1.5}", r"counterfactual_augmentation\.fraction: must be between"),
+    ("qk_only: true\nlora: {target_modules: [v_proj]}", r"lora\.target_modules: qk_only chooses"),
     # Values transformers would refuse only once the run has started are refused on reading.
-    path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\nlr_scheduler: cosin\n")
-    with pytest.raises(FinetuneError, match=r"bad\.yaml: lr_scheduler: unknown schedule 'cosin' \(did you mean 'cosine'"):
+    ("lr_scheduler: cosin", r"lr_scheduler: unknown schedule 'cosin' \(did you mean 'cosine'"),
+    ("dtype: bf61", r"dtype: unknown dtype 'bf61'"),
+])
+def test_config_errors_name_file_and_key(tmp_path, setting, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model: m\ndataset: d.jsonl\noutput_dir: out\n{setting}\n")
+    with pytest.raises(FinetuneError, match=r"bad\.yaml: " + message):
         FinetuneConfig.from_yaml(path)
-    path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\ndtype: bf61\n")
-    with pytest.raises(FinetuneError, match=r"bad\.yaml: dtype: unknown dtype 'bf61'"):
-        FinetuneConfig.from_yaml(path)
+
+
+def test_flags_override_the_config_and_evaluation_settings_are_checked_first(tmp_path):
+    path = tmp_path / "run.yaml"
     path.write_text("model: m\ndataset: d.jsonl\noutput_dir: out\n")
     assert FinetuneConfig.from_yaml(path, max_steps=7).max_steps == 7  # overrides win
     # Evaluation settings are checked before anything is loaded (the model does not exist).
