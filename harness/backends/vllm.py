@@ -48,8 +48,8 @@ from harness.backends.vllm_reference import canary_difference
 from harness.backends.vllm_scoring import score_call
 from harness.backends.vllm_setup import (DEFAULT_RELOAD_ATOL, adapter_rank, architecture_fingerprint,
                                          compile_choice, cpu_build, default_in_process, engine_start,
-                                         local_weights_path, lora_architecture, mark_compiled, round_lora_rank,
-                                         same_weights, set_environment_defaults, shutdown_engine)
+                                         local_weights_path, mark_compiled, round_lora_rank, same_weights,
+                                         set_environment_defaults, shutdown_engine, without_lora)
 from harness.checkpoints import Checkpoint
 from harness.checkpoints.identity import model_config
 from harness.dtypes import dtype_name
@@ -211,12 +211,9 @@ class VLLMBackend(Engine):
     def cannot_run(self, checkpoint: Checkpoint) -> str | None:
         """An adapter over an architecture vLLM has no LoRA layers for (GPT-2, for one): its
         engine would start, then refuse."""
-        if checkpoint.adapter is None:
-            return None
-        for architecture in model_config(checkpoint).get("architectures") or []:
-            if lora_architecture(architecture) is False:
-                return f"vLLM {self.engine_version()} has no LoRA for {architecture}, the adapter's base model"
-        return None
+        architecture = None if checkpoint.adapter is None else without_lora(
+            model_config(checkpoint).get("architectures") or [])
+        return architecture and f"vLLM {self.engine_version()} has no LoRA for {architecture}, the adapter's base model"
 
     # ------------------------------------------------------------------ loading
 

@@ -299,18 +299,19 @@ def vllm_lora_ranks() -> tuple[int, ...]:
         return _FALLBACK_LORA_RANKS
 
 
-def lora_architecture(architecture: str) -> bool | None:
-    """Whether vLLM serves LoRA adapters over models of ``architecture`` (a config's
-    ``architectures`` entry); None when this vLLM cannot say (its registry has no such class,
-    or its layout differs): the engine's load then decides."""
+def without_lora(architectures: list[str]) -> str | None:
+    """The first of ``architectures`` (a config's) whose vLLM model class has no LoRA layers;
+    None when all have them or this vLLM cannot say (no such class in its registry, another
+    registry layout): the engine's load then decides."""
     try:
         from vllm.model_executor.models import ModelRegistry
         from vllm.model_executor.models.interfaces import supports_lora
 
-        model_class = ModelRegistry._try_load_model_cls(architecture)
+        classes = [(name, ModelRegistry._try_load_model_cls(name)) for name in architectures]
     except Exception:  # pragma: no cover - other vLLM versions
         return None
-    return None if model_class is None else bool(supports_lora(model_class))
+    return next((name for name, model_class in classes if model_class is not None and not supports_lora(model_class)),
+                None)
 
 
 def adapter_rank(adapter: str) -> int:
