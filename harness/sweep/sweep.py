@@ -113,8 +113,9 @@ class Sweep:
     def identify(self, checkpoint: Checkpoint, backend: Backend) -> Checkpoint:
         """Record what evaluating ``checkpoint`` on ``backend`` means (nothing is loaded), or
         refuse it when its label's earlier samples were made with other weights, engine or
-        dtype (a label with none on disk is identified afresh). A label named by ``--overwrite`` has its earlier samples discarded (once an
-        invocation). Returns the checkpoint under its stable label (:func:`stable_label`)."""
+        dtype (a label with none on disk is identified afresh). A label named by
+        ``--overwrite`` has its earlier samples discarded (once an invocation). Returns the
+        checkpoint under its stable label (:func:`stable_label`)."""
         checkpoint = stable_label(self.record, checkpoint)
         identity = backend.identity(checkpoint, fingerprint=self.config.fingerprint)
         engine = (identity.engine, identity.engine_version, identity.dtype, identity.device)
