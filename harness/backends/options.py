@@ -199,8 +199,8 @@ def check_engine_options(options: Mapping[str, Any], *, where: str = "backend_op
             if name in vllm_fields:
                 extra[name] = value
                 continue
-            raise RunError(f"{where}: {name}: not an engine option{did_you_mean(name, [*ENGINE_OPTIONS, *vllm_fields])}; "
-                           f"the harness's options: "
+            hint = did_you_mean(name, [*ENGINE_OPTIONS, *vllm_fields])
+            raise RunError(f"{where}: {name}: not an engine option{hint}; the harness's options: "
                            f"{', '.join(sorted(ENGINE_OPTIONS))}"
                            + ("; with vLLM installed, any vllm.EngineArgs field also goes" if not vllm_fields else ""))
         problem = value_problem(name, value)

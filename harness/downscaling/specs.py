@@ -145,7 +145,8 @@ def parse(text: str) -> PruneSpec:
             if options[key] < (0 if key == "seed" else 1):
                 raise fail(key, "must be at least 1")
     if options.get("method", "magnitude") not in pruning.METHODS:
-        raise fail("method", f"unknown method {options['method']!r}{did_you_mean(options['method'], pruning.METHODS)}; expected: {', '.join(pruning.METHODS)}")
+        raise fail("method", f"unknown method {options['method']!r}{did_you_mean(options['method'], pruning.METHODS)}; "
+                             f"expected: {', '.join(pruning.METHODS)}")
     structure = options.pop("structure", "unstructured")
     if structure == "unstructured":
         options["structure"] = None

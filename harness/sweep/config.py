@@ -255,7 +255,8 @@ def _check_choices(config: RunConfig) -> None:
 def _check_what(config: RunConfig) -> None:
     for mode in config.modes or []:
         if mode not in SCORING_MODES:
-            raise RunError(f"modes: unknown mode {mode!r}{did_you_mean(mode, SCORING_MODES)}; expected: {', '.join(SCORING_MODES)}")
+            raise RunError(f"modes: unknown mode {mode!r}{did_you_mean(mode, SCORING_MODES)}; "
+                           f"expected: {', '.join(SCORING_MODES)}")
     for conjugate in config.conjugates or []:
         if conjugate not in CONJUGATES:
             raise RunError(f"conjugates: unknown conjugate {conjugate!r}{did_you_mean(conjugate, CONJUGATES)}; "

@@ -172,7 +172,8 @@ def parse_task(data: Any, file: str) -> TaskConfig:
     """Validate a task's YAML content (already parsed) into a :class:`TaskConfig`."""
     config = from_mapping(TaskConfig, data, file, TaskError)
     if config.family not in FAMILIES:
-        raise TaskError(f"{file}: family: unknown family {config.family!r}{did_you_mean(config.family, FAMILIES)}; expected one of: {', '.join(FAMILIES)}")
+        raise TaskError(f"{file}: family: unknown family {config.family!r}{did_you_mean(config.family, FAMILIES)}; "
+                        f"expected one of: {', '.join(FAMILIES)}")
     if not config.name.replace("-", "_").isidentifier():
         raise TaskError(f"{file}: name: {config.name!r} must be letters, digits, '_' or '-'")
     source = config.source
@@ -183,7 +184,8 @@ def parse_task(data: Any, file: str) -> TaskConfig:
         from harness.data import BUILDERS, builder_option_types  # the builders import the facts: only when named
 
         if source.builder not in BUILDERS:
-            raise TaskError(f"{file}: source.builder: unknown builder {source.builder!r}{did_you_mean(source.builder, BUILDERS)}; known: {', '.join(sorted(BUILDERS))}")
+            raise TaskError(f"{file}: source.builder: unknown builder {source.builder!r}{did_you_mean(source.builder, BUILDERS)}; "
+                            f"known: {', '.join(sorted(BUILDERS))}")
         allowed = builder_option_types(source.builder)
         for key, value in source.options.items():
             if key not in allowed:
@@ -192,12 +194,15 @@ def parse_task(data: Any, file: str) -> TaskConfig:
     elif source.options:
         raise TaskError(f"{file}: source.options: options go with a builder only")
     if source.format != "auto" and source.format not in RECORD_FORMATS:
-        raise TaskError(f"{file}: source.format: unknown format {source.format!r}{did_you_mean(source.format, RECORD_FORMATS)}; expected auto or one of: {', '.join(RECORD_FORMATS)}")
+        raise TaskError(f"{file}: source.format: unknown format {source.format!r}{did_you_mean(source.format, RECORD_FORMATS)}; "
+                        f"expected auto or one of: {', '.join(RECORD_FORMATS)}")
     for mode in config.scoring.modes:
         if mode not in SCORING_MODES:
-            raise TaskError(f"{file}: scoring.modes: unknown mode {mode!r}{did_you_mean(mode, SCORING_MODES)}; expected: {', '.join(SCORING_MODES)}")
+            raise TaskError(f"{file}: scoring.modes: unknown mode {mode!r}{did_you_mean(mode, SCORING_MODES)}; "
+                            f"expected: {', '.join(SCORING_MODES)}")
     if config.scoring.match not in MATCHES:
-        raise TaskError(f"{file}: scoring.match: unknown match {config.scoring.match!r}{did_you_mean(config.scoring.match, MATCHES)}; expected: {', '.join(MATCHES)}")
+        raise TaskError(f"{file}: scoring.match: unknown match {config.scoring.match!r}{did_you_mean(config.scoring.match, MATCHES)}; "
+                        f"expected: {', '.join(MATCHES)}")
     if config.scoring.match == RAW_PREFIX and not config.scoring.case_sensitive:
         raise TaskError(f"{file}: scoring.case_sensitive: match {RAW_PREFIX!r} compares the raw output, case included; set case_sensitive: true")
     if config.scoring.max_new_tokens < 1:
@@ -205,12 +210,14 @@ def parse_task(data: Any, file: str) -> TaskConfig:
     _check_metrics(config, file)
     for conjugate in config.conjugates:
         if conjugate not in CONJUGATES:
-            raise TaskError(f"{file}: conjugates: unknown conjugate {conjugate!r}{did_you_mean(conjugate, CONJUGATES)}; expected: {', '.join(CONJUGATES)}")
+            raise TaskError(f"{file}: conjugates: unknown conjugate {conjugate!r}{did_you_mean(conjugate, CONJUGATES)}; "
+                            f"expected: {', '.join(CONJUGATES)}")
         if conjugate in TRANSLATIONS and conjugate not in config.prompt.translations:
             raise TaskError(f"{file}: prompt.translations.{conjugate}: missing: conjugate {conjugate!r} needs a hand-written template")
     for language, templates in [(ENGLISH, config.prompt.templates())] + list(config.prompt.translations.items()):
         if language not in TRANSLATIONS and language != ENGLISH:
-            raise TaskError(f"{file}: prompt.translations.{language}: unknown language{did_you_mean(language, TRANSLATIONS)}; expected: {', '.join(TRANSLATIONS)}")
+            raise TaskError(f"{file}: prompt.translations.{language}: unknown language{did_you_mean(language, TRANSLATIONS)}; "
+                            f"expected: {', '.join(TRANSLATIONS)}")
         where = "prompt" if language == ENGLISH else f"prompt.translations.{language}"
         for key, template in templates.all().items():
             try:

@@ -77,7 +77,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         except Exception as error:  # pyarrow raises several types for a corrupt file
             raise TaskError(f"{path}: not a readable Parquet file: {error}") from None
     else:
-        raise TaskError(f"{path}: unsupported file type {suffix!r}{did_you_mean(suffix, DATA_SUFFIXES)}; expected one of: {', '.join(DATA_SUFFIXES)}")
+        raise TaskError(f"{path}: unsupported file type {suffix!r}{did_you_mean(suffix, DATA_SUFFIXES)}; "
+                        f"expected one of: {', '.join(DATA_SUFFIXES)}")
     for number, record in enumerate(records, 1):
         if not isinstance(record, dict):
             raise TaskError(f"{path}: record {number}: expected an object with fields, got {type(record).__name__}")
@@ -242,7 +243,8 @@ def _from_examples(record: Mapping[str, Any], number: int, where: str) -> list[E
                      for r, s in _mapping(loc.get("answers", {}), f"{at}.answers'").items()})
     conjugate = record.get("conjugate")
     if conjugate is not None and conjugate not in CONJUGATES:
-        raise TaskError(f"{where}: field 'conjugate': unknown conjugate {conjugate!r}{did_you_mean(conjugate, CONJUGATES)}; expected one of: {', '.join(CONJUGATES)}")
+        raise TaskError(f"{where}: field 'conjugate': unknown conjugate {conjugate!r}{did_you_mean(conjugate, CONJUGATES)}; "
+                        f"expected one of: {', '.join(CONJUGATES)}")
     fields = _mapping(record["fields"], f"{where}: field 'fields'")
     return [Example(id=record_id(record, number), condition=str(record.get("condition", "default")),
                     fields={k: str(v) for k, v in fields.items()}, answers=answers, localized=localized,

@@ -138,9 +138,11 @@ class FinetuneConfig:
             raise FinetuneError(f"{where}: {key}: {problem}")
 
         if self.method not in METHODS:
-            fail("method", f"unknown method {self.method!r}{did_you_mean(self.method, METHODS)}; expected: {', '.join(METHODS)}")
+            fail("method", f"unknown method {self.method!r}{did_you_mean(self.method, METHODS)}; "
+                           f"expected: {', '.join(METHODS)}")
         if self.format not in FORMATS:
-            fail("format", f"unknown prompt format {self.format!r}{did_you_mean(self.format, FORMATS)}; expected: {', '.join(FORMATS)}")
+            fail("format", f"unknown prompt format {self.format!r}{did_you_mean(self.format, FORMATS)}; "
+                           f"expected: {', '.join(FORMATS)}")
         schedulers = lr_schedulers()
         if self.lr_scheduler not in schedulers:
             fail("lr_scheduler", f"unknown schedule {self.lr_scheduler!r}{did_you_mean(self.lr_scheduler, schedulers)}; "
