@@ -40,10 +40,13 @@ def dtype_name(dtype: Any) -> str:
 def check_dtype_setting(value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is ``auto`` or a dtype name (an alias included),
     the message naming what is accepted (the dtype of a run config or a finetuning config)."""
-    if value == "auto" or str(value).lower().replace("torch.", "") in _NAMES:
+    if value == "auto":
         return
-    raise ValueError(f"unknown dtype {value!r}{did_you_mean(str(value), ['auto', *_NAMES])}; expected auto, "
-                     "float32, bfloat16 or float16 (or an alias: fp32, bf16, fp16, half)")
+    try:
+        dtype_name(value)
+    except ValueError:
+        raise ValueError(f"unknown dtype {value!r}{did_you_mean(str(value), ['auto', *_NAMES])}; expected auto, "
+                         "float32, bfloat16 or float16 (or an alias: fp32, bf16, fp16, half)") from None
 
 
 def torch_dtype(dtype: Any) -> Any:
