@@ -12,6 +12,7 @@ evaluated). No engine either way.
     python bench/schedule.py --shape plateau      # rises, then flat to the end
     python bench/schedule.py --checkpoints 44 --examples 300
     python bench/schedule.py --results results/demo/results/*/seed-*
+    python bench/schedule.py --results runs/*/results --every 5   # as if saved 5 times less often
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ def simulated(args: argparse.Namespace) -> None:
           f"curve looked flat between evaluated checkpoints in {warned} of {args.seeds}")
 
 
-def replayed(folders: list[str]) -> None:
+def replayed(folders: list[str], every: int) -> None:
     evaluated = total = 0
     for folder in folders:
         try:
-            result = replay(folder)
+            result = replay(folder, every=every)
         except HarnessError as error:  # one folder that cannot be replayed does not stop the others
             print(f"skipped: {error}")
             continue
@@ -79,9 +80,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--results", nargs="+", metavar="FOLDER",
                         help="replay the rule on these finished full sweeps instead of simulated runs")
+    parser.add_argument("--every", type=int, default=1, metavar="K",
+                        help="with --results: replay as if each run had saved only every K-th checkpoint (and the last)")
     args = parser.parse_args()
     if args.results:
-        replayed(args.results)
+        replayed(args.results, args.every)
     else:
         simulated(args)
 

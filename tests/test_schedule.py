@@ -172,6 +172,18 @@ def test_a_replay_on_a_finished_sweep_evaluates_what_the_schedule_would(tmp_path
     assert len(replay(tmp_path / "sweep", max_checkpoints=5).evaluated) == 5
 
 
+def test_a_replay_at_a_coarser_saving_interval_is_the_thinned_runs_replay(tmp_path):
+    run = simulated_curve(40, 150, seed=3)
+    labels = write_sweep(tmp_path / "sweep", run)
+    kept = list(range(0, 40, 4)) + [39]  # every 4th from the first, and the last
+    thinned = replay(tmp_path / "sweep", every=4)
+    assert thinned.labels == [labels[i] for i in kept]
+    assert thinned.evaluated == sorted(adaptive([run[i] for i in kept]).tried)
+    assert replay(tmp_path / "sweep", every=13).labels == [labels[i] for i in (0, 13, 26, 39)]  # the last is on it
+    with pytest.raises(RunError, match="every: must be at least 1"):
+        replay(tmp_path / "sweep", every=0)
+
+
 def test_a_replay_needs_a_full_sweep_with_a_series_to_follow(tmp_path):
     from harness.results.record import RunRecord
 

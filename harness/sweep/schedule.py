@@ -368,11 +368,16 @@ def recorded_series(run: RunDirectory, label: str) -> list[Series]:
     return chosen
 
 
-def replay(folder: str | Path, max_checkpoints: int | None = None) -> Replay:
+def replay(folder: str | Path, max_checkpoints: int | None = None, *, every: int = 1) -> Replay:
     """Run the adaptive schedule's rule (module docstring) on the finished full sweep in
     ``folder``, reading its samples instead of evaluating: a :class:`Replay`, with the run's
-    own seed. A folder that an adaptive schedule left incomplete, with fewer than two
-    checkpoints, or with no series scored at every checkpoint is a :class:`RunError`."""
+    own seed. ``every`` = k replays the run as if it had saved only every k-th checkpoint
+    (the first, every k-th after it, and the last): how much the schedule saves at a coarser
+    saving interval of the same training. A folder that an adaptive schedule left incomplete,
+    with fewer than two checkpoints, or with no series scored at every checkpoint is a
+    :class:`RunError`."""
+    if every < 1:
+        raise RunError(f"every: must be at least 1, not {every}")
     run = RunDirectory(folder)
     record = run.read_record()
     if record is None or not record.checkpoints:
@@ -382,6 +387,7 @@ def replay(folder: str | Path, max_checkpoints: int | None = None) -> Replay:
                        "replay needs a full sweep (run --schedule all into it first)")
     entries = sorted(record.checkpoints, key=lambda e: (e.step is None, e.step or 0, e.label))  # discovery's order
     labels = [entry.label for entry in entries]
+    labels = labels[::every] + ([labels[-1]] if (len(labels) - 1) % every else [])
     if len(labels) < 2:
         raise RunError(f"{folder}: one evaluated checkpoint; a schedule chooses among two or more")
     series = recorded_series(run, labels[0])
