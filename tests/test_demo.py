@@ -137,6 +137,7 @@ def test_demo_seeds_and_recipes_are_checked():
 @pytest.mark.parametrize("settings, message", [
     (dict(steps=0), "--steps: must be at least 1, got 0"),
     (dict(threads=0), "--threads: must be at least 1, got 0"),
+    (dict(save_every=0), "--save-every: must be at least 1, got 0"),
     (dict(nc_share=1.5), "--nc-share: must be between 0 and 1"),
     (dict(warmup_steps=-1), "warmup_steps: must be at least 0"),
     (dict(learning_rate=0.0), "learning_rate: must be positive"),
@@ -147,6 +148,12 @@ def test_demo_settings_are_checked_before_any_stage_runs(settings, message):
     config's max_steps), --threads 0 was torch's RuntimeError traceback."""
     with pytest.raises(DemoError, match=message):
         DemoSettings(**settings)
+
+
+def test_the_demos_save_every_flag_reaches_its_settings(tmp_path, capsys):
+    assert main(["demo", "--save-every", "0", "-o", str(tmp_path / "demo")]) == 2
+    assert "--save-every: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.parametrize("text", ["1,a", "1,1", "-1", ","])

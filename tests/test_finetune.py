@@ -437,14 +437,15 @@ def test_finetune_seeds_write_one_run_per_seed_of_one_recipe(tmp_path, alpaca_fi
     path = tmp_path / "recipe.yaml"
     path.write_text(json.dumps({k: v for k, v in recipe.items() if v is not None}))
 
-    assert main(["finetune", "--config", str(path), "--seeds", "0,1"]) == 0
+    assert main(["finetune", "--config", str(path), "--seeds", "0,1", "--save-steps", "1"]) == 0
 
     records = [json.loads((tmp_path / "run" / f"seed-{seed}" / "recipe.json").read_text()) for seed in (0, 1)]
     assert [r["seed"] for r in records] == [0, 1] and records[0]["recipe"] == records[1]["recipe"]
-    assert all((tmp_path / "run" / f"seed-{seed}" / "checkpoint-2").is_dir() for seed in (0, 1))
+    # --save-steps wins over the recipe's save_steps (2): a checkpoint at every step.
+    assert all((tmp_path / "run" / f"seed-{seed}" / f"checkpoint-{step}").is_dir() for seed in (0, 1) for step in (1, 2))
     # Another recipe (another learning rate) has another hash; the seed does not change it.
     assert recipe_hash(config(tmp_path, tiny_llama_dir, alpaca_file, learning_rate=1e-4)) != records[0]["recipe"]
-    assert recipe_hash(config(tmp_path, tiny_llama_dir, alpaca_file, max_steps=2, save_steps=2,
+    assert recipe_hash(config(tmp_path, tiny_llama_dir, alpaca_file, max_steps=2, save_steps=1,
                               seed=5)) == records[0]["recipe"]
     assert "seed-1" in capsys.readouterr().out
 

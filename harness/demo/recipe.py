@@ -190,7 +190,7 @@ class DemoSettings:
                 raise DemoError(f"{name}: must be between 0 and 1 (exclusive), got {share}")
         # Checked here, not when the first stage that uses them has run for minutes.
         for name, value, least in (("--steps", self.steps, 1), ("--threads", self.threads, 1),
-                                   ("batch_size", self.batch_size, 1), ("save_every", self.save_every, 1),
+                                   ("batch_size", self.batch_size, 1), ("--save-every", self.save_every, 1),
                                    ("limit", self.limit, 1), ("pretrain_steps", self.pretrain_steps, 1),
                                    ("warmup_steps", self.warmup_steps, 0)):
             if value is not None and value < least:
