@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, metavar="K",
                         help="with --results: replay as if each run had saved only every K-th checkpoint (and the last)")
     args = parser.parse_args()
+    if args.every < 1:
+        parser.error(f"--every: must be at least 1, got {args.every}")
     if args.results:
         replayed(args.results, args.every)
     else:

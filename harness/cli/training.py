@@ -61,7 +61,7 @@ def add(parser: Parser, commands: Any) -> None:
     demo.add_argument("--steps", type=int, help="instruction-tuning steps per run (default: 250 world, 40 smollm2)")
     demo.add_argument("--save-every", type=int, metavar="N",
                       help="checkpoint every N instruction-tuning steps (default: 25 world, 20 smollm2); denser "
-                           "saves cost evaluation time, and give --schedule adaptive more to save")
+                           "saves cost evaluation time, and leave harness evaluate --schedule adaptive more to skip")
     demo.add_argument("--nc-share", type=float, help="share of non-context-critical examples (default: 0.5)")
     demo.add_argument("--cf-share", type=float, help="share of counterfactual examples added (default: 0.1)")
     demo.add_argument("--seed", type=int, help="the seed of the base model and the training data, which every run "
