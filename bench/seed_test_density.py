@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 
+from harness.conjugates import ENGLISH
 from harness.reports.inversion import checkpoint_matrix, inversion_of
 from harness.reports.runs import RunResults
+from harness.scoring import GENERATE
 from harness.stats import format_p, replicate_max_test
+from harness.sweep.schedule import CONDITION, METRIC, saved_every
 
 
 def main() -> None:
@@ -29,17 +32,18 @@ def main() -> None:
     if len(args.folders) < 2 or min(intervals) < 1:
         parser.error("give two or more seed folders, and intervals of at least 1")
     runs = [RunResults(folder) for folder in args.folders]
-    task = args.task or runs[0].task_measuring("context_hit_rate", "conflicting")
-    series = [checkpoint_matrix(run, task, "context_hit_rate", "conflicting", "en", "generate") for run in runs]
-    if len({len(points) for points, _ in series}) != 1:
-        parser.error("the seeds' folders hold different numbers of checkpoints")
-    per_seed = [inversion_of(run, task, "context_hit_rate", "conflicting", "en", "generate") for run in runs]
+    task = args.task or runs[0].task_measuring(METRIC, CONDITION)
+    series = [checkpoint_matrix(run, task, METRIC, CONDITION, ENGLISH, GENERATE) for run in runs]
+    # The seeds' matrices are compared row by row: the same checkpoints, in the same order.
+    if len({tuple(point.label for point in points) for points, _ in series}) != 1:
+        parser.error("the seeds' folders hold different checkpoints")
+    per_seed = [inversion_of(run, task, METRIC, CONDITION, ENGLISH, GENERATE) for run in runs]
     print("each seed over all its checkpoints: " + "; ".join(
         f"{run.name} {one.verdict} (rise {format_p(one.rise.p_value)}, fall {format_p(one.drop.p_value)})"
         for run, one in zip(runs, per_seed)))
     total = len(series[0][0])
     for every in intervals:
-        kept = list(range(0, total, every)) + ([total - 1] if (total - 1) % every else [])
+        kept = saved_every(total, every)
         matrices = [matrix[kept] for _, matrix in series]
         rise, fall = (replicate_max_test(matrices, reference) for reference in (0, len(kept) - 1))
         print(f"every {every}: {len(kept)} checkpoints, over {len(runs)} seeds: rise {format_p(rise.p_value)}, "

@@ -368,6 +368,13 @@ def recorded_series(run: RunDirectory, label: str) -> list[Series]:
     return chosen
 
 
+def saved_every(count: int, every: int) -> list[int]:
+    """The indices of ``count`` checkpoints (step order) a run would hold had it saved only
+    every ``every``-th of them: the first, every ``every``-th after it, and the last."""
+    kept = list(range(0, count, every))
+    return kept + ([count - 1] if kept and kept[-1] != count - 1 else [])
+
+
 def replay(folder: str | Path, max_checkpoints: int | None = None, *, every: int = 1) -> Replay:
     """Run the adaptive schedule's rule (module docstring) on the finished full sweep in
     ``folder``, reading its samples instead of evaluating: a :class:`Replay`, with the run's
@@ -387,7 +394,7 @@ def replay(folder: str | Path, max_checkpoints: int | None = None, *, every: int
                        "replay needs a full sweep (run --schedule all into it first)")
     entries = sorted(record.checkpoints, key=lambda e: (e.step is None, e.step or 0, e.label))  # discovery's order
     labels = [entry.label for entry in entries]
-    labels = labels[::every] + ([labels[-1]] if (len(labels) - 1) % every else [])
+    labels = [labels[index] for index in saved_every(len(labels), every)]
     if len(labels) < 2:
         raise RunError(f"{folder}: one evaluated checkpoint; a schedule chooses among two or more")
     series = recorded_series(run, labels[0])
