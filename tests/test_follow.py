@@ -22,6 +22,7 @@ from harness.checkpoints.sources import DELETED, Follower
 from harness.results import RunDirectory, SummaryRow
 from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
+from harness.sweep.lag import read_lag
 from harness.sweep.trackers import WandbTracker
 from harness.training.callbacks import ContextRelianceCallback
 
@@ -121,6 +122,44 @@ def test_a_checkpoint_deleted_after_it_was_handed_out_is_recorded_not_fatal(llam
     record = run_json(tmp_path / "out")
     assert record["skipped_checkpoints"] == {"checkpoint-20": DELETED}
     assert {row.checkpoint for row in RunDirectory(tmp_path / "out").read_summary()} == {"checkpoint-10"}
+
+
+@pytest.mark.parametrize("while_loading", ["identity", "fingerprint", "tokenizer", "model"])
+def test_a_checkpoint_deleted_while_it_loads_is_recorded_as_deleted(llama_run, tmp_path, monkeypatch, while_loading):
+    # The race CI met: the folder is there when the sweep looks, gone when it reads the files.
+    from harness.backends.hf import HFBackend
+    from harness.sweep import sweep as sweep_module
+    run = tmp_path / "run"
+    for step in (10, 20):
+        copy_checkpoint(llama_run / f"checkpoint-{step}", run / f"checkpoint-{step}")
+
+    def rotated_out(load):
+        def load_after_rotation(*args, **kwargs):
+            checkpoint = next(a for a in args if isinstance(a, Checkpoint))
+            if checkpoint.label == "checkpoint-20":
+                shutil.rmtree(run / "checkpoint-20")
+            return load(*args, **kwargs)
+        return load_after_rotation
+
+    if while_loading == "identity":  # its weights are fingerprinted
+        monkeypatch.setattr(HFBackend, "identity", rotated_out(HFBackend.identity))
+    elif while_loading == "fingerprint":  # between listing its files and reading them
+        from harness.checkpoints import fingerprints
+
+        def hashes_after_rotation(path, hashes=fingerprints.tensor_hashes):
+            if Path(path).parent.name == "checkpoint-20":
+                shutil.rmtree(run / "checkpoint-20", ignore_errors=True)
+            return hashes(path)
+        monkeypatch.setattr(fingerprints, "tensor_hashes", hashes_after_rotation)
+    elif while_loading == "tokenizer":
+        monkeypatch.setattr(sweep_module, "load_tokenizer", rotated_out(sweep_module.load_tokenizer))
+    else:
+        monkeypatch.setattr(HFBackend, "load", rotated_out(HFBackend.load))
+    config = RunConfig(output=str(tmp_path / "out"), checkpoints=str(run), follow=True, until_step=20, poll=0.1,
+                       tasks=[TASK], backend="hf", conjugates=["en"], prefetch=False)  # read in turn, not ahead
+    evaluate(config, progress=False)  # following: the sweep logs the lag itself
+    assert run_json(tmp_path / "out")["skipped_checkpoints"] == {"checkpoint-20": DELETED}
+    assert [line["label"] for line in read_lag(tmp_path / "out")] == ["checkpoint-10"]  # no lag for a skipped one
 
 
 def test_a_folder_of_save_pretrained_checkpoints_is_evaluated_once_its_files_settle(llama_run, tmp_path):

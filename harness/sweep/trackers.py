@@ -48,7 +48,7 @@ def log_metrics(rows: Sequence[SummaryRow]) -> dict[str, float]:
 
 
 class Tracker(Protocol):
-    """Receives each checkpoint's summary rows once they are written."""
+    """Receives each checkpoint's summary rows once they are written (none for a skipped one)."""
 
     def log(self, checkpoint: Checkpoint, rows: list[SummaryRow]) -> None: ...
 
@@ -76,6 +76,8 @@ class TensorBoardTracker:
         self.writer = SummaryWriter(log_dir=folder)
 
     def log(self, checkpoint: Checkpoint, rows: list[SummaryRow]) -> None:
+        if not rows:  # a skipped checkpoint: nothing to log
+            return
         step = known_step(checkpoint)
         if step is None:
             return
@@ -103,6 +105,8 @@ class WandbTracker:
         self.run.define_metric(f"{LOG_PREFIX}/*", step_metric=STEP_METRIC)
 
     def log(self, checkpoint: Checkpoint, rows: list[SummaryRow]) -> None:
+        if not rows:  # a skipped checkpoint: nothing to log
+            return
         step = known_step(checkpoint)
         if step is not None:
             self.run.log({**log_metrics(rows), STEP_METRIC: step})

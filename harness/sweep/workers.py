@@ -350,10 +350,9 @@ class _Dispatcher:
                 time.sleep(1.0)
 
     def _finished(self, checkpoint: Checkpoint, *, evaluated: bool = True) -> None:
-        if evaluated:
-            rows = self.sweep.summarise(checkpoint)
-            for observe in self.observers:
-                observe(checkpoint, rows)
+        rows = self.sweep.summarise(checkpoint) if evaluated else []
+        for observe in self.observers:
+            observe(checkpoint, rows)
         self.done += 1
         self._show()
 
