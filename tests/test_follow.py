@@ -17,9 +17,11 @@ import pytest
 import wandb_runs
 from trainers import losses, make_trainer
 from handmade import run_json
-from harness.checkpoints import TRAINER_STATE, Checkpoint
+from harness.backends.hf import HFBackend
+from harness.checkpoints import TRAINER_STATE, Checkpoint, fingerprints
 from harness.checkpoints.sources import DELETED, Follower
 from harness.results import RunDirectory, SummaryRow
+from harness.sweep import sweep as sweep_module
 from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
 from harness.sweep.lag import read_lag
@@ -124,37 +126,36 @@ def test_a_checkpoint_deleted_after_it_was_handed_out_is_recorded_not_fatal(llam
     assert {row.checkpoint for row in RunDirectory(tmp_path / "out").read_summary()} == {"checkpoint-10"}
 
 
-@pytest.mark.parametrize("while_loading", ["identity", "fingerprint", "tokenizer", "model"])
-def test_a_checkpoint_deleted_while_it_loads_is_recorded_as_deleted(llama_run, tmp_path, monkeypatch, while_loading):
-    # The race CI met: the folder is there when the sweep looks, gone when it reads the files.
-    from harness.backends.hf import HFBackend
-    from harness.sweep import sweep as sweep_module
+def _mentions(value, label: str) -> bool:
+    """Whether an argument is, names a file of, or lists the checkpoint ``label``."""
+    if isinstance(value, Checkpoint):
+        return value.label == label
+    if isinstance(value, (str, Path)):
+        return label in Path(value).parts
+    return isinstance(value, list) and any(_mentions(one, label) for one in value)
+
+
+#: Where a sweep reads a checkpoint's files after the follower found it complete: (object, attribute).
+READS = {"inspection": (sweep_module, "split_loadable"), "identity": (HFBackend, "identity"),
+         "fingerprint": (fingerprints, "tensor_hashes"), "tokenizer": (sweep_module, "load_tokenizer"),
+         "model": (HFBackend, "load")}
+
+
+@pytest.mark.parametrize("while_reading", sorted(READS))
+def test_a_checkpoint_deleted_while_it_is_read_is_recorded_as_deleted(llama_run, tmp_path, monkeypatch, while_reading):
+    # The race CI met: the folder is there when the follower looks, gone when the sweep reads it.
     run = tmp_path / "run"
     for step in (10, 20):
         copy_checkpoint(llama_run / f"checkpoint-{step}", run / f"checkpoint-{step}")
+    owner, name = READS[while_reading]
+    read = getattr(owner, name)
 
-    def rotated_out(load):
-        def load_after_rotation(*args, **kwargs):
-            checkpoint = next(a for a in args if isinstance(a, Checkpoint))
-            if checkpoint.label == "checkpoint-20":
-                shutil.rmtree(run / "checkpoint-20")
-            return load(*args, **kwargs)
-        return load_after_rotation
+    def read_after_rotation(*args, **kwargs):
+        if any(_mentions(arg, "checkpoint-20") for arg in args):
+            shutil.rmtree(run / "checkpoint-20", ignore_errors=True)
+        return read(*args, **kwargs)
 
-    if while_loading == "identity":  # its weights are fingerprinted
-        monkeypatch.setattr(HFBackend, "identity", rotated_out(HFBackend.identity))
-    elif while_loading == "fingerprint":  # between listing its files and reading them
-        from harness.checkpoints import fingerprints
-
-        def hashes_after_rotation(path, hashes=fingerprints.tensor_hashes):
-            if Path(path).parent.name == "checkpoint-20":
-                shutil.rmtree(run / "checkpoint-20", ignore_errors=True)
-            return hashes(path)
-        monkeypatch.setattr(fingerprints, "tensor_hashes", hashes_after_rotation)
-    elif while_loading == "tokenizer":
-        monkeypatch.setattr(sweep_module, "load_tokenizer", rotated_out(sweep_module.load_tokenizer))
-    else:
-        monkeypatch.setattr(HFBackend, "load", rotated_out(HFBackend.load))
+    monkeypatch.setattr(owner, name, read_after_rotation)
     config = RunConfig(output=str(tmp_path / "out"), checkpoints=str(run), follow=True, until_step=20, poll=0.1,
                        tasks=[TASK], backend="hf", conjugates=["en"], prefetch=False)  # read in turn, not ahead
     evaluate(config, progress=False)  # following: the sweep logs the lag itself

@@ -329,7 +329,7 @@ def ready_checkpoints(sweep: Sweep, source: CheckpointSource) -> list[Checkpoint
         sweep.skip(checkpoint, reason)
     loadable, broken = split_loadable(ready)
     for checkpoint, reason in broken:
-        sweep.skip(checkpoint, reason)
+        sweep.skip(checkpoint, DELETED if _vanished(checkpoint) else reason)  # rotated out since the poll
     return loadable
 
 
