@@ -514,3 +514,22 @@ def test_a_safetensors_file_cut_short_or_garbled_is_named_before_anything_loads(
     assert inspect_checkpoint(folder).startswith("model.safetensors: its header claims 1000000000000 bytes")
     weights.write_bytes(good[:8] + b"#" * 20 + good[28:])
     assert inspect_checkpoint(folder) == "model.safetensors: its header is not JSON: not a safetensors file, or garbled"
+
+
+def test_an_adapter_checkpoint_deleted_while_its_run_is_discovered_is_left_out(tmp_path, monkeypatch):
+    # A trainer rotating checkpoints (save_total_limit) can delete one between the listing of the
+    # run folder and the reading of its adapter_config.json: a follower's poll must go on.
+    from harness.checkpoints import discovery
+
+    run = tmp_path / "lora"
+    for step in (10, 20):
+        make_adapter(run / f"checkpoint-{step}", step=step)
+    read = discovery.read_json_object
+
+    def read_after_rotation(path):
+        if path.parent.name == "checkpoint-10":
+            shutil.rmtree(path.parent, ignore_errors=True)
+        return read(path)
+
+    monkeypatch.setattr(discovery, "read_json_object", read_after_rotation)
+    assert [c.label for c in discover(str(run))] == ["checkpoint-20"]

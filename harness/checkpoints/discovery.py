@@ -284,10 +284,7 @@ def _local_entry(path: Path, entry: str, base_model: str | None, *, required: bo
     path = Path(os.path.abspath(path))
     children = sorted(c for c in path.iterdir() if _TRAINER_CHILD.match(c.name) and c.is_dir())
     if children:
-        found = [
-            _folder(child, base_model, _folder_step(child), _path_names(child))
-            for child in children
-        ]
+        found = [one for one in (_child(child, base_model) for child in children) if one is not None]
         if _holds_final_model(path):
             final_step = state_step(path)
             found.append(_folder(path, base_model, final_step, ("final",) + _path_names(path)))
@@ -301,6 +298,17 @@ def _local_entry(path: Path, entry: str, base_model: str | None, *, required: bo
         f"a model (config.json + weights) or a PEFT adapter (adapter_config.json); "
         f"for other layouts pass a glob such as {os.path.join(entry, '*')!r}"
     )
+
+
+def _child(child: Path, base_model: str | None) -> _Found | None:
+    """A run folder's ``checkpoint-N`` child; None when it vanished while it was read (a
+    trainer's ``save_total_limit`` rotation between listing the run and reading the child)."""
+    try:
+        return _folder(child, base_model, _folder_step(child), _path_names(child))
+    except CheckpointError:
+        if child.exists():
+            raise
+        return None
 
 
 def _folder(path: Path, base_model: str | None, step: int | None, names: tuple[str, ...]) -> _Found:
