@@ -19,7 +19,8 @@ Runs in HF Trainer layout
     :func:`build_checkpoint_run` — ``<run>/checkpoint-<step>`` folders of full models with
     different weights and a ``trainer_state.json``; :func:`build_lora_run` — the same with PEFT
     LoRA adapters over one base; :func:`checkpoints_of` — a run's folders as
-    :class:`harness.checkpoints.Checkpoint` objects without the discovery module.
+    :class:`harness.checkpoints.Checkpoint` objects without the discovery module;
+    :func:`folder_tensors` — every tensor a folder's safetensors files hold, by name.
 """
 
 from __future__ import annotations
@@ -183,6 +184,13 @@ def write_trainer_state(folder: Path, step: int, max_steps: int) -> None:
         "is_world_process_zero": True,
     }
     (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+
+def folder_tensors(folder: str | Path) -> dict:
+    """Every tensor in ``folder``'s ``*.safetensors`` files, by name (to compare checkpoints' weights)."""
+    from safetensors.torch import load_file
+
+    return {name: tensor for path in sorted(Path(folder).glob("*.safetensors")) for name, tensor in load_file(path).items()}
 
 
 def build_checkpoint_run(run: Path, tokenizer_dir: Path, *, arch: str = "llama", tied: bool = False,

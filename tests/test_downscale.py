@@ -27,7 +27,7 @@ from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate, resolve_checkpoints
 from harness.reports.scaling import Retention, crossing, downscaling_curve, non_increasing
 from harness.scoring import GENERATE, aggregate, metric_names
-from harness.testing import POSITIONS, build_tiny_model
+from harness.testing import POSITIONS, build_tiny_model, folder_tensors
 
 CALIBRATION = "calibration=task:icl_vs_if&samples=4&seq_len=64"
 TASKS = ["closed_book", "overriding"]
@@ -38,10 +38,6 @@ def cache(tmp_path, monkeypatch) -> Path:
     """Each test builds its variants into a cache of its own."""
     monkeypatch.setenv("IFT_HARNESS_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def weights(folder: str | Path) -> dict[str, torch.Tensor]:
-    return {name: tensor for path in sorted(Path(folder).glob("*.safetensors")) for name, tensor in load_file(path).items()}
 
 
 def record(checkpoint) -> dict:
@@ -59,9 +55,9 @@ def test_pruning_hits_the_sparsity_per_layer_and_leaves_the_rest_bit_identical(m
     checkpoints = downscale.resolve([f"prune:{folder}@0,0.3,0.7{options}"])
     assert [(c.label, c.step) for c in checkpoints] == [("sparsity-0", 0), ("sparsity-30", 30), ("sparsity-70", 70)]
     assert checkpoints[0].model == str(folder)  # the dense level is the model itself
-    dense = weights(folder)
+    dense = folder_tensors(folder)
     for checkpoint, asked in zip(checkpoints[1:], (0.3, 0.7)):
-        pruned = weights(checkpoint.model)
+        pruned = folder_tensors(checkpoint.model)
         assert pruned.keys() == dense.keys()  # a tied head stays tied: no lm_head.weight appears
         layers = record(checkpoint)["layers"]
         assert len(layers) == (14 if "llama" in model else 8)  # 7 (4) linear layers a block, 2 blocks
@@ -85,7 +81,7 @@ def test_two_four_keeps_two_of_every_four_inputs(tiny_gpt2_dir, tiny_llama_dir, 
     for folder in (tiny_llama_dir, tiny_gpt2_dir):
         _, half = downscale.resolve([f"prune:{folder}@0,0.5?structure=2:4{options}"])
         for name in record(half)["layers"]:
-            tensor = weights(half.model)[f"{name}.weight"]
+            tensor = folder_tensors(half.model)[f"{name}.weight"]
             rows = tensor.t() if ".h." in name else tensor  # GPT-2's Conv1D stores (in, out)
             groups = (rows.reshape(rows.shape[0], -1, 4) != 0).sum(dim=-1)
             assert int(groups.max()) <= 2, name
@@ -96,8 +92,8 @@ def test_targets_narrow_what_is_pruned(tiny_llama_dir):
     _, variant = downscale.resolve([f"prune:{tiny_llama_dir}@0,0.5?targets=mlp"])
     layers = record(variant)["layers"]
     assert layers and all(".mlp." in name for name in layers)
-    assert torch.equal(weights(variant.model)["model.layers.0.self_attn.q_proj.weight"],
-                       weights(tiny_llama_dir)["model.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(folder_tensors(variant.model)["model.layers.0.self_attn.q_proj.weight"],
+                       folder_tensors(tiny_llama_dir)["model.layers.0.self_attn.q_proj.weight"])
 
 
 # --------------------------------------------------------------------------- the cache

@@ -25,6 +25,7 @@ from harness.training.mitigations import PartialFreeze, augment_counterfactual, 
 from harness.training.run import recipe_hash, run_finetune
 from harness.tasks.prompts import apply_format
 from harness.results import RunDirectory
+from harness.testing import folder_tensors
 
 torch.set_num_threads(1)
 
@@ -242,10 +243,6 @@ def test_augmentation_adds_the_requested_fraction(tmp_path, source, fraction):
 # --------------------------------------------------------------------------- q/k only
 
 
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(next(folder.glob("*.safetensors"))))
-
-
 def _changed(before: dict, after: dict) -> set[str]:
     assert before.keys() == after.keys()
     return {name for name in before if not torch.equal(before[name], after[name])}
@@ -272,7 +269,7 @@ def test_qk_only_full_finetuning_changes_only_q_and_k(tmp_path, alpaca_file, tin
     # Weight decay would shrink the held value weights if they were not put back.
     out = run_finetune(config(tmp_path, model_dir, alpaca_file, qk_only=True, weight_decay=0.1, learning_rate=1e-2))
 
-    before, after = _weights(model_dir), _weights(out / "checkpoint-2")
+    before, after = folder_tensors(model_dir), folder_tensors(out / "checkpoint-2")
     changed = _changed(before, after)
     trained = json.loads((out / "mitigations.json").read_text())["qk_only"]["trained"]
     if arch == "llama":
@@ -374,8 +371,8 @@ def test_cli_finetune_writes_a_sweepable_run(tmp_path, alpaca_file, tiny_tied_ll
         assert "lm_head.weight" not in stored.keys()
     model = AutoModelForCausalLM.from_pretrained(final)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    assert not torch.equal(_weights(final)["model.embed_tokens.weight"],
-                           _weights(tiny_tied_llama_dir)["model.embed_tokens.weight"])
+    assert not torch.equal(folder_tensors(final)["model.embed_tokens.weight"],
+                           folder_tensors(tiny_tied_llama_dir)["model.embed_tokens.weight"])
 
     mitigations = json.loads((out / "mitigations.json").read_text())
     assert mitigations["filter_non_context_critical"]["dropped"] == 2

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from handmade import conflict, write_run
-from safetensors.torch import load_file
 
 from harness.checkpoints import interp
 from harness.errors import CheckpointError, RunError
@@ -18,6 +17,7 @@ from harness.reports.runs import RunResults
 from harness.results import RunDirectory
 from harness.sweep.config import RunConfig
 from harness.sweep.evaluate import evaluate
+from harness.testing import folder_tensors
 
 TASKS = ["closed_book", "overriding"]
 
@@ -27,10 +27,6 @@ def cache(tmp_path, monkeypatch) -> Path:
     """Each test builds its levels into a cache of its own."""
     monkeypatch.setenv("IFT_HARNESS_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-def weights(folder: str | Path) -> dict[str, torch.Tensor]:
-    return {name: tensor for path in sorted(Path(folder).glob("*.safetensors")) for name, tensor in load_file(path).items()}
 
 
 def config(checkpoints: str, output: Path, **overrides) -> RunConfig:
@@ -50,7 +46,7 @@ def test_levels_are_the_interpolated_weights_and_the_ends_are_the_models(llama_r
     levels = interp.resolve([f"interp:{base}..{tuned}@0,0.25,1"])
     assert [(c.label, c.step) for c in levels] == [("lambda-0", 0), ("lambda-0.25", 25), ("lambda-1", 100)]
     assert levels[0].model == str(base) and levels[2].model == str(tuned)
-    ours, theirs, quarter = weights(base), weights(tuned), weights(levels[1].model)
+    ours, theirs, quarter = folder_tensors(base), folder_tensors(tuned), folder_tensors(levels[1].model)
     for name, tensor in quarter.items():
         assert torch.allclose(tensor, ours[name] + 0.25 * (theirs[name] - ours[name]), atol=1e-6), name
     # lerp's ends are the models bit for bit, so λ = 0 and 1 need no copy
@@ -80,7 +76,7 @@ def test_an_adapter_is_merged_before_interpolating(tiny_llama_dir, lora_run, tmp
 
     merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), str(adapter))
     expected = merged.merge_and_unload().state_dict()
-    built = weights(levels[1].model)
+    built = folder_tensors(levels[1].model)
     assert all(torch.equal(built[name], expected[name]) for name in built)
 
 
@@ -103,7 +99,7 @@ def test_a_bad_spec_is_one_clear_message(spec, words, llama_run, tiny_gpt2_dir, 
 def test_extrapolate_allows_levels_beyond_the_models(llama_run):
     base, tuned = llama_run / "checkpoint-10", llama_run / "checkpoint-30"
     (beyond,) = interp.resolve([f"interp:{base}..{tuned}@1.5"], extrapolate=True)
-    ours, theirs, built = weights(base), weights(tuned), weights(beyond.model)
+    ours, theirs, built = folder_tensors(base), folder_tensors(tuned), folder_tensors(beyond.model)
     name = next(iter(built))
     assert torch.allclose(built[name], ours[name] + 1.5 * (theirs[name] - ours[name]), atol=1e-5)
     assert beyond.step == 150
