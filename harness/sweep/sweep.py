@@ -102,7 +102,11 @@ class Sweep:
     # ------------------------------------------------------------------ what a checkpoint is
 
     def skip(self, checkpoint: Checkpoint, reason: str) -> None:
-        """Record a checkpoint that could not be evaluated (the sweep goes on)."""
+        """Record a checkpoint that could not be evaluated (the sweep goes on); one whose folder
+        is gone is recorded as ``DELETED``, whatever failed on the way (a followed trainer rotated
+        it out while the sweep read it: its inspection, fingerprint, tokenizer or weights)."""
+        if _vanished(checkpoint):
+            reason = DELETED
         log.warning("skipping checkpoint %s (%s): %s", checkpoint.label, checkpoint.adapter or checkpoint.model, reason)
         self.record.skipped_checkpoints[checkpoint.label] = reason
         self.run.write_record(self.record)
@@ -313,11 +317,7 @@ class Sweep:
 
 
 def load_failed(checkpoint: Checkpoint, error: BaseException) -> str:
-    """The reason recorded for a checkpoint whose model or tokenizer did not load; ``DELETED``
-    when its folder vanished while it loaded (a followed trainer rotated it out after the sweep
-    looked)."""
-    if _vanished(checkpoint):
-        return DELETED
+    """The reason recorded for a checkpoint whose model or tokenizer did not load."""
     return f"load failed: {why_not_loaded(checkpoint.model, error)}"
 
 
@@ -329,7 +329,7 @@ def ready_checkpoints(sweep: Sweep, source: CheckpointSource) -> list[Checkpoint
         sweep.skip(checkpoint, reason)
     loadable, broken = split_loadable(ready)
     for checkpoint, reason in broken:
-        sweep.skip(checkpoint, DELETED if _vanished(checkpoint) else reason)  # rotated out since the poll
+        sweep.skip(checkpoint, reason)
     return loadable
 
 
